@@ -1,0 +1,317 @@
+"""CPU kernel source for one fused group: numba `njit` loops over flat, contiguous buffers.
+
+Shapes are baked into the source (a kernel is specialised per shape), so index arithmetic is
+constant-folded by LLVM and the innermost loop walks memory contiguously where the views allow.
+Kernels with enough work run their outer loop with `prange`; small ones run serially, since a
+parallel launch has a fixed cost. Reductions and row-wise kernels compile with `reassoc` only, so
+LLVM may vectorise their accumulations; the math helpers (vmath) keep their own strict flags, and
+NaN and inf propagate as in numpy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from jitnet.codegen.expr import Dialect, Emitter, NameCounter
+from jitnet.codegen.index import Idx, flat_index, unflatten_index
+from jitnet.ir import dtypes
+from jitnet.ir.fusion import Kernel
+from jitnet.ir.node import Node, type_str
+from jitnet.ir.ops import OPS, Kind
+
+PARALLEL_MIN_WORK = 1 << 15  # elements of work below which a kernel runs serially
+INNER_MIN = 512  # the innermost loop covers at least this many elements when the shape allows
+CHUNKS_MIN = 8192  # elements per chunk when a whole reduction is split across threads
+
+
+class CpuDialect(Dialect):
+    funcs = {
+        name: f"vm.{name}_{{t}}"
+        for name in ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "sin", "cos", "acos")
+    } | {"sqrt": "np.sqrt", "abs": "abs"}
+
+
+DIALECT = CpuDialect()
+
+
+def numba_type(dtype: np.dtype) -> str:
+    return "boolean" if dtypes.is_bool(dtype) else np.dtype(dtype).name
+
+
+def _prod(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def _loop_nest(shape: tuple, parallel: bool, emit, indent: int) -> tuple[int, list[Idx]]:
+    """Open loops over `shape`: an outer (maybe parallel) loop over the leading dims and an inner
+    loop over the smallest trailing block of at least INNER_MIN elements. Returns the body's
+    indent and the multi-index."""
+    split, inner = len(shape), 1
+    while split > 0 and inner < INNER_MIN:
+        split -= 1
+        inner *= shape[split]
+    rng = "prange" if parallel else "range"
+    if split == 0:
+        emit(indent, f"for i in {rng}({inner}):")
+        return indent + 1, unflatten_index(Idx.var("i", inner), shape)
+    outer = _prod(shape[:split])
+    emit(indent, f"for o in {rng}({outer}):")
+    emit(indent + 1, f"for i in range({inner}):")
+    idx = unflatten_index(Idx.var("o", outer), shape[:split]) + unflatten_index(Idx.var("i", inner), shape[split:])
+    return indent + 2, idx
+
+
+class _Source:
+    """Lines of a kernel function under construction."""
+
+    def __init__(self, kernel: Kernel):
+        self.kernel = kernel
+        self.params = {n: f"in{i}" for i, n in enumerate(kernel.inputs)}
+        self.names = NameCounter()
+        self.lines: list[str] = []
+
+    def emit(self, indent: int, line: str) -> None:
+        self.lines.append("    " * indent + line)
+
+    def scope(self, indent: int, memo: dict | None = None) -> Emitter:
+        return Emitter(DIALECT, self.params, self.names, indent, memo)
+
+    def close(self, scope: Emitter) -> None:
+        self.lines.extend(scope.lines)
+
+
+def generate(kernel: Kernel) -> str:
+    """The module source of the kernel `kernel(out, in0, in1, ...)`."""
+    src = _Source(kernel)
+    work = _work(kernel)
+    parallel = work >= PARALLEL_MIN_WORK
+    {"elementwise": _elementwise, "reduce": _reduce, "rowwise": _rowwise}[kernel.kind](src, parallel)
+    args = ["out"] + list(src.params.values())
+    sig = f"void({numba_type(kernel.root.dtype)}[::1], {', '.join(f'readonly({numba_type(n.dtype)})' for n in kernel.inputs)})"
+    flags = f'parallel={parallel}, cache=True, error_model="numpy"'
+    if kernel.kind != "elementwise":
+        flags += ', fastmath={"reassoc"}'
+    header = [
+        f"# jitnet cpu kernel: {kernel.kind}, {work} elements of work, {'parallel' if parallel else 'serial'}",
+        f"# out %{kernel.root.id}: {type_str(kernel.root)}",
+        *(f"# {name} %{n.id}: {type_str(n)}" for n, name in src.params.items()),
+        "# " + " ".join(n.op for n in kernel.nodes if n.op != "const"),
+        "import numpy as np",
+        "from numba import njit, prange",
+        "from numba.types import void, boolean, int32, int64, float32, float64",
+        "",
+        "from jitnet.codegen.cpu import vmath as vm",
+        "from jitnet.codegen.cpu.signature import readonly",
+        "",
+        "",
+        f"@njit({sig}, {flags})",
+        f"def kernel({', '.join(args)}):",
+    ]
+    body = src.lines or ["    pass"]
+    return "\n".join(header + body) + "\n"
+
+
+def _work(kernel: Kernel) -> int:
+    reducers = [n for n in kernel.nodes if OPS[n.op].kind in (Kind.REDUCE, Kind.ROWWISE)]
+    return max([kernel.root.size] + [r.inputs[0].size for r in reducers])
+
+
+def _elementwise(src: _Source, parallel: bool) -> None:
+    root = src.kernel.root
+    indent, idx = _loop_nest(root.shape, parallel, src.emit, 1)
+    body = src.scope(indent)
+    value = body.value(root, idx)
+    body.emit(f"out[{flat_index(idx, root.shape).render()}] = {value}")
+    src.close(body)
+
+
+# ---- reductions ----
+
+
+def _acc_dtype(r: Node) -> np.dtype:
+    if r.op in ("sum", "logsumexp"):
+        return dtypes.float64 if dtypes.is_float(r.dtype) else dtypes.int64
+    return r.inputs[0].dtype
+
+
+def _extreme(dtype: np.dtype, sign: int) -> str:
+    if dtypes.is_float(dtype):
+        return DIALECT.literal(sign * math.inf, dtype)
+    info = np.iinfo(dtype)
+    return DIALECT.literal(info.max if sign > 0 else info.min, dtype)
+
+
+def _better(op: str, v: str, acc: str, dtype: np.dtype) -> str:
+    """Condition under which v replaces acc: strictly better, or the first NaN (NaN wins, as numpy)."""
+    cmp = "<" if op == "min" else ">"
+    if dtypes.is_float(dtype):
+        return f"{v} {cmp} {acc} or ({v} != {v} and {acc} == {acc})"
+    return f"{v} {cmp} {acc}"
+
+
+class _Reduction:
+    """Accumulator variables and update statements for one reduce node."""
+
+    def __init__(self, src: _Source, node: Node):
+        self.node, self.op = node, node.op
+        self.in_dtype = node.inputs[0].dtype
+        self.acc_dtype = _acc_dtype(node)
+        self.acc = src.names("acc")
+        self.arg = src.names("arg")  # argmax's index
+        self.max = src.names("m")  # logsumexp's running maximum
+
+    def init(self, emit) -> None:
+        if self.op == "sum":
+            emit(f"{self.acc} = {DIALECT.literal(0, self.acc_dtype)}")
+        elif self.op in ("max", "min", "argmax"):
+            emit(f"{self.acc} = {_extreme(self.in_dtype, 1 if self.op == 'min' else -1)}")
+            emit(f"{self.arg} = 0")
+        else:  # logsumexp
+            emit(f"{self.max} = {_extreme(self.in_dtype, -1)}")
+            emit(f"{self.acc} = {DIALECT.literal(0, self.acc_dtype)}")
+
+    def first_pass(self, emit, v: str) -> None:
+        """logsumexp needs the maximum before it can sum."""
+        if self.op == "logsumexp":
+            emit(f"if {_better('max', v, self.max, self.in_dtype)}:")
+            emit(f"    {self.max} = {v}")
+
+    def update(self, emit, v: str, position: str) -> None:
+        if self.op == "sum":
+            emit(f"{self.acc} += {DIALECT.cast(v, self.acc_dtype)}")
+        elif self.op == "logsumexp":
+            t = dtypes.short_name(self.in_dtype)
+            emit(f"{self.acc} += {DIALECT.cast(f'vm.exp_{t}({v} - {self.max})', self.acc_dtype)}")
+        else:
+            op = "max" if self.op == "argmax" else self.op
+            emit(f"if {_better(op, v, self.acc, self.in_dtype)}:")
+            emit(f"    {self.acc} = {v}")
+            if self.op == "argmax":
+                emit(f"    {self.arg} = {position}")
+
+    def result(self, emit) -> str:
+        if self.op == "argmax":
+            return self.arg
+        if self.op == "logsumexp":
+            t, dt = dtypes.short_name(self.in_dtype), self.in_dtype
+            shift = f"({self.max} if {self.max} - {self.max} == 0 else {DIALECT.literal(0, dt)})"
+            emit(f"{self.acc} = {DIALECT.cast(f'{shift} + vm.log_{t}({DIALECT.cast(self.acc, dt)})', dt)}")
+        return DIALECT.cast(self.acc, self.node.dtype)
+
+
+def _reduce(src: _Source, parallel: bool) -> None:
+    kernel = src.kernel
+    reducers = [n for n in kernel.nodes if OPS[n.op].kind == Kind.REDUCE]
+    first = reducers[0]
+    shape, axes = first.inputs[0].shape, first.attrs["axes"]
+    kept = [d for d in range(len(shape)) if d not in axes]
+    kept_size, red_size = _prod([shape[d] for d in kept]), _prod([shape[d] for d in axes])
+    chunked = parallel and kept_size < 16 and all(r.op in ("sum", "max", "min") for r in reducers)
+    outer_parallel = parallel and not chunked
+
+    emit = src.emit
+    emit(1, f"for o in {'prange' if outer_parallel else 'range'}({kept_size}):")
+    kept_idx = unflatten_index(Idx.var("o", kept_size), tuple(shape[d] for d in kept))
+    accs = [_Reduction(src, r) for r in reducers]
+
+    def input_index(r_var: Idx) -> list[Idx]:
+        red_idx = unflatten_index(r_var, tuple(shape[d] for d in axes))
+        it_kept, it_red = iter(kept_idx), iter(red_idx)
+        return [next(it_red) if d in axes else next(it_kept) for d in range(len(shape))]
+
+    def accumulate(indent: int, r_range: str, r_var: Idx, first_pass: bool) -> None:
+        emit(indent, f"for r in {r_range}:")
+        body = src.scope(indent + 1)
+        idx = input_index(r_var)
+        for acc in accs:
+            v = body.value(acc.node.inputs[0], idx)
+            if first_pass:
+                acc.first_pass(body.emit, v)
+            else:
+                acc.update(body.emit, v, "r")
+        src.close(body)
+
+    r_var = Idx.var("r", red_size)
+    if chunked:
+        n_chunks = max(1, min(256, red_size // CHUNKS_MIN))
+        chunk = -(-red_size // n_chunks)
+        for acc in accs:
+            emit(2, f"part_{acc.acc} = np.empty({n_chunks}, np.{acc.acc_dtype.name})")
+        emit(2, f"for c in prange({n_chunks}):")
+        for acc in accs:
+            acc.init(lambda line: emit(3, line))
+        accumulate(3, f"range(c * {chunk}, min({red_size}, (c + 1) * {chunk}))", r_var, False)
+        for acc in accs:
+            emit(3, f"part_{acc.acc}[c] = {acc.acc}")
+        for acc in accs:
+            acc.init(lambda line: emit(2, line))
+        emit(2, f"for c in range({n_chunks}):")
+        for acc in accs:
+            acc.update(lambda line: emit(3, line), f"part_{acc.acc}[c]", "c")
+    else:
+        for acc in accs:
+            acc.init(lambda line: emit(2, line))
+        if any(acc.op == "logsumexp" for acc in accs):
+            accumulate(2, f"range({red_size})", r_var, True)
+        accumulate(2, f"range({red_size})", r_var, False)
+
+    epilogue = src.scope(2)
+    out_idx = [Idx() if d in axes else i for d, i in zip(range(len(shape)), input_index(Idx()))]
+    if not first.attrs["keepdims"]:
+        out_idx = [i for d, i in enumerate(out_idx) if d not in axes]
+    for acc in accs:
+        epilogue.bind(acc.node, out_idx, acc.result(epilogue.emit))
+    root = kernel.root
+    value = epilogue.value(root, out_idx)
+    epilogue.emit(f"out[{flat_index(out_idx, root.shape).render()}] = {value}")
+    src.close(epilogue)
+
+
+# ---- row-wise: softmax, log_softmax ----
+
+
+def _rowwise(src: _Source, parallel: bool) -> None:
+    kernel = src.kernel
+    (node,) = [n for n in kernel.nodes if OPS[n.op].kind == Kind.ROWWISE]
+    x, axis, dt = node.inputs[0], node.attrs["axis"], node.dtype
+    shape = node.shape
+    kept = tuple(n for d, n in enumerate(shape) if d != axis)
+    kept_size, row = _prod(kept), shape[axis]
+    t = dtypes.short_name(dt)
+    emit = src.emit
+    emit(1, f"for o in {'prange' if parallel else 'range'}({kept_size}):")
+    kept_idx = unflatten_index(Idx.var("o", kept_size), kept)
+    idx = kept_idx[:axis] + [Idx.var("r", row)] + kept_idx[axis:]
+
+    emit(2, f"m = {_extreme(dt, -1)}")
+    emit(2, f"for r in range({row}):")
+    body = src.scope(3)
+    v = body.value(x, idx)
+    body.emit(f"if {_better('max', v, 'm', dt)}:")
+    body.emit(f"    m = {v}")
+    src.close(body)
+
+    emit(2, "s = 0.0")
+    emit(2, f"for r in range({row}):")
+    body = src.scope(3)
+    body.emit(f"s += vm.exp_{t}({body.value(x, idx)} - m)")
+    src.close(body)
+
+    if node.op == "softmax":
+        emit(2, f"inv = {DIALECT.cast('1.0 / s', dt)}")
+    else:
+        emit(2, f"log_s = vm.log_{t}({DIALECT.cast('s', dt)})")
+    emit(2, f"for r in range({row}):")
+    body = src.scope(3)
+    v = body.value(x, idx)
+    y = src.names("y")
+    if node.op == "softmax":
+        body.emit(f"{y} = vm.exp_{t}({v} - m) * inv")
+    else:
+        body.emit(f"{y} = ({v} - m) - log_s")
+    body.bind(node, idx, y)
+    value = body.value(kernel.root, idx)
+    body.emit(f"out[{flat_index(idx, shape).render()}] = {value}")
+    src.close(body)

@@ -1,0 +1,354 @@
+"""Branch-free scalar math helpers for generated CPU kernels.
+
+numba lowers ``math.exp``/``math.tanh``/... on float32 to scalar libm calls
+(the pip build has no SVML), so a kernel loop calling them cannot be
+vectorised.  The ``*_f32`` functions below are written with float32
+arithmetic, integer bit tricks and selects only -- no libm calls and no
+data-dependent branches -- so that once LLVM inlines them into a generated
+loop, the loop vectorises (AVX2/AVX-512).  They are ordinary (not
+``inline="always"``) njit functions: LLVM inlines them at module level while
+their instructions keep their own strict floating-point flags, so a caller
+compiled with ``fastmath`` cannot reassociate the range reductions below.
+
+Every ``*_f32`` function takes and returns float32 (other inputs are
+converted first) and is accurate to a few ulp; see
+``tests/codegen/cpu/test_vmath.py`` for the measured bounds.  The ``*_f64``
+counterparts trade speed for simplicity and mostly wrap ``math``.
+
+Polynomial coefficients are minimax fits (Remez exchange, relative error)
+made for this module on the reduced intervals named in each comment, then
+rounded to float32.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+_f32 = np.float32
+
+ZERO = _f32(0.0)
+HALF = _f32(0.5)
+ONE = _f32(1.0)
+TWO = _f32(2.0)
+INF = _f32(np.inf)
+NAN = _f32(np.nan)
+FLT_MIN = _f32(2.0**-126)  # smallest normal float32
+TWO_P23 = _f32(2.0**23)
+
+# Adding then subtracting 1.5 * 2**23 rounds a float32 of magnitude < 2**22 to
+# the nearest integer; the integer is also the low bits of the sum.
+ROUND_MAGIC = _f32(12582912.0)
+ROUND_MAGIC_BITS = 0x4B400000
+
+# ln 2 = LN2_HI + LN2_LO with a 16-bit head: k * LN2_HI is exact for |k| < 256.
+LN2_HI = _f32(0.693145751953125)
+LN2_LO = _f32(1.4286068e-06)
+LOG2E = _f32(1.0 / math.log(2.0))
+
+# pi/2 = PIO2_1 + PIO2_2 + PIO2_3 + PIO2_4 (to ~2**-54); the first three have 8
+# significant bits, so q * PIO2_k is exact for integers |q| < 2**16.
+PIO2_1 = _f32(1.5703125)
+PIO2_2 = _f32(4.84466552734375e-04)
+PIO2_3 = _f32(-6.4074993e-07)
+PIO2_4 = _f32(9.920936e-10)
+TWO_OVER_PI = _f32(2.0 / math.pi)
+
+PIO2_HI = _f32(math.pi / 2)
+PIO2_LO = _f32(math.pi / 2 - float(PIO2_HI))
+PI_HI = _f32(math.pi)
+PI_LO = _f32(math.pi - float(PI_HI))
+
+# exp(x) overflows above ~88.72 and rounds to 0 below ~-103.97.
+EXP_MAX = _f32(89.0)
+EXP_MIN = _f32(-104.0)
+# expm1(x) rounds to -1 below ~-17.33.
+EXPM1_MIN = _f32(-18.0)
+
+# sqrt(1/2) as float32 bits: log reduces mantissas to [sqrt(1/2), sqrt(2)).
+SQRT_HALF_BITS = 0x3F3504F3
+
+
+def _coeffs(*values):
+    return tuple(_f32(v) for v in values)
+
+
+# expm1(r) ~ r + r**2 * P(r), |r| <= ln2/2; rel. error 2**-31.9.
+EXPM1_P = _coeffs(0.5, 0.16666666, 0.041666348, 0.0083333915, 0.001394164,
+                  0.00019845957)
+# log1p(f) ~ f + f**2 * P(f), f in [sqrt(1/2)-1, sqrt(2)-1]; rel. error 2**-27.8.
+LOG1P_P = _coeffs(-0.49999988, 0.33333325, -0.25001618, 0.20002066,
+                  -0.16608249, 0.14179365, -0.13247834, 0.12923378,
+                  -0.076333545)
+# tanh(x) ~ x + x**3 * P(x**2), |x| <= 0.625; rel. error 2**-27.8.
+TANH_P = _coeffs(-0.3333328, 0.13331442, -0.053739715, 0.020639088,
+                 -0.0057049873)
+# sin(r) ~ r + r**3 * P(r**2), |r| <= pi/4; rel. error 2**-28.0.
+SIN_P = _coeffs(-0.16666655, 0.008332155, -0.00019514454)
+# cos(r) ~ 1 + r**2 * P(r**2), |r| <= pi/4; rel. error 2**-33.9.
+COS_P = _coeffs(-0.5, 0.04166662, -0.001388667, 2.438249e-05)
+# asin(u) ~ u + u**3 * P(u**2), 0 <= u <= 1/2; rel. error 2**-27.6.
+ASIN_P = _coeffs(0.16666752, 0.074952886, 0.04547161, 0.02417295, 0.042178232)
+# erf(x) ~ x * P(x**2), |x| <= 1; rel. error 2**-29.6.
+ERF_P = _coeffs(1.1283791, -0.37612626, 0.112835854, -0.026853813,
+                0.0051883277, -0.00080101937, 7.8538615e-05)
+# log(erfc(x)) + x**2 ~ Q(x), 1 <= x <= 4; error 2**-29.8 relative to erf(x).
+ERFC_Q = _coeffs(-0.0003415233, -1.1270891, 0.36185518, -0.10310675,
+                 0.021838063, -0.002947658, 0.00018637917)
+
+
+# ---------------------------------------------------------------------------
+# bit-level helpers
+# ---------------------------------------------------------------------------
+
+@njit(error_model="numpy")
+def _as_int(x):
+    return _f32(x).view(np.int32)
+
+
+@njit(error_model="numpy")
+def _as_float(i):
+    return np.int32(i).view(np.float32)
+
+
+@njit(error_model="numpy")
+def _pow2(k):
+    # 2**k for integer k in [-126, 127], built from the exponent bits.
+    return _as_float((k + 127) << 23)
+
+
+@njit(error_model="numpy")
+def _reduce_ln2(x):
+    # x = n * ln2 + r with n the nearest integer to x / ln2 (|x| < 2**21).
+    t = x * LOG2E + ROUND_MAGIC
+    n = _as_int(t) - ROUND_MAGIC_BITS
+    nf = t - ROUND_MAGIC
+    r = (x - nf * LN2_HI) - nf * LN2_LO  # nf * LN2_HI exact, the subtraction too
+    return n, r
+
+
+@njit(error_model="numpy")
+def _expm1_kernel(r):
+    p = EXPM1_P
+    q = p[0] + r * (p[1] + r * (p[2] + r * (p[3] + r * (p[4] + r * p[5]))))
+    return r + r * r * q
+
+
+@njit(error_model="numpy")
+def _log_kernel(y, k, c):
+    # log(y * 2**k) + c for a positive normal float32 y; c is a small correction.
+    # y = 2**e * m with m in [sqrt(1/2), sqrt(2)), then log(m) = log1p(m - 1).
+    iy = _as_int(y) - SQRT_HALF_BITS
+    kf = _f32(k + (iy >> 23))
+    f = _as_float((iy & 0x007FFFFF) + SQRT_HALF_BITS) - ONE  # exact
+    p = LOG1P_P
+    q = p[0] + f * (p[1] + f * (p[2] + f * (p[3] + f * (
+        p[4] + f * (p[5] + f * (p[6] + f * (p[7] + f * p[8])))))))
+    return kf * LN2_HI + (f + (f * f * q + (kf * LN2_LO + c)))
+
+
+# ---------------------------------------------------------------------------
+# float32
+# ---------------------------------------------------------------------------
+
+@njit(error_model="numpy")
+def exp_f32(x):
+    # x = n ln2 + r, exp(r) by polynomial, times 2**n in two steps so that
+    # overflow gives inf and underflow is gradual (a single rounding).
+    x = _f32(x)
+    xc = EXP_MAX if x > EXP_MAX else x  # NaN passes through
+    xc = EXP_MIN if xc < EXP_MIN else xc
+    n, r = _reduce_ln2(xc)
+    h = n >> 1
+    return (ONE + _expm1_kernel(r)) * _pow2(h) * _pow2(n - h)
+
+
+@njit(error_model="numpy")
+def expm1_f32(x):
+    # Same reduction as exp; expm1(x) = 2**n * expm1(r) + (2**n - 1), formed
+    # as 2 * (s * expm1(r) + (s - 1/2)) with s = 2**(n-1) to avoid overflow.
+    x = _f32(x)
+    xc = EXP_MAX if x > EXP_MAX else x
+    xc = EXPM1_MIN if xc < EXPM1_MIN else xc
+    n, r = _reduce_ln2(xc)
+    em = _expm1_kernel(r)
+    s = _pow2(n - 1)
+    res = (s * em + (s - HALF)) * TWO
+    res = em if n == 0 else res  # exact path for |x| < ln2/2 (and subnormals)
+    return x if x == ZERO else res  # keeps the sign of zero
+
+
+@njit(error_model="numpy")
+def log_f32(x):
+    # Subnormals are scaled by 2**23 first; then x = 2**k * m with m in
+    # [sqrt(1/2), sqrt(2)) and log(x) = k ln2 + log1p(m - 1) by polynomial.
+    x = _f32(x)
+    sub = x < FLT_MIN
+    res = _log_kernel(x * TWO_P23 if sub else x, -23 if sub else 0, ZERO)
+    res = x if x == INF else res
+    res = -INF if x == ZERO else res
+    return res if x >= ZERO else NAN  # negative or NaN input
+
+
+@njit(error_model="numpy")
+def log1p_f32(x):
+    # log(u) for u = fl(1 + x) as in log_f32, plus the first-order correction
+    # (1 + x - u) / u for the rounding of u (the fdlibm/musl scheme).
+    x = _f32(x)
+    u = ONE + x
+    # Both differences are exact in their range of use (Sterbenz).
+    d = x - (u - ONE) if u < _f32(4.0) else ONE - (u - x)
+    res = _log_kernel(u, 0, d / u)
+    res = x if (x == INF) | (x == ZERO) else res
+    res = -INF if u == ZERO else res
+    return res if u >= ZERO else NAN  # x < -1 or NaN
+
+
+@njit(error_model="numpy")
+def tanh_f32(x):
+    # |x| < 0.625: odd polynomial; otherwise 1 - 2 / (exp(2|x|) + 1), which
+    # saturates to +-1 (exp overflows to inf) and propagates NaN.
+    x = _f32(x)
+    a = abs(x)
+    x2 = x * x
+    p = TANH_P
+    small = x + x * x2 * (p[0] + x2 * (p[1] + x2 * (p[2] + x2 * (
+        p[3] + x2 * p[4]))))
+    big = ONE - TWO / (exp_f32(a + a) + ONE)
+    big = -big if x < ZERO else big
+    return small if a < _f32(0.625) else big
+
+
+@njit(error_model="numpy")
+def sigmoid_f32(x):
+    # With e = exp(-|x|) in (0, 1]: 1 / (1 + e) for x >= 0, e / (1 + e)
+    # otherwise; no overflow, and tiny results underflow gradually.
+    x = _f32(x)
+    e = exp_f32(-abs(x))
+    return (ONE if x >= ZERO else e) / (ONE + e)
+
+
+@njit(error_model="numpy")
+def _sin_quadrant(x, shift):
+    # sin(x + shift * pi/2).  Cody-Waite: x = q pi/2 + r with a 4-part pi/2,
+    # |r| <= pi/4, then sin(r) or cos(r) by polynomial and the sign of the
+    # quadrant (q + shift) mod 4.
+    t = x * TWO_OVER_PI + ROUND_MAGIC
+    q = _as_int(t) - ROUND_MAGIC_BITS + shift
+    qf = t - ROUND_MAGIC
+    r = (((x - qf * PIO2_1) - qf * PIO2_2) - qf * PIO2_3) - qf * PIO2_4
+    r2 = r * r
+    ps = SIN_P
+    s = r + r * r2 * (ps[0] + r2 * (ps[1] + r2 * ps[2]))
+    pc = COS_P
+    c = ONE + r2 * (pc[0] + r2 * (pc[1] + r2 * (pc[2] + r2 * pc[3])))
+    res = c if (q & 1) != 0 else s
+    res = -res if (q & 2) != 0 else res
+    # Beyond |x| ~ 1e5 the reduction degrades; keep the result in [-1, 1].
+    res = ONE if res > ONE else res
+    res = -ONE if res < -ONE else res
+    return res if abs(x) < INF else x - x  # inf, NaN -> NaN
+
+
+@njit(error_model="numpy")
+def sin_f32(x):
+    return _sin_quadrant(_f32(x), 0)
+
+
+@njit(error_model="numpy")
+def cos_f32(x):
+    return _sin_quadrant(_f32(x), 1)
+
+
+@njit(error_model="numpy")
+def acos_f32(x):
+    # |x| <= 1/2: pi/2 - asin(x); otherwise, with z = (1 - |x|) / 2,
+    # acos(|x|) = 2 asin(sqrt(z)).  One asin polynomial serves both cases.
+    x = _f32(x)
+    a = abs(x)
+    small = a <= HALF
+    z = (ONE - a) * HALF
+    w = x * x if small else z
+    u = a if small else math.sqrt(z)  # NaN for |x| > 1
+    p = ASIN_P
+    asin_u = u + u * w * (p[0] + w * (p[1] + w * (p[2] + w * (p[3] + w * p[4]))))
+    near_zero = PIO2_HI - ((-asin_u if x < ZERO else asin_u) - PIO2_LO)
+    far = asin_u + asin_u
+    far = far if x > ZERO else PI_HI - (far - PI_LO)
+    return near_zero if small else far
+
+
+@njit(error_model="numpy")
+def erf_f32(x):
+    # |x| < 1: x * P(x**2); otherwise 1 - exp(Q(|x|) - x**2) with Q fitted to
+    # log(erfc(x)) + x**2 on [1, 4] (erf rounds to +-1 beyond 3.92).
+    x = _f32(x)
+    a = abs(x)
+    a = _f32(4.0) if a > _f32(4.0) else a
+    a2 = a * a
+    p = ERF_P
+    small = x * (p[0] + a2 * (p[1] + a2 * (p[2] + a2 * (p[3] + a2 * (
+        p[4] + a2 * (p[5] + a2 * p[6]))))))
+    q = ERFC_Q
+    log_erfc = (q[0] + a * (q[1] + a * (q[2] + a * (q[3] + a * (
+        q[4] + a * (q[5] + a * q[6])))))) - a2
+    big = ONE - exp_f32(log_erfc)
+    big = -big if x < ZERO else big
+    return small if a < ONE else big
+
+
+# ---------------------------------------------------------------------------
+# float64 (scalar libm; correctness only)
+# ---------------------------------------------------------------------------
+
+@njit(error_model="numpy")
+def exp_f64(x):
+    return math.exp(np.float64(x))
+
+
+@njit(error_model="numpy")
+def expm1_f64(x):
+    return math.expm1(np.float64(x))
+
+
+@njit(error_model="numpy")
+def log_f64(x):
+    return math.log(np.float64(x))
+
+
+@njit(error_model="numpy")
+def log1p_f64(x):
+    return math.log1p(np.float64(x))
+
+
+@njit(error_model="numpy")
+def tanh_f64(x):
+    return math.tanh(np.float64(x))
+
+
+@njit(error_model="numpy")
+def sigmoid_f64(x):
+    # Same formulation as sigmoid_f32: exp never overflows.
+    x = np.float64(x)
+    e = math.exp(-abs(x))
+    return (1.0 if x >= 0.0 else e) / (1.0 + e)
+
+
+@njit(error_model="numpy")
+def sin_f64(x):
+    return math.sin(np.float64(x))
+
+
+@njit(error_model="numpy")
+def cos_f64(x):
+    return math.cos(np.float64(x))
+
+
+@njit(error_model="numpy")
+def acos_f64(x):
+    return math.acos(np.float64(x))
+
+
+@njit(error_model="numpy")
+def erf_f64(x):
+    return math.erf(np.float64(x))

@@ -1,0 +1,240 @@
+"""Scalar code for the nodes of one kernel, evaluated at a symbolic index.
+
+`Emitter.value(node, idx)` appends the Python statements that compute `node` at multi-index `idx`
+and returns the name that holds it. Views map the index (see `index`), elementwise ops render
+their scalar template through the backend's `Dialect`, and buffers are loaded at a flat offset.
+A value is computed once per index and scope (the memo), so a node read twice costs once.
+Both backends generate Python for numba, so only the dialect (function names, literals) differs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+from jitnet.codegen.index import Idx, flat_index, unflatten_index
+from jitnet.ir import dtypes
+from jitnet.ir.node import Node
+from jitnet.ir.ops import OPS, Kind
+
+_CALL = re.compile(r"\b(lit|cast|select|maximum|minimum|sign|pow)\(")
+_LIT = re.compile(r"\blit\(([^()]*)\)")
+
+
+class Dialect:
+    """How a backend spells scalars. `funcs` maps the op language's math functions to callables'
+    names per dtype, e.g. {"exp": "vm.exp_{t}"} with {t} -> f32/f64."""
+
+    funcs: dict[str, str] = {}
+
+    def literal(self, value, dtype: np.dtype) -> str:
+        dtype = np.dtype(dtype)
+        if dtypes.is_bool(dtype):
+            return "True" if value else "False"
+        if dtypes.is_float(dtype):
+            v = float(value)
+            text = "np.nan" if math.isnan(v) else ("np.inf" if v > 0 else "-np.inf") if math.isinf(v) else repr(v)
+        else:
+            text = str(int(value))
+        return f"np.{dtype.name}({text})"
+
+    def cast(self, expr: str, dtype: np.dtype) -> str:
+        dtype = np.dtype(dtype)
+        return f"bool({expr})" if dtypes.is_bool(dtype) else f"np.{dtype.name}({expr})"
+
+    def render(self, template: str, args: list[str], attrs: dict, in_dtype: np.dtype, out_dtype: np.dtype) -> str:
+        text = template.format(*args, **attrs)
+        text = _LIT.sub(lambda m: self.literal(float(m.group(1)), in_dtype), text)
+        suffix = dtypes.short_name(in_dtype)
+        for name, spelled in self.funcs.items():
+            text = re.sub(rf"\b{name}\(", spelled.format(t=suffix) + "(", text)
+        return self._inline(text, in_dtype, out_dtype)
+
+    def _inline(self, text: str, in_dtype: np.dtype, out_dtype: np.dtype) -> str:
+        """Expand the calls that are spelled as expressions (select, maximum, ...) innermost first."""
+        while True:
+            m = _last_call(text)
+            if m is None:
+                return text
+            name, start, end, args = m
+            text = text[:start] + self._expand(name, args, in_dtype, out_dtype) + text[end:]
+
+    def _expand(self, name: str, args: list[str], in_dtype: np.dtype, out_dtype: np.dtype) -> str:
+        if name == "cast":
+            return self.cast(args[0], out_dtype)
+        if name == "select":
+            return f"({args[1]} if {args[0]} else {args[2]})"
+        if name == "pow":
+            return f"({args[0]} ** {args[1]})"
+        a = args[0]
+        if name == "sign":
+            one, zero = self.literal(1, in_dtype), self.literal(0, in_dtype)
+            if dtypes.is_float(in_dtype):
+                return f"({one} if {a} > {zero} else (-{one} if {a} < {zero} else {a}))"
+            return f"({one} if {a} > {zero} else (-{one} if {a} < {zero} else {zero}))"
+        b = args[1]
+        op = ">=" if name == "maximum" else "<="
+        if dtypes.is_float(in_dtype):  # NaN wins, as numpy's maximum/minimum
+            return f"({a} if ({a} {op} {b} or {a} != {a}) else {b})"
+        return f"({a} if {a} {op} {b} else {b})"
+
+
+def _last_call(text: str):
+    """The innermost-last expression-call in text: (name, start, end, [args]) or None."""
+    matches = list(_CALL.finditer(text))
+    for m in reversed(matches):
+        if m.group(1) == "lit":
+            continue
+        depth, args, start = 1, [], m.end()
+        i = m.end()
+        while depth:
+            ch = text[i]
+            if ch == "(":
+                depth += 1
+            elif ch == ")":
+                depth -= 1
+                if depth == 0:
+                    args.append(text[start:i].strip())
+            elif ch == "," and depth == 1:
+                args.append(text[start:i].strip())
+                start = i + 1
+            i += 1
+        inner = "".join(args)
+        if _CALL.search(inner) and any(c.group(1) != "lit" for c in _CALL.finditer(inner)):
+            continue  # expand nested ones first
+        return m.group(1), m.start(), i, args
+    return None
+
+
+class Emitter:
+    """Builds the statements of one scope (a loop body) of a kernel."""
+
+    def __init__(self, dialect: Dialect, params: dict[Node, str], names, indent: int, memo: dict | None = None):
+        self.dialect = dialect
+        self.params = params  # buffer node -> parameter name
+        self.names = names  # shared counter for fresh variable names
+        self.indent = indent
+        self.lines: list[str] = []
+        self.memo: dict = dict(memo or {})
+
+    def fresh(self, prefix: str = "v") -> str:
+        return self.names(prefix)
+
+    def emit(self, line: str) -> None:
+        self.lines.append("    " * self.indent + line)
+
+    def bind(self, node: Node, idx: list[Idx], name: str) -> None:
+        """Make `name` the value of node at idx (reduction results, row statistics)."""
+        self.memo[_key(node, idx)] = name
+
+    def child(self, indent_by: int = 1) -> "Emitter":
+        return Emitter(self.dialect, self.params, self.names, self.indent + indent_by, self.memo)
+
+    def value(self, node: Node, idx: list[Idx]) -> str:
+        key = _key(node, idx)
+        name = self.memo.get(key)
+        if name is None:
+            name = self._compute(node, idx)
+            self.memo[key] = name
+        return name
+
+    def _compute(self, node: Node, idx: list[Idx]) -> str:
+        if node in self.params:
+            return self._assign(node.dtype, f"{self.params[node]}[{flat_index(idx, node.shape).render()}]", cast=False)
+        if node.op == "const":
+            return self.dialect.literal(node.attrs["value"].value.reshape(()).item(), node.dtype)
+        if node.op == "iota":
+            a = node.attrs
+            start, step = self.dialect.literal(a["start"], np.float64), self.dialect.literal(a["step"], np.float64)
+            return self._assign(node.dtype, f"{start} + {step} * {idx[a['axis']].render()}")
+        kind = OPS[node.op].kind
+        if kind == Kind.ELEMENTWISE:
+            args = [self.value(i, idx) for i in node.inputs]
+            in_dtype = node.inputs[1].dtype if node.op == "where" else node.inputs[0].dtype
+            expr = self.dialect.render(OPS[node.op].scalar, args, node.attrs, in_dtype, node.dtype)
+            return self._assign(node.dtype, expr)
+        if kind == Kind.MOVEMENT:
+            return getattr(self, "_" + node.op)(node, idx)
+        raise NotImplementedError(f"{node.op} cannot be computed inline; it needs its own kernel")
+
+    def _assign(self, dtype: np.dtype, expr: str, cast: bool = True) -> str:
+        name = self.fresh()
+        self.emit(f"{name} = {self.dialect.cast(expr, dtype) if cast else expr}")
+        return name
+
+    # ---- views: map the output index to the input index ----
+
+    def _reshape(self, node, idx):
+        src = node.inputs[0]
+        return self.value(src, unflatten_index(flat_index(idx, node.shape), src.shape))
+
+    def _permute(self, node, idx):
+        axes = node.attrs["axes"]
+        src_idx = [None] * len(axes)
+        for d, a in enumerate(axes):
+            src_idx[a] = idx[d]
+        return self.value(node.inputs[0], src_idx)
+
+    def _expand(self, node, idx):
+        src = node.inputs[0]
+        return self.value(src, [Idx() if n == 1 else i for i, n in zip(idx, src.shape)])
+
+    def _slice(self, node, idx):
+        return self.value(node.inputs[0], [i * s + b for i, (b, _, s) in zip(idx, node.attrs["slices"])])
+
+    def _pad(self, node, idx):
+        src = node.inputs[0]
+        widths = node.attrs["widths"]
+        src_idx = [i - lo for i, (lo, _) in zip(idx, widths)]
+        conds = [
+            f"0 <= {s.render()} < {n}"
+            for s, n, (lo, hi) in zip(src_idx, src.shape, widths)
+            if (lo or hi) and not (0 <= s.bounds()[0] and s.bounds()[1] < n)
+        ]
+        fill = self.dialect.literal(node.attrs["value"], node.dtype)
+        return self._branches(node.dtype, [(" and ".join(conds) or "True", src, src_idx)], fill)
+
+    def _concat(self, node, idx):
+        axis, offset, cases = node.attrs["axis"], 0, []
+        for src in node.inputs:
+            n = src.shape[axis]
+            src_idx = list(idx)
+            src_idx[axis] = idx[axis] - offset
+            cases.append((f"{idx[axis].render()} < {offset + n}", src, src_idx))
+            offset += n
+        last = cases.pop()
+        return self._branches(node.dtype, cases, None, last)
+
+    def _branches(self, dtype, cases, fill, last=None) -> str:
+        """if/elif/else over cases, each computing its input in its own scope (so that nothing is
+        loaded out of bounds), the result in one variable."""
+        name = self.fresh()
+        for n, (cond, src, src_idx) in enumerate(cases):
+            self.emit(f"{'if' if n == 0 else 'elif'} {cond}:")
+            body = self.child()
+            body.emit(f"{name} = {body.value(src, src_idx)}")
+            self.lines.extend(body.lines)
+        self.emit("else:")
+        body = self.child()
+        if last is not None:
+            _, src, src_idx = last
+            body.emit(f"{name} = {body.value(src, src_idx)}")
+        else:
+            body.emit(f"{name} = {fill}")
+        self.lines.extend(body.lines)
+        return name
+
+
+def _key(node: Node, idx: list[Idx]):
+    return (node, tuple(i.key() for i in idx))
+
+
+class NameCounter:
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self, prefix: str = "v") -> str:
+        self.n += 1
+        return f"{prefix}{self.n}"

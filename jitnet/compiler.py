@@ -1,0 +1,204 @@
+"""`jn.compile`: trace once per signature, simplify, fuse, generate kernels, run.
+
+A compiled function keeps a table from call signature (pytree structure, shapes and dtypes of the
+array leaves, types of the scalar leaves, static argument values) to a ready Program, so a repeated
+signature goes straight to the executor.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from jitnet.errors import TraceTypeError
+from jitnet.ir import dtypes, pytree
+from jitnet.ir.fusion import Schedule, schedule
+from jitnet.ir.interpret import run as interpret_graph
+from jitnet.ir.node import Graph
+from jitnet.ir.passes import simplify
+from jitnet.ir.trace import input_tracer, trace_error, tracing
+from jitnet.ops import lift
+from jitnet.runtime.array import Array
+from jitnet.runtime.device import BACKENDS, default_backend, device
+from jitnet.runtime.executor import Program, Step
+
+_SCALARS = (bool, int, float)
+
+
+def _leaf_spec(x: Any):
+    """The part of a leaf's identity that decides the compiled program."""
+    if isinstance(x, Array):
+        return (x.shape, x.dtype.char, False)
+    if isinstance(x, (np.ndarray, np.generic)):
+        if x.dtype not in dtypes.SUPPORTED:
+            names = ", ".join(d.name for d in dtypes.SUPPORTED)
+            raise TypeError(f"jitnet: argument of dtype {x.dtype.name} is not supported; convert it to one of {names}")
+        return (x.shape, x.dtype.char, False)
+    if isinstance(x, _SCALARS):
+        return ((), dtypes.scalar_dtype(x).char, True)
+    raise TypeError(f"jitnet: cannot pass a {type(x).__name__} to a compiled function; use arrays, numbers or pytrees")
+
+
+def _leaf_buffer(x: Any, dtype_char: str) -> np.ndarray:
+    if isinstance(x, Array):
+        return x._buf
+    if isinstance(x, np.ndarray):
+        return np.ascontiguousarray(x).reshape(-1)
+    return np.array([x], dtype=dtype_char)
+
+
+@dataclass
+class Compiled:
+    """One signature's traced graph and its executable form."""
+
+    graph: Graph
+    schedule: Schedule | None
+    program: Program | None
+    sources: list[str]
+    out_treedef: Any
+    captured_specs: list[tuple]
+
+    def run(self, buffers: list[np.ndarray]) -> list:
+        captured = [a._buf for a in self.graph.captured]
+        if self.program is None:
+            inputs = [b.reshape(n.shape) for b, n in zip(buffers, self.graph.inputs)]
+            outs = interpret_graph(self.graph, inputs, [a.numpy() for a in self.graph.captured])
+            return [Array(np.ascontiguousarray(o).reshape(-1).copy(), o.shape, device("cpu"), owned=True) for o in outs]
+        return self.program.run(buffers, captured)
+
+    def captures_unchanged(self) -> bool:
+        return all((a.shape, a.dtype.char) == s for a, s in zip(self.graph.captured, self.captured_specs))
+
+    def describe(self) -> str:
+        parts = ["== IR ==", str(self.graph)]
+        if self.schedule is not None:
+            parts += ["== fusion groups ==", str(self.schedule), "== kernels =="]
+            parts += self.sources
+        return "\n".join(parts)
+
+
+class CompiledFunction:
+    def __init__(self, fn: Callable, static_argnums: Sequence[int] = (), backend: str | None = None):
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.static_argnums = tuple(sorted({static_argnums} if isinstance(static_argnums, int) else set(static_argnums)))
+        self.backend = backend
+        self._table: dict = {}
+        self.traces = 0  # how many times fn was traced (a new signature traces once)
+
+    def _split(self, args: tuple) -> tuple[tuple, tuple]:
+        static = tuple(args[i] for i in self.static_argnums if i < len(args))
+        dynamic = tuple(a for i, a in enumerate(args) if i not in self.static_argnums)
+        return dynamic, static
+
+    def _lookup(self, args: tuple):
+        dynamic, static = self._split(args)
+        leaves, treedef = pytree.flatten(dynamic)
+        specs = tuple(_leaf_spec(x) for x in leaves)
+        try:
+            key = (treedef, specs, static, len(args))
+            entry = self._table.get(key)
+        except TypeError:
+            raise TypeError(f"jitnet: static arguments must be hashable, got {static!r}") from None
+        if entry is None or not entry.captures_unchanged():
+            entry = self._build(args, leaves, treedef, specs)
+            self._table[key] = entry
+        return entry, leaves, specs
+
+    def __call__(self, *args):
+        entry, leaves, specs = self._lookup(args)
+        buffers = [_leaf_buffer(x, s[1]) for x, s in zip(leaves, specs)]
+        return pytree.unflatten(entry.out_treedef, entry.run(buffers))
+
+    def inspect(self, *args) -> str:
+        """The IR, the fusion groups and the generated kernel sources for this signature."""
+        return self._lookup(args)[0].describe()
+
+    def _build(self, args, leaves, treedef, specs) -> Compiled:
+        self.traces += 1
+        backend = self.backend or default_backend()
+        if backend == "cuda":
+            device("cuda")  # raises a clear error until the CUDA backend exists
+        with tracing() as ctx:
+            tracers = [
+                input_tracer(i, shape, np.dtype(char), weak) for i, (shape, char, weak) in enumerate(specs)
+            ]
+            dynamic = iter(pytree.unflatten(treedef, tracers))
+            call_args = [args[i] if i in self.static_argnums else next(dynamic) for i in range(len(args))]
+            out = self.fn(*call_args)
+            out_leaves, out_treedef = pytree.flatten(out)
+            outputs = [_output_tracer(x) for x in out_leaves]
+        graph = Graph([t.node for t in tracers], [t.node for t in outputs], ctx.captured)
+        graph = simplify(graph)
+        captured_specs = [(a.shape, a.dtype.char) for a in graph.captured]
+        if backend == "interpret":
+            entry = Compiled(graph, None, None, [], out_treedef, captured_specs)
+        else:
+            sched = schedule(graph)
+            program, sources = _build_program(sched)
+            entry = Compiled(graph, sched, program, sources, out_treedef, captured_specs)
+        if os.environ.get("JITNET_DEBUG", "") not in ("", "0"):
+            print(f"jitnet: compiled {getattr(self.fn, '__qualname__', self.fn)}\n{entry.describe()}", file=sys.stderr)
+        return entry
+
+
+def _output_tracer(x):
+    try:
+        return lift(x)
+    except Exception:
+        raise trace_error(TraceTypeError, "return", f"a compiled function must return arrays, got {type(x).__name__}") from None
+
+
+def _build_program(sched: Schedule) -> tuple[Program, list[str]]:
+    from jitnet.codegen.cpu import compile_kernel
+
+    graph = sched.graph
+    slot = {node: i for i, node in enumerate(sched.buffers)}
+    for node in graph.outputs:  # outputs that are small constants or inputs still need a slot
+        slot.setdefault(node, len(slot))
+    last_read: dict = {}
+    for k, kernel in enumerate(sched.kernels):
+        for i in kernel.inputs:
+            last_read[i] = k
+    keep = set(graph.outputs) | {n for n in slot if n.op in ("input", "capture", "const")}
+    steps, sources = [], []
+    for k, kernel in enumerate(sched.kernels):
+        fn, source = compile_kernel(kernel)
+        sources.append(f"# k{k}\n{source}")
+        release = tuple(sorted({slot[i] for i in kernel.inputs if last_read[i] == k and i not in keep}))
+        root = kernel.root
+        steps.append(Step(fn, slot[root], tuple(slot[i] for i in kernel.inputs), root.size, root.dtype, release))
+    consts = [(slot[n], n.attrs["value"].value.reshape(-1)) for n in slot if n.op == "const"]  # read-only is fine
+    inputs = [slot.get(n, -1) for n in graph.inputs]
+    program = Program(
+        n_slots=len(slot) + 1,
+        input_slots=inputs,
+        capture_slots=[slot.get(n, -1) for n in _capture_nodes(graph)],
+        consts=consts,
+        steps=steps,
+        outputs=[(slot[n], n.shape) for n in graph.outputs],
+        copy_outputs=frozenset(slot[n] for n in graph.outputs if n.op in ("input", "capture", "const")),
+        device=device("cpu"),
+    )
+    return program, sources
+
+
+def _capture_nodes(graph: Graph) -> list:
+    """The capture node of each captured Array, in Graph.captured order (None if unused)."""
+    by_slot = {n.attrs["slot"]: n for n in graph.nodes() if n.op == "capture"}
+    return [by_slot.get(i) for i in range(len(graph.captured))]
+
+
+def compile(fn: Callable | None = None, *, static_argnums: Sequence[int] = (), backend: str | None = None):
+    """Compile `fn` into fused kernels, traced once per call signature. Usable as `@compile` or
+    `@compile(static_argnums=..., backend=...)`."""
+    if fn is None:
+        return lambda f: CompiledFunction(f, static_argnums, backend)
+    return CompiledFunction(fn, static_argnums, backend)

@@ -1,0 +1,158 @@
+"""Fusion: decide which values live in memory, and group the rest into kernels.
+
+A value is materialised (gets a buffer) when it is an output, the result of an extern op (matmul,
+conv, pools) or an input to one, a reduction or row-wise result that cannot ride along as the
+epilogue of its consumer's kernel, or a costly value that several kernels (or a broadcast) would
+otherwise recompute. Every materialised value is the root of one kernel, which computes all the
+unmaterialised nodes it reaches: elementwise chains, views (index arithmetic), the elementwise
+producers of its reductions, and an elementwise epilogue over a reduction's result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from jitnet.ir.node import Graph, Node, toposort, type_str
+from jitnet.ir.ops import OPS, Kind
+
+RECOMPUTE_LIMIT = 8  # a value shared by kernels (or broadcast) is recomputed only below this cost
+
+
+@dataclass
+class Kernel:
+    kind: str  # "elementwise", "reduce", "rowwise" or "extern"
+    root: Node  # the value the kernel writes
+    nodes: list[Node]  # the nodes it computes, producers first (root last)
+    inputs: list[Node]  # the buffers it reads
+
+    def describe(self) -> str:
+        ops = " ".join(n.op for n in self.nodes if n.op != "const")
+        ins = ", ".join(f"%{i.id}" for i in self.inputs)
+        return f"{self.kind} -> %{self.root.id}:{type_str(self.root)} reads ({ins}) ops: {ops}"
+
+
+@dataclass
+class Schedule:
+    graph: Graph
+    kernels: list[Kernel]
+    buffers: list[Node] = field(default_factory=list)  # every node that lives in memory
+
+    def __str__(self) -> str:
+        return "\n".join(f"  k{i}: {k.describe()}" for i, k in enumerate(self.kernels))
+
+
+def is_buffer_source(node: Node) -> bool:
+    """Sources that are read from memory rather than computed inline."""
+    return node.op in ("input", "capture") or (node.op == "const" and node.size > 1)
+
+
+def _kind(node: Node) -> Kind:
+    return OPS[node.op].kind
+
+
+def _subtree_costs(order: list[Node]) -> dict[Node, int]:
+    cost: dict[Node, int] = {}
+    for node in order:
+        own = 0 if is_buffer_source(node) else OPS[node.op].cost
+        fused = sum(cost[i] for i in node.inputs if _kind(i) in (Kind.ELEMENTWISE, Kind.MOVEMENT, Kind.SOURCE))
+        cost[node] = own + fused
+    return cost
+
+
+def _same_reduction(a: Node, b: Node) -> bool:
+    return (
+        _kind(a) == _kind(b) == Kind.REDUCE
+        and a.inputs[0].shape == b.inputs[0].shape
+        and a.attrs["axes"] == b.attrs["axes"]
+        and a.attrs["keepdims"] == b.attrs["keepdims"]
+    )
+
+
+def _materialised(graph: Graph, order: list[Node]) -> set[Node]:
+    users: dict[Node, list[Node]] = {n: [] for n in order}
+    for node in order:
+        for i in node.inputs:
+            users[i].append(node)
+    outputs = set(graph.outputs)
+    cost = _subtree_costs(order)
+    mat: set[Node] = set()
+    roots_of: dict[Node, frozenset] = {}  # unmaterialised node -> the kernel roots that compute it
+    clean: dict[Node, bool] = {}  # within its kernel, n is elementwise over the root's whole shape
+    reducers: dict[Node, list[Node]] = {}  # root -> the reductions fused into its kernel
+
+    for node in reversed(order):
+        kind = _kind(node)
+        if is_buffer_source(node):
+            continue
+        roots = frozenset().union(*({c} if c in mat else roots_of[c] for c in users[node]))
+        must = (
+            node in outputs
+            or kind == Kind.EXTERN
+            or any(_kind(c) == Kind.EXTERN for c in users[node])
+            or (len(roots) > 1 and cost[node] >= RECOMPUTE_LIMIT)
+            or (cost[node] >= RECOMPUTE_LIMIT and any(c.op == "expand" and c.size > node.size for c in users[node]))
+        )
+        if not must and kind in (Kind.REDUCE, Kind.ROWWISE):
+            root = next(iter(roots)) if len(roots) == 1 else None
+            must = not (
+                root is not None
+                and root.shape == node.shape
+                and all(_kind(c) == Kind.ELEMENTWISE and clean[c] for c in users[node])
+                and all(_same_reduction(node, r) for r in reducers.get(root, []))
+            )
+        if must:
+            mat.add(node)
+            clean[node] = kind == Kind.ELEMENTWISE
+            if kind in (Kind.REDUCE, Kind.ROWWISE):
+                reducers[node] = [node]
+            continue
+        roots_of[node] = roots
+        root = next(iter(roots)) if len(roots) == 1 else None
+        clean[node] = (
+            root is not None
+            and kind == Kind.ELEMENTWISE
+            and node.shape == root.shape
+            and all(clean[c] for c in users[node])
+        )
+        if kind in (Kind.REDUCE, Kind.ROWWISE):
+            reducers.setdefault(root, []).append(node)
+    return mat
+
+
+def _collect(root: Node, buffers: set[Node]) -> tuple[list[Node], list[Node]]:
+    """The nodes computed by root's kernel (producers first) and the buffers it reads."""
+    nodes, inputs, seen = [], [], set()
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            nodes.append(node)
+            continue
+        if node in seen:
+            continue
+        seen.add(node)
+        if node is not root and node in buffers:
+            inputs.append(node)
+            continue
+        stack.append((node, True))
+        stack.extend((i, False) for i in reversed(node.inputs))
+    return nodes, inputs
+
+
+def schedule(graph: Graph) -> Schedule:
+    order = toposort(graph.outputs)
+    mat = _materialised(graph, order)
+    buffers = [n for n in order if n in mat or is_buffer_source(n)]
+    buffer_set = set(buffers)
+    kernels = []
+    for root in order:
+        if root not in mat:
+            continue
+        if _kind(root) == Kind.EXTERN:
+            kernels.append(Kernel("extern", root, [root], list(root.inputs)))
+            continue
+        nodes, inputs = _collect(root, buffer_set)
+        kinds = {_kind(n) for n in nodes}
+        kind = "rowwise" if Kind.ROWWISE in kinds else "reduce" if Kind.REDUCE in kinds else "elementwise"
+        kernels.append(Kernel(kind, root, nodes, inputs))
+    return Schedule(graph, kernels, buffers)

@@ -1,0 +1,93 @@
+"""Graph simplification: constant folding and algebraic rewrites, then dead-code elimination.
+
+Common subexpressions are shared as the graph is built (nodes are hash-consed), and a graph only
+ever walks what its outputs reach, so CSE and DCE need no pass of their own: `simplify` rebuilds
+the reachable graph bottom-up, and every rebuilt node is interned again.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from jitnet.ir.interpret import evaluate
+from jitnet.ir.node import Const, Graph, Node, toposort
+from jitnet.ir.ops import OPS, Kind
+
+FOLD_LIMIT = 4096  # fold constant subgraphs up to this many elements; larger ones stay lazy views
+
+
+def scalar_value(node: Node):
+    """The value of a constant that holds one repeated scalar (a const seen through reshape/expand)."""
+    while node.op in ("reshape", "expand"):
+        node = node.inputs[0]
+    if node.op == "const" and node.attrs["value"].value.size == 1:
+        return node.attrs["value"].value.item()
+    return None
+
+
+def _node(op: str, inputs: tuple, like: Node, **attrs) -> Node:
+    return Node(op, inputs, attrs, like.shape, like.dtype)
+
+
+def _fold_constants(node: Node) -> Node | None:
+    kind = OPS[node.op].kind
+    if kind == Kind.SOURCE or not node.inputs or node.size > FOLD_LIMIT or node.op in ("reshape", "expand"):
+        return None  # views of constants cost nothing; folding them would make buffers
+    if all(i.op == "const" for i in node.inputs):
+        value = evaluate(node)
+        return Node("const", (), {"value": Const(value)}, node.shape, node.dtype)
+    return None
+
+
+def _pow_by_constant(node: Node) -> Node | None:
+    if node.op != "pow":
+        return None
+    x, c = node.inputs[0], scalar_value(node.inputs[1])
+    if c == 1:
+        return x
+    if c == 2:
+        return _node("square", (x,), node)
+    if c == 3:
+        return _node("mul", (_node("square", (x,), node), x), node)
+    if c == -1:
+        return _node("reciprocal", (x,), node)
+    return None
+
+
+def _collapse_movement(node: Node) -> Node | None:
+    x = node.inputs[0] if node.inputs else None
+    if node.op in ("reshape", "expand") and x.shape == node.shape:
+        return x
+    if node.op == "reshape" and x.op == "reshape":
+        return _node("reshape", x.inputs, node, shape=node.shape)
+    if node.op == "permute":
+        if node.attrs["axes"] == tuple(range(node.ndim)):
+            return x
+        if x.op == "permute":
+            axes = tuple(x.attrs["axes"][a] for a in node.attrs["axes"])
+            return _node("permute", x.inputs, node, axes=axes)
+    if node.op == "cast" and x.dtype == node.dtype:
+        return x
+    return None
+
+
+RULES: list[Callable[[Node], Node | None]] = [_fold_constants, _pow_by_constant, _collapse_movement]
+
+
+def simplify(graph: Graph) -> Graph:
+    new: dict[Node, Node] = {}
+    for node in toposort(graph.outputs):
+        inputs = tuple(new[i] for i in node.inputs)
+        current = node if inputs == node.inputs else Node(node.op, inputs, node.attrs, node.shape, node.dtype)
+        changed = True
+        while changed:
+            changed = False
+            for rule in RULES:
+                out = rule(current)
+                if out is not None and out is not current:
+                    current, changed = out, True
+                    break
+        new[node] = current
+    return Graph(graph.inputs, [new[o] for o in graph.outputs], graph.captured)

@@ -1,0 +1,645 @@
+"""The public ops: numpy semantics on top of the strict IR.
+
+Each function lifts its operands to Tracers, makes broadcasting and dtype promotion explicit
+(`expand` and `cast` nodes) and adds IR nodes through `trace.apply`. Called outside a trace on
+concrete arrays, an op runs eagerly: it is compiled like any user function (cached per op, options
+and signature) and returns a `jn.Array`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from jitnet.errors import TraceShapeError, TraceTypeError
+from jitnet.ir import dtypes, pytree, trace
+from jitnet.ir.trace import Tracer, apply, trace_error
+
+# ---- lifting operands ----
+
+
+def is_runtime_array(x) -> bool:
+    return getattr(x, "_jitnet_array", False)
+
+
+def lift(x: Any) -> Tracer:
+    """Any operand as a Tracer: Python scalars are weak constants, numpy data strong constants,
+    runtime Arrays captured as implicit inputs of the current trace."""
+    if isinstance(x, Tracer):
+        return x
+    if is_runtime_array(x):
+        return trace.current().capture(x, x.shape, x.dtype)
+    if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
+        return trace.const(x, dtypes.scalar_dtype(x), weak=True)
+    if isinstance(x, (np.ndarray, np.generic, list, tuple)):
+        return trace.const(np.asarray(x))
+    raise trace_error(TraceTypeError, "lift", f"cannot use a {type(x).__name__} as an array")
+
+
+def _has_tracer(tree) -> bool:
+    return builtins.any(isinstance(x, Tracer) for x in pytree.flatten(tree)[0])
+
+
+def _hashable(x):
+    if isinstance(x, (list, tuple)):
+        return tuple(_hashable(v) for v in x)
+    if isinstance(x, np.dtype) or isinstance(x, type):
+        return np.dtype(x).str
+    return x
+
+
+_eager_cache: dict = {}
+
+
+def primitive(n_arrays: int = 1):
+    """Mark a public op whose first `n_arrays` positional args are array data (pytrees allowed);
+    the remaining args and all keyword args are static options. Outside a trace it runs eagerly."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            arrays, static = args[:n_arrays], args[n_arrays:]
+            if trace.current() is not None or _has_tracer(arrays):
+                return fn(*args, **kwargs)
+            key = (fn, len(arrays), _hashable(static), _hashable(tuple(sorted(kwargs.items()))))
+            compiled = _eager_cache.get(key)
+            if compiled is None:
+                from jitnet.compiler import compile as _compile
+
+                compiled = _compile(lambda *xs: fn(*xs, *static, **kwargs))
+                _eager_cache[key] = compiled
+            return compiled(*arrays)
+
+        return wrapper
+
+    return decorate
+
+
+# ---- broadcasting and promotion ----
+
+
+def _expand_to(t: Tracer, shape: tuple) -> Tracer:
+    if t.shape == shape:
+        return t
+    lead = (1,) * (len(shape) - t.ndim)
+    if lead:
+        t = apply("reshape", (t,), t.weak, shape=lead + t.shape)
+    return apply("expand", (t,), t.weak, shape=tuple(shape))
+
+
+def _broadcast(op: str, ts: Sequence[Tracer]) -> list[Tracer]:
+    try:
+        shape = tuple(np.broadcast_shapes(*(t.shape for t in ts)))
+    except ValueError:
+        shapes = ", ".join(str(t.shape) for t in ts)
+        raise trace_error(TraceShapeError, op, f"shapes {shapes} do not broadcast") from None
+    return [_expand_to(t, shape) for t in ts]
+
+
+def _cast(t: Tracer, dtype: np.dtype) -> Tracer:
+    return t if t.dtype == dtype else apply("cast", (t,), t.weak, dtype=np.dtype(dtype).str)
+
+
+def _promote(ts: Sequence[Tracer]) -> tuple[np.dtype, bool]:
+    dt, weak = ts[0].dtype, ts[0].weak
+    for t in ts[1:]:
+        dt, weak = dtypes.promote(dt, weak, t.dtype, t.weak)
+    return dt, weak
+
+
+def _elementwise(op: str, *xs, float_inputs: bool = False, **attrs) -> Tracer:
+    ts = [lift(x) for x in xs]
+    dt, weak = _promote(ts)
+    if float_inputs:
+        dt = dtypes.to_float(dt)
+    ts = _broadcast(op, [_cast(t, dt) for t in ts])
+    return apply(op, tuple(ts), weak, **attrs)
+
+
+# ---- elementwise ----
+
+
+def _unary(name: str, float_inputs: bool):
+    @primitive()
+    def op(x):
+        return _elementwise(name, x, float_inputs=float_inputs)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"Elementwise {name}, as numpy's."
+    return op
+
+
+neg = _unary("neg", False)
+exp = _unary("exp", True)
+expm1 = _unary("expm1", True)
+log = _unary("log", True)
+log1p = _unary("log1p", True)
+sqrt = _unary("sqrt", True)
+rsqrt = _unary("rsqrt", True)
+square = _unary("square", False)
+reciprocal = _unary("reciprocal", True)
+abs = _unary("abs", False)
+sign = _unary("sign", False)
+tanh = _unary("tanh", True)
+sigmoid = _unary("sigmoid", True)
+relu = _unary("relu", False)
+sin = _unary("sin", True)
+cos = _unary("cos", True)
+acos = _unary("acos", True)
+logical_not = _unary("logical_not", False)
+
+
+def _binary(name: str, float_inputs: bool):
+    @primitive(2)
+    def op(a, b):
+        return _elementwise(name, a, b, float_inputs=float_inputs)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"Elementwise {name} with broadcasting, as numpy's."
+    return op
+
+
+add = _binary("add", False)
+sub = _binary("sub", False)
+mul = _binary("mul", False)
+div = _binary("div", True)
+pow = _binary("pow", True)
+maximum = _binary("maximum", False)
+minimum = _binary("minimum", False)
+logical_and = _binary("logical_and", False)
+logical_or = _binary("logical_or", False)
+less = _binary("lt", False)
+less_equal = _binary("le", False)
+greater = _binary("gt", False)
+greater_equal = _binary("ge", False)
+equal = _binary("eq", False)
+not_equal = _binary("ne", False)
+
+maximum.__doc__ = "Elementwise maximum; NaN wins, as numpy's. Its gradient goes to `a` where a >= b."
+minimum.__doc__ = "Elementwise minimum; NaN wins, as numpy's. Its gradient goes to `a` where a <= b."
+
+
+@primitive()
+def leaky_relu(x, slope: float = 0.01):
+    return _elementwise("leaky_relu", x, float_inputs=True, slope=float(slope))
+
+
+@primitive()
+def elu(x, alpha: float = 1.0):
+    return _elementwise("elu", x, float_inputs=True, alpha=float(alpha))
+
+
+@primitive(3)
+def where(cond, a, b):
+    """`a` where `cond` is true, else `b`; a non-bool `cond` means `cond != 0`."""
+    c = lift(cond)
+    if not dtypes.is_bool(c.dtype):
+        c = not_equal(c, 0)
+    ts = [lift(a), lift(b)]
+    dt, weak = _promote(ts)
+    c, ta, tb = _broadcast("where", [c] + [_cast(t, dt) for t in ts])
+    return apply("where", (c, ta, tb), weak)
+
+
+@primitive(3)
+def clip(x, lo=None, hi=None):
+    """min(max(x, lo), hi); either bound may be None."""
+    out = lift(x)
+    if lo is not None:
+        out = maximum(out, lo)
+    if hi is not None:
+        out = minimum(out, hi)
+    return out
+
+
+@primitive()
+def astype(x, dtype) -> Tracer:
+    t = lift(x)
+    try:
+        dt = dtypes.canonical(dtype)
+    except TypeError as e:
+        raise trace_error(TraceTypeError, "astype", str(e)) from None
+    return _cast(t, dt)
+
+
+# ---- reductions ----
+
+
+def _axes(op: str, t: Tracer, axis) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(t.ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -t.ndim <= a < builtins.max(t.ndim, 1) or (t.ndim == 0 and a not in (0, -1)):
+            raise trace_error(TraceShapeError, op, f"axis {a} is out of range for shape {t.shape}")
+        out.append(int(a) % builtins.max(t.ndim, 1))
+    if len(set(out)) != len(out):
+        raise trace_error(TraceShapeError, op, f"repeated axis in {axis}")
+    return tuple(sorted(a for a in out if a < t.ndim))
+
+
+def _reduce(op: str, x, axis, keepdims: bool) -> Tracer:
+    t = lift(x)
+    axes = _axes(op, t, axis)
+    if op in ("max", "min", "argmax") and builtins.any(t.shape[a] == 0 for a in axes):
+        raise trace_error(TraceShapeError, op, f"reduction over a zero-size axis of shape {t.shape} has no identity")
+    if op == "logsumexp":
+        t = _cast(t, dtypes.to_float(t.dtype))
+    if not axes:
+        return t if op != "argmax" else zeros_like(t, dtypes.int64)
+    return apply(op, (t,), axes=axes, keepdims=bool(keepdims))
+
+
+@primitive()
+def sum(x, axis=None, keepdims: bool = False):
+    return _reduce("sum", x, axis, keepdims)
+
+
+@primitive()
+def max(x, axis=None, keepdims: bool = False):
+    return _reduce("max", x, axis, keepdims)
+
+
+@primitive()
+def min(x, axis=None, keepdims: bool = False):
+    return _reduce("min", x, axis, keepdims)
+
+
+@primitive()
+def logsumexp(x, axis=None, keepdims: bool = False):
+    return _reduce("logsumexp", x, axis, keepdims)
+
+
+@primitive()
+def mean(x, axis=None, keepdims: bool = False):
+    """Mean; integer inputs average in the default float (float32)."""
+    t = lift(x)
+    t = _cast(t, dtypes.to_float(t.dtype))
+    axes = _axes("mean", t, axis)
+    n = int(np.prod([t.shape[a] for a in axes], dtype=np.int64))
+    total = _reduce("sum", t, axes, keepdims)
+    return mul(total, 1.0 / n if n else math.nan)
+
+
+@primitive()
+def argmax(x, axis=None, keepdims: bool = False):
+    """Index of the maximum (int64); ties and NaN go to the first, as numpy's."""
+    t = lift(x)
+    if axis is None:
+        flat = argmax(reshape(t, (-1,)), 0)
+        return reshape(flat, (1,) * t.ndim) if keepdims else flat
+    return _reduce("argmax", t, axis, keepdims)
+
+
+# ---- row-wise ----
+
+
+def _rowwise(op: str, x, axis: int) -> Tracer:
+    t = lift(x)
+    t = _cast(t, dtypes.to_float(t.dtype))
+    if t.ndim == 0:
+        raise trace_error(TraceShapeError, op, "needs at least one dimension")
+    (a,) = _axes(op, t, axis)
+    return apply(op, (t,), axis=a)
+
+
+@primitive()
+def softmax(x, axis: int = -1):
+    return _rowwise("softmax", x, axis)
+
+
+@primitive()
+def log_softmax(x, axis: int = -1):
+    return _rowwise("log_softmax", x, axis)
+
+
+# ---- shape ----
+
+
+def _shape_arg(shape) -> tuple:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return tuple(int(d) for d in shape)
+
+
+@primitive()
+def reshape(x, *shape):
+    """numpy's reshape, with one -1 allowed."""
+    t = lift(x)
+    shape = _shape_arg(shape)
+    if shape.count(-1) > 1:
+        raise trace_error(TraceShapeError, "reshape", f"only one -1 allowed in {shape}")
+    if -1 in shape:
+        known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
+        if known == 0 or t.size % known:
+            raise trace_error(TraceShapeError, "reshape", f"cannot reshape {t.shape} to {shape}")
+        shape = tuple(t.size // known if d == -1 else d for d in shape)
+    if shape == t.shape:
+        return t
+    return apply("reshape", (t,), t.weak, shape=shape)
+
+
+@primitive()
+def transpose(x, axes=None):
+    t = lift(x)
+    axes = tuple(reversed(range(t.ndim))) if axes is None else tuple(int(a) % builtins.max(t.ndim, 1) for a in axes)
+    if axes == tuple(range(t.ndim)):
+        return t
+    return apply("permute", (t,), t.weak, axes=axes)
+
+
+@primitive()
+def broadcast_to(x, shape):
+    t = lift(x)
+    shape = tuple(int(d) for d in shape)
+    if len(shape) < t.ndim:
+        raise trace_error(TraceShapeError, "broadcast_to", f"cannot broadcast {t.shape} to {shape}")
+    return _expand_to(t, shape)
+
+
+@primitive()
+def expand_dims(x, axis):
+    t = lift(x)
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    ndim = t.ndim + len(axes)
+    axes = sorted(a % ndim for a in axes)
+    shape, it = [], iter(t.shape)
+    for d in range(ndim):
+        shape.append(1 if d in axes else next(it))
+    return reshape(t, tuple(shape))
+
+
+@primitive()
+def squeeze(x, axis=None):
+    t = lift(x)
+    if axis is None:
+        axes = [d for d, n in enumerate(t.shape) if n == 1]
+    else:
+        axes = _axes("squeeze", t, axis)
+        bad = [a for a in axes if t.shape[a] != 1]
+        if bad:
+            raise trace_error(TraceShapeError, "squeeze", f"axis {bad[0]} of shape {t.shape} is not 1")
+    return reshape(t, tuple(n for d, n in enumerate(t.shape) if d not in axes))
+
+
+@primitive()
+def flatten(x, start_dim: int = 0, end_dim: int = -1):
+    """Merge dims start_dim..end_dim (all of them by default, like numpy's flatten)."""
+    t = lift(x)
+    if t.ndim == 0:
+        return reshape(t, (1,))
+    s, e = start_dim % t.ndim, end_dim % t.ndim
+    merged = int(np.prod(t.shape[s : e + 1], dtype=np.int64))
+    return reshape(t, t.shape[:s] + (merged,) + t.shape[e + 1 :])
+
+
+@primitive()
+def concatenate(xs, axis: int = 0):
+    ts = [lift(x) for x in xs]
+    if not ts:
+        raise trace_error(TraceShapeError, "concatenate", "needs at least one array")
+    dt, weak = _promote(ts)
+    ts = [_cast(t, dt) for t in ts]
+    if builtins.any(t.ndim != ts[0].ndim or t.ndim == 0 for t in ts):
+        raise trace_error(TraceShapeError, "concatenate", f"needs arrays of one rank >= 1, got {[t.shape for t in ts]}")
+    a = int(axis) % ts[0].ndim
+    ts = [t for t in ts if t.shape[a] > 0] or ts[:1]
+    if len(ts) == 1:
+        return ts[0]
+    return apply("concat", tuple(ts), weak, axis=a)
+
+
+@primitive()
+def pad(x, pad_width, value: float = 0.0):
+    """Constant padding with numpy's pad_width forms: n, (lo, hi), or one pair per dim."""
+    t = lift(x)
+    w = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (t.ndim, 2))
+    widths = tuple((int(lo), int(hi)) for lo, hi in w)
+    if builtins.all(lo == 0 and hi == 0 for lo, hi in widths):
+        return t
+    return apply("pad", (t,), t.weak, widths=widths, value=float(value))
+
+
+@primitive()
+def getitem(x, index):
+    """Basic indexing: ints, slices, None and Ellipsis (no array indexing)."""
+    t = lift(x)
+    index = index if isinstance(index, tuple) else (index,)
+    for i in index:
+        if not (i is None or i is Ellipsis or isinstance(i, (int, np.integer, slice))):
+            raise trace_error(TraceTypeError, "getitem", f"only basic indexing is supported, got {type(i).__name__}")
+    n_dims = builtins.sum(1 for i in index if i is not None and i is not Ellipsis)
+    if n_dims > t.ndim:
+        raise trace_error(TraceShapeError, "getitem", f"too many indices for shape {t.shape}")
+    if Ellipsis in index:
+        at = index.index(Ellipsis)
+        index = index[:at] + (slice(None),) * (t.ndim - n_dims) + index[at + 1 :]
+    index = index + (slice(None),) * (t.ndim - n_dims)
+    slices, out_shape, dim = [], [], 0
+    for i in index:
+        if i is None:
+            out_shape.append(1)
+            continue
+        n = t.shape[dim]
+        if isinstance(i, slice):
+            b, e, s = i.indices(n)
+            slices.append((b, e, s))
+            out_shape.append(len(range(b, e, s)))
+        else:
+            if not -n <= i < n:
+                raise trace_error(TraceShapeError, "getitem", f"index {i} is out of bounds for axis {dim} of size {n}")
+            i = int(i) % n
+            slices.append((i, i + 1, 1))
+        dim += 1
+    if builtins.any(sl != (0, n, 1) for sl, n in zip(slices, t.shape)):
+        t = apply("slice", (t,), t.weak, slices=tuple(slices))
+    return reshape(t, tuple(out_shape))
+
+
+# ---- linear algebra and NN ----
+
+
+@primitive(2)
+def matmul(a, b):
+    """numpy's matmul: 2-D, batched with broadcasting batch dims, and 1-D operands."""
+    ta, tb = lift(a), lift(b)
+    if ta.ndim == 0 or tb.ndim == 0:
+        raise trace_error(TraceShapeError, "matmul", f"needs arrays of rank >= 1, got {ta.shape} @ {tb.shape}")
+    dt, weak = _promote([ta, tb])
+    if dtypes.is_bool(dt):
+        raise trace_error(TraceTypeError, "matmul", "needs numeric inputs, got bool")
+    ta, tb = _cast(ta, dt), _cast(tb, dt)
+    squeeze_a, squeeze_b = ta.ndim == 1, tb.ndim == 1
+    if squeeze_a:
+        ta = reshape(ta, (1, ta.shape[0]))
+    if squeeze_b:
+        tb = reshape(tb, (tb.shape[0], 1))
+    rank = builtins.max(ta.ndim, tb.ndim)
+    ta = reshape(ta, (1,) * (rank - ta.ndim) + ta.shape)
+    tb = reshape(tb, (1,) * (rank - tb.ndim) + tb.shape)
+    out = apply("matmul", (ta, tb), weak)
+    shape = out.shape[:-2] + (() if squeeze_a else out.shape[-2:-1]) + (() if squeeze_b else out.shape[-1:])
+    return reshape(out, shape)
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))
+
+
+@primitive(2)
+def conv2d(x, w, stride=1, padding=0):
+    """Cross-correlation of x (N, C, H, W) with w (O, C, kh, kw), as PyTorch's conv2d."""
+    tx, tw = lift(x), lift(w)
+    dt = dtypes.to_float(_promote([tx, tw])[0])
+    return apply("conv2d", (_cast(tx, dt), _cast(tw, dt)), stride=_pair(stride), padding=_pair(padding))
+
+
+def _pool(op: str, x, kernel_size, stride, padding) -> Tracer:
+    t = lift(x)
+    t = _cast(t, dtypes.to_float(t.dtype))
+    k = _pair(kernel_size)
+    s = k if stride is None else _pair(stride)
+    return apply(op, (t,), kernel=k, stride=s, padding=_pair(padding))
+
+
+@primitive()
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """Max over windows of x (N, C, H, W); padding counts as -inf."""
+    return _pool("max_pool2d", x, kernel_size, stride, padding)
+
+
+@primitive()
+def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    """Mean over windows of x (N, C, H, W); padded zeros count, as PyTorch's default."""
+    return _pool("avg_pool2d", x, kernel_size, stride, padding)
+
+
+@primitive()
+def one_hot(labels, num_classes: int):
+    """float32 one-hot rows; labels outside [0, num_classes) give all-zero rows."""
+    t = lift(labels)
+    if not dtypes.is_int(t.dtype):
+        raise trace_error(TraceTypeError, "one_hot", f"labels must be integers, got {t.dtype.name}")
+    classes = arange(num_classes, dtype=t.dtype)
+    return astype(equal(expand_dims(t, -1), classes), dtypes.DEFAULT_FLOAT)
+
+
+# ---- constructors (inside and outside compiled code) ----
+
+
+def _constructor_result(value: Tracer):
+    """Outside a trace, constructors return concrete Arrays."""
+    if trace.current() is not None:
+        return value
+    from jitnet.runtime.array import asarray
+
+    return asarray(_const_value(value))
+
+
+def _const_value(t: Tracer) -> np.ndarray:
+    from jitnet.ir.interpret import evaluate
+
+    return evaluate(t.node)
+
+
+def full(shape, fill_value, dtype=None):
+    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
+    dt = dtypes.scalar_dtype(fill_value) if dtype is None else dtypes.canonical(dtype)
+    value = trace.const(np.asarray(fill_value, dtype=dt))
+    return _constructor_result(_expand_to(value, shape))
+
+
+def zeros(shape, dtype=dtypes.DEFAULT_FLOAT):
+    return full(shape, 0, dtype)
+
+
+def ones(shape, dtype=dtypes.DEFAULT_FLOAT):
+    return full(shape, 1, dtype)
+
+
+def zeros_like(x, dtype=None):
+    return full(x.shape, 0, x.dtype if dtype is None else dtype)
+
+
+def ones_like(x, dtype=None):
+    return full(x.shape, 1, x.dtype if dtype is None else dtype)
+
+
+def arange(start, stop=None, step=1, dtype=None):
+    """numpy's arange; integer arguments give int64, any float gives float32."""
+    if stop is None:
+        start, stop = 0, start
+    if dtype is None:
+        is_int = builtins.all(isinstance(v, (int, np.integer)) for v in (start, stop, step))
+        dt = dtypes.DEFAULT_INT if is_int else dtypes.DEFAULT_FLOAT
+    else:
+        dt = dtypes.canonical(dtype)
+    if step == 0:
+        raise trace_error(TraceShapeError, "arange", "step must not be zero")
+    n = builtins.max(0, math.ceil((stop - start) / step))
+    node = apply("iota", (), shape=(n,), axis=0, start=start, step=step, dtype=dt.str)
+    return _constructor_result(node)
+
+
+# ---- operators for Tracer and Array ----
+
+
+def _swap(fn):
+    return lambda a, b: fn(b, a)
+
+
+def _index_arg(i):
+    return tuple(i) if isinstance(i, list) else i
+
+
+_OPERATORS = {
+    "__add__": add,
+    "__radd__": _swap(add),
+    "__sub__": sub,
+    "__rsub__": _swap(sub),
+    "__mul__": mul,
+    "__rmul__": _swap(mul),
+    "__truediv__": div,
+    "__rtruediv__": _swap(div),
+    "__pow__": pow,
+    "__rpow__": _swap(pow),
+    "__matmul__": matmul,
+    "__rmatmul__": _swap(matmul),
+    "__neg__": neg,
+    "__abs__": abs,
+    "__lt__": less,
+    "__le__": less_equal,
+    "__gt__": greater,
+    "__ge__": greater_equal,
+    "__eq__": equal,
+    "__ne__": not_equal,
+    "__and__": logical_and,
+    "__or__": logical_or,
+    "__invert__": logical_not,
+    "__getitem__": lambda x, i: getitem(x, _index_arg(i)),
+    "reshape": reshape,
+    "transpose": lambda x, *axes: transpose(x, _shape_arg(axes) if axes else None),
+    "sum": sum,
+    "mean": mean,
+    "max": max,
+    "min": min,
+    "argmax": argmax,
+    "astype": astype,
+    "flatten": flatten,
+    "squeeze": squeeze,
+    "T": property(lambda x: transpose(x)),
+}
+
+
+def install_operators(cls: type) -> None:
+    for name, fn in _OPERATORS.items():
+        setattr(cls, name, fn)
+    cls.__hash__ = object.__hash__  # __eq__ is elementwise, identity stays the hash
+
+
+install_operators(Tracer)

@@ -1,0 +1,1 @@
+"""Devices, arrays, buffer reuse and the executor that runs compiled programs."""

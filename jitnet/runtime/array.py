@@ -1,0 +1,104 @@
+"""`jn.Array`: a buffer on a device with a shape. The runtime owns the flat buffer; when the last
+reference to an Array it allocated goes away, the buffer returns to the pool for reuse."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from jitnet.ir import dtypes
+from jitnet.runtime.device import Device, device as as_device
+from jitnet.runtime.pool import host_pool
+
+
+class Array:
+    __slots__ = ("_buf", "shape", "dtype", "device", "_owned", "__weakref__")
+    _jitnet_array = True
+    __array_priority__ = 1000  # numpy defers to our operators
+
+    def __init__(self, buf: np.ndarray, shape: tuple, device: Device, owned: bool = False):
+        self._buf = buf  # flat, contiguous
+        self.shape = tuple(shape)
+        self.dtype = buf.dtype
+        self.device = device
+        self._owned = owned
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return self._buf.size
+
+    def numpy(self) -> np.ndarray:
+        """A read-only numpy view of the data (copy it to modify)."""
+        view = self._buf.reshape(self.shape)
+        view.flags.writeable = False
+        return view
+
+    def __array__(self, dtype=None, copy=None):
+        out = self._buf.reshape(self.shape)
+        if dtype is not None and np.dtype(dtype) != out.dtype:
+            return out.astype(dtype)
+        return out.copy() if copy else self.numpy()
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d array")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        body = np.array2string(self._buf.reshape(self.shape), separator=", ", threshold=20)
+        return f"jn.Array({body}, dtype={self.dtype.name}, device={self.device.kind!r})"
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"item() needs an array of one element, got shape {self.shape}")
+        return self._buf[0].item()
+
+    def tolist(self):
+        return self._buf.reshape(self.shape).tolist()
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        return bool(self.item())
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __del__(self):
+        if self._owned:
+            buf = self._buf
+            # Recycle only when no numpy view still shares the memory (slot + local + argument).
+            if sys.getrefcount(buf) <= 3:
+                host_pool.give(buf)
+
+
+def asarray(x, device=None, dtype=None) -> Array:
+    """Wrap or move data: Arrays pass through, numpy data and Python numbers are copied in.
+    Python floats become float32 and ints int64 (the defaults); numpy arrays keep their dtype."""
+    dev = as_device(device) if device is not None else None
+    if isinstance(x, Array):
+        if (dev is None or dev == x.device) and (dtype is None or np.dtype(dtype) == x.dtype):
+            return x
+        x = x.numpy()
+    if dtype is None and not isinstance(x, (np.ndarray, np.generic)):
+        arr = np.asarray(x)
+        if arr.dtype.kind == "f":
+            arr = arr.astype(dtypes.DEFAULT_FLOAT)
+        elif arr.dtype.kind in "iu":
+            arr = arr.astype(dtypes.DEFAULT_INT)
+    else:
+        arr = np.asarray(x, dtype=dtype)
+    dt = dtypes.canonical(arr.dtype)
+    buf = host_pool.take(arr.size, dt)
+    buf[...] = arr.reshape(-1)
+    return Array(buf, arr.shape, dev or as_device("cpu"), owned=True)

@@ -1,0 +1,62 @@
+"""The executor: runs a Program, a list of kernels over numbered buffer slots.
+
+Intermediate buffers come from the pool and go back to it right after their last reader, so the
+next kernel (and the next call) reuses them. Outputs are handed to the caller as Arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from jitnet.runtime.array import Array
+from jitnet.runtime.device import Device
+from jitnet.runtime.pool import host_pool
+
+
+@dataclass
+class Step:
+    fn: Callable  # fn(out, *inputs) on flat buffers
+    out: int  # slot written
+    args: tuple[int, ...]  # slots read
+    size: int
+    dtype: np.dtype
+    release: tuple[int, ...]  # intermediate slots whose last reader is this step
+
+
+@dataclass
+class Program:
+    n_slots: int
+    input_slots: list[int]  # one per graph input, in argument order
+    capture_slots: list[int]  # one per captured Array
+    consts: list[tuple[int, np.ndarray]]  # slot, flat data
+    steps: list[Step]
+    outputs: list[tuple[int, tuple]]  # slot, shape
+    copy_outputs: frozenset  # output slots that alias inputs or constants: copied out
+    device: Device
+
+    def run(self, inputs: list[np.ndarray], captured: list[np.ndarray]) -> list[Array]:
+        slots: list = [None] * self.n_slots
+        for slot, buf in zip(self.input_slots, inputs):
+            slots[slot] = buf
+        for slot, buf in zip(self.capture_slots, captured):
+            slots[slot] = buf
+        for slot, buf in self.consts:
+            slots[slot] = buf
+        take, give = host_pool.take, host_pool.give
+        for step in self.steps:
+            out = take(step.size, step.dtype)
+            slots[step.out] = out
+            step.fn(out, *[slots[a] for a in step.args])
+            for r in step.release:
+                give(slots[r])
+                slots[r] = None
+        results = []
+        for slot, shape in self.outputs:
+            buf = slots[slot]
+            if slot in self.copy_outputs:
+                buf = buf.copy()
+            results.append(Array(buf, shape, self.device, owned=True))
+        return results
