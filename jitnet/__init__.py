@@ -1,6 +1,7 @@
 """jitnet: a JIT kernel-compiling tensor engine. Write plain array code, `@jitnet.compile` it, get
 fused compiled kernels."""
 
+from jitnet import ir
 from jitnet.compiler import compile
 from jitnet.errors import TraceError
 from jitnet.ops import (

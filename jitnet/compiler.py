@@ -119,7 +119,11 @@ class CompiledFunction:
 
     def inspect(self, *args) -> str:
         """The IR, the fusion groups and the generated kernel sources for this signature."""
-        return self._lookup(args)[0].describe()
+        return self.lower(*args).describe()
+
+    def lower(self, *args) -> Compiled:
+        """This signature's traced graph, fusion schedule, kernel sources and program."""
+        return self._lookup(args)[0]
 
     def _build(self, args, leaves, treedef, specs) -> Compiled:
         self.traces += 1

@@ -156,6 +156,8 @@ def flat_index(idx: list[Idx], shape: tuple) -> Idx:
 def unflatten_index(flat: Idx, shape: tuple) -> list[Idx]:
     """The multi-index of row-major offset `flat` in `shape` (by successive division, so that
     `flat_index` of the result simplifies back to `flat`)."""
+    if 0 in shape:  # an empty loop: the index is never used
+        return [Idx() for _ in shape]
     out = []
     for n in reversed(shape):
         out.append(flat % n)

@@ -27,6 +27,14 @@ from numba import njit
 
 _f32 = np.float32
 
+# fastmath=False is explicit on purpose: numba otherwise inherits ``fastmath``
+# from whichever caller triggers a helper's first compilation (and then reuses
+# that version for every caller).  forceinline=True sets LLVM's alwaysinline,
+# so even the larger helpers are inlined into -- and vectorised with -- the
+# calling loop, keeping their own strict instruction flags (numba's
+# inline="always" would instead re-lower them with the caller's flags).
+_jit = njit(error_model="numpy", fastmath=False, forceinline=True)
+
 ZERO = _f32(0.0)
 HALF = _f32(0.5)
 ONE = _f32(1.0)
@@ -101,45 +109,46 @@ ERFC_Q = _coeffs(-0.0003415233, -1.1270891, 0.36185518, -0.10310675,
 # bit-level helpers
 # ---------------------------------------------------------------------------
 
-@njit(error_model="numpy")
+@_jit
 def _as_int(x):
     return _f32(x).view(np.int32)
 
 
-@njit(error_model="numpy")
+@_jit
 def _as_float(i):
     return np.int32(i).view(np.float32)
 
 
-@njit(error_model="numpy")
+@_jit
 def _pow2(k):
     # 2**k for integer k in [-126, 127], built from the exponent bits.
     return _as_float((k + 127) << 23)
 
 
-@njit(error_model="numpy")
+@_jit
 def _reduce_ln2(x):
     # x = n * ln2 + r with n the nearest integer to x / ln2 (|x| < 2**21).
     t = x * LOG2E + ROUND_MAGIC
-    n = _as_int(t) - ROUND_MAGIC_BITS
+    n = np.int32(_as_int(t) - ROUND_MAGIC_BITS)
     nf = t - ROUND_MAGIC
     r = (x - nf * LN2_HI) - nf * LN2_LO  # nf * LN2_HI exact, the subtraction too
     return n, r
 
 
-@njit(error_model="numpy")
+@_jit
 def _expm1_kernel(r):
     p = EXPM1_P
     q = p[0] + r * (p[1] + r * (p[2] + r * (p[3] + r * (p[4] + r * p[5]))))
     return r + r * r * q
 
 
-@njit(error_model="numpy")
+@_jit
 def _log_kernel(y, k, c):
-    # log(y * 2**k) + c for a positive normal float32 y; c is a small correction.
-    # y = 2**e * m with m in [sqrt(1/2), sqrt(2)), then log(m) = log1p(m - 1).
-    iy = _as_int(y) - SQRT_HALF_BITS
-    kf = _f32(k + (iy >> 23))
+    # log(y * 2**k) + c for a positive normal float32 y, integral float32 k and
+    # a small correction c.  y = 2**e * m with m in [sqrt(1/2), sqrt(2)), then
+    # log(m) = log1p(m - 1).
+    iy = np.int32(_as_int(y) - SQRT_HALF_BITS)
+    kf = _f32(np.int32(iy >> 23)) + k
     f = _as_float((iy & 0x007FFFFF) + SQRT_HALF_BITS) - ONE  # exact
     p = LOG1P_P
     q = p[0] + f * (p[1] + f * (p[2] + f * (p[3] + f * (
@@ -151,7 +160,7 @@ def _log_kernel(y, k, c):
 # float32
 # ---------------------------------------------------------------------------
 
-@njit(error_model="numpy")
+@_jit
 def exp_f32(x):
     # x = n ln2 + r, exp(r) by polynomial, times 2**n in two steps so that
     # overflow gives inf and underflow is gradual (a single rounding).
@@ -163,7 +172,7 @@ def exp_f32(x):
     return (ONE + _expm1_kernel(r)) * _pow2(h) * _pow2(n - h)
 
 
-@njit(error_model="numpy")
+@_jit
 def expm1_f32(x):
     # Same reduction as exp; expm1(x) = 2**n * expm1(r) + (2**n - 1), formed
     # as 2 * (s * expm1(r) + (s - 1/2)) with s = 2**(n-1) to avoid overflow.
@@ -178,19 +187,20 @@ def expm1_f32(x):
     return x if x == ZERO else res  # keeps the sign of zero
 
 
-@njit(error_model="numpy")
+@_jit
 def log_f32(x):
     # Subnormals are scaled by 2**23 first; then x = 2**k * m with m in
     # [sqrt(1/2), sqrt(2)) and log(x) = k ln2 + log1p(m - 1) by polynomial.
     x = _f32(x)
     sub = x < FLT_MIN
-    res = _log_kernel(x * TWO_P23 if sub else x, -23 if sub else 0, ZERO)
+    res = _log_kernel(x * TWO_P23 if sub else x, _f32(-23.0) if sub else ZERO,
+                      ZERO)
     res = x if x == INF else res
     res = -INF if x == ZERO else res
     return res if x >= ZERO else NAN  # negative or NaN input
 
 
-@njit(error_model="numpy")
+@_jit
 def log1p_f32(x):
     # log(u) for u = fl(1 + x) as in log_f32, plus the first-order correction
     # (1 + x - u) / u for the rounding of u (the fdlibm/musl scheme).
@@ -198,13 +208,13 @@ def log1p_f32(x):
     u = ONE + x
     # Both differences are exact in their range of use (Sterbenz).
     d = x - (u - ONE) if u < _f32(4.0) else ONE - (u - x)
-    res = _log_kernel(u, 0, d / u)
+    res = _log_kernel(u, ZERO, d / u)
     res = x if (x == INF) | (x == ZERO) else res
     res = -INF if u == ZERO else res
     return res if u >= ZERO else NAN  # x < -1 or NaN
 
 
-@njit(error_model="numpy")
+@_jit
 def tanh_f32(x):
     # |x| < 0.625: odd polynomial; otherwise 1 - 2 / (exp(2|x|) + 1), which
     # saturates to +-1 (exp overflows to inf) and propagates NaN.
@@ -219,7 +229,7 @@ def tanh_f32(x):
     return small if a < _f32(0.625) else big
 
 
-@njit(error_model="numpy")
+@_jit
 def sigmoid_f32(x):
     # With e = exp(-|x|) in (0, 1]: 1 / (1 + e) for x >= 0, e / (1 + e)
     # otherwise; no overflow, and tiny results underflow gradually.
@@ -228,13 +238,13 @@ def sigmoid_f32(x):
     return (ONE if x >= ZERO else e) / (ONE + e)
 
 
-@njit(error_model="numpy")
+@_jit
 def _sin_quadrant(x, shift):
     # sin(x + shift * pi/2).  Cody-Waite: x = q pi/2 + r with a 4-part pi/2,
     # |r| <= pi/4, then sin(r) or cos(r) by polynomial and the sign of the
     # quadrant (q + shift) mod 4.
     t = x * TWO_OVER_PI + ROUND_MAGIC
-    q = _as_int(t) - ROUND_MAGIC_BITS + shift
+    q = np.int32(_as_int(t) - ROUND_MAGIC_BITS + shift)
     qf = t - ROUND_MAGIC
     r = (((x - qf * PIO2_1) - qf * PIO2_2) - qf * PIO2_3) - qf * PIO2_4
     r2 = r * r
@@ -250,17 +260,17 @@ def _sin_quadrant(x, shift):
     return res if abs(x) < INF else x - x  # inf, NaN -> NaN
 
 
-@njit(error_model="numpy")
+@_jit
 def sin_f32(x):
     return _sin_quadrant(_f32(x), 0)
 
 
-@njit(error_model="numpy")
+@_jit
 def cos_f32(x):
     return _sin_quadrant(_f32(x), 1)
 
 
-@njit(error_model="numpy")
+@_jit
 def acos_f32(x):
     # |x| <= 1/2: pi/2 - asin(x); otherwise, with z = (1 - |x|) / 2,
     # acos(|x|) = 2 asin(sqrt(z)).  One asin polynomial serves both cases.
@@ -278,7 +288,7 @@ def acos_f32(x):
     return near_zero if small else far
 
 
-@njit(error_model="numpy")
+@_jit
 def erf_f32(x):
     # |x| < 1: x * P(x**2); otherwise 1 - exp(Q(|x|) - x**2) with Q fitted to
     # log(erfc(x)) + x**2 on [1, 4] (erf rounds to +-1 beyond 3.92).
@@ -301,32 +311,32 @@ def erf_f32(x):
 # float64 (scalar libm; correctness only)
 # ---------------------------------------------------------------------------
 
-@njit(error_model="numpy")
+@_jit
 def exp_f64(x):
     return math.exp(np.float64(x))
 
 
-@njit(error_model="numpy")
+@_jit
 def expm1_f64(x):
     return math.expm1(np.float64(x))
 
 
-@njit(error_model="numpy")
+@_jit
 def log_f64(x):
     return math.log(np.float64(x))
 
 
-@njit(error_model="numpy")
+@_jit
 def log1p_f64(x):
     return math.log1p(np.float64(x))
 
 
-@njit(error_model="numpy")
+@_jit
 def tanh_f64(x):
     return math.tanh(np.float64(x))
 
 
-@njit(error_model="numpy")
+@_jit
 def sigmoid_f64(x):
     # Same formulation as sigmoid_f32: exp never overflows.
     x = np.float64(x)
@@ -334,21 +344,21 @@ def sigmoid_f64(x):
     return (1.0 if x >= 0.0 else e) / (1.0 + e)
 
 
-@njit(error_model="numpy")
+@_jit
 def sin_f64(x):
     return math.sin(np.float64(x))
 
 
-@njit(error_model="numpy")
+@_jit
 def cos_f64(x):
     return math.cos(np.float64(x))
 
 
-@njit(error_model="numpy")
+@_jit
 def acos_f64(x):
     return math.acos(np.float64(x))
 
 
-@njit(error_model="numpy")
+@_jit
 def erf_f64(x):
     return math.erf(np.float64(x))
