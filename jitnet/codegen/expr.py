@@ -74,9 +74,12 @@ class Dialect:
             if dtypes.is_float(in_dtype):
                 return f"({one} if {a} > {zero} else (-{one} if {a} < {zero} else {a}))"
             return f"({one} if {a} > {zero} else (-{one} if {a} < {zero} else {zero}))"
-        b = args[1]
+        return self.extremum(name, a, args[1], in_dtype)
+
+    def extremum(self, name: str, a: str, b: str, dtype: np.dtype) -> str:
+        """maximum or minimum of a and b, NaN winning as in numpy."""
         op = ">=" if name == "maximum" else "<="
-        if dtypes.is_float(in_dtype):  # NaN wins, as numpy's maximum/minimum
+        if dtypes.is_float(dtype):
             return f"({a} if ({a} {op} {b} or {a} != {a}) else {b})"
         return f"({a} if {a} {op} {b} else {b})"
 

@@ -33,6 +33,12 @@ class CpuDialect(Dialect):
     } | {"sqrt": "np.sqrt", "abs": "abs"}
 
 
+    def extremum(self, name: str, a: str, b: str, dtype: np.dtype) -> str:
+        if dtypes.is_float(dtype):  # one vectorisable LLVM intrinsic with numpy's NaN semantics
+            return f"f{name}({a}, {b})"
+        return f"{'max' if name == 'maximum' else 'min'}({a}, {b})"
+
+
 DIALECT = CpuDialect()
 
 
@@ -103,6 +109,7 @@ def generate(kernel: Kernel) -> str:
         "from numba.types import void, boolean, int32, int64, float32, float64",
         "",
         "from jitnet.codegen.cpu import vmath as vm",
+        "from jitnet.codegen.cpu.intrinsics import fmaximum, fminimum",
         "from jitnet.codegen.cpu.signature import readonly",
         "",
         "",
@@ -143,12 +150,11 @@ def _extreme(dtype: np.dtype, sign: int) -> str:
     return DIALECT.literal(info.max if sign > 0 else info.min, dtype)
 
 
-def _better(op: str, v: str, acc: str, dtype: np.dtype) -> str:
-    """Condition under which v replaces acc: strictly better, or the first NaN (NaN wins, as numpy)."""
-    cmp = "<" if op == "min" else ">"
+def _first_greater(v: str, best: str, dtype: np.dtype) -> str:
+    """argmax's condition for v to replace best: strictly greater, or the first NaN (as numpy)."""
     if dtypes.is_float(dtype):
-        return f"{v} {cmp} {acc} or ({v} != {v} and {acc} == {acc})"
-    return f"{v} {cmp} {acc}"
+        return f"{v} > {best} or ({v} != {v} and {best} == {best})"
+    return f"{v} > {best}"
 
 
 class _Reduction:
@@ -175,8 +181,7 @@ class _Reduction:
     def first_pass(self, emit, v: str) -> None:
         """logsumexp needs the maximum before it can sum."""
         if self.op == "logsumexp":
-            emit(f"if {_better('max', v, self.max, self.in_dtype)}:")
-            emit(f"    {self.max} = {v}")
+            emit(f"{self.max} = {DIALECT.extremum('maximum', self.max, v, self.in_dtype)}")
 
     def update(self, emit, v: str, position: str) -> None:
         if self.op == "sum":
@@ -184,12 +189,12 @@ class _Reduction:
         elif self.op == "logsumexp":
             t = dtypes.short_name(self.in_dtype)
             emit(f"{self.acc} += {DIALECT.cast(f'vm.exp_{t}({v} - {self.max})', self.acc_dtype)}")
+        elif self.op in ("max", "min"):
+            emit(f"{self.acc} = {DIALECT.extremum(self.op + 'imum', self.acc, v, self.in_dtype)}")
         else:
-            op = "max" if self.op == "argmax" else self.op
-            emit(f"if {_better(op, v, self.acc, self.in_dtype)}:")
+            emit(f"if {_first_greater(v, self.acc, self.in_dtype)}:")
             emit(f"    {self.acc} = {v}")
-            if self.op == "argmax":
-                emit(f"    {self.arg} = {position}")
+            emit(f"    {self.arg} = {position}")
 
     def result(self, emit) -> str:
         if self.op == "argmax":
@@ -273,45 +278,54 @@ def _reduce(src: _Source, parallel: bool) -> None:
 
 
 def _rowwise(src: _Source, parallel: bool) -> None:
+    """Per row: the maximum, then the sum of exp(x - max), then the normalised values. Softmax
+    keeps exp(x - max) in the output row between the last two passes, so exp runs once."""
     kernel = src.kernel
     (node,) = [n for n in kernel.nodes if OPS[n.op].kind == Kind.ROWWISE]
-    x, axis, dt = node.inputs[0], node.attrs["axis"], node.dtype
-    shape = node.shape
+    x, axis, dt, shape = node.inputs[0], node.attrs["axis"], node.dtype, node.shape
     kept = tuple(n for d, n in enumerate(shape) if d != axis)
     kept_size, row = _prod(kept), shape[axis]
     t = dtypes.short_name(dt)
+    reuse_out = node.op == "softmax" and kernel.root.dtype == dt
     emit = src.emit
     emit(1, f"for o in {'prange' if parallel else 'range'}({kept_size}):")
     kept_idx = unflatten_index(Idx.var("o", kept_size), kept)
     idx = kept_idx[:axis] + [Idx.var("r", row)] + kept_idx[axis:]
+    at = f"out[{flat_index(idx, shape).render()}]"
+
+    def row_loop(statements) -> None:
+        emit(2, f"for r in range({row}):")
+        body = src.scope(3)
+        statements(body, body.value(x, idx))
+        src.close(body)
 
     emit(2, f"m = {_extreme(dt, -1)}")
-    emit(2, f"for r in range({row}):")
-    body = src.scope(3)
-    v = body.value(x, idx)
-    body.emit(f"if {_better('max', v, 'm', dt)}:")
-    body.emit(f"    m = {v}")
-    src.close(body)
-
+    row_loop(lambda body, v: body.emit(f"m = {DIALECT.extremum('maximum', 'm', v, dt)}"))
     emit(2, "s = 0.0")
-    emit(2, f"for r in range({row}):")
-    body = src.scope(3)
-    body.emit(f"s += vm.exp_{t}({body.value(x, idx)} - m)")
-    src.close(body)
-
+    if reuse_out:
+        row_loop(lambda body, v: (body.emit(f"e = vm.exp_{t}({v} - m)"), body.emit(f"{at} = e"), body.emit("s += e")))
+    else:
+        row_loop(lambda body, v: body.emit(f"s += vm.exp_{t}({v} - m)"))
     if node.op == "softmax":
         emit(2, f"inv = {DIALECT.cast('1.0 / s', dt)}")
     else:
         emit(2, f"log_s = vm.log_{t}({DIALECT.cast('s', dt)})")
-    emit(2, f"for r in range({row}):")
-    body = src.scope(3)
-    v = body.value(x, idx)
-    y = src.names("y")
-    if node.op == "softmax":
-        body.emit(f"{y} = vm.exp_{t}({v} - m) * inv")
+
+    def normalise(body: Emitter, v: str) -> None:
+        y = src.names("y")
+        if reuse_out:
+            body.emit(f"{y} = {at} * inv")
+        elif node.op == "softmax":
+            body.emit(f"{y} = vm.exp_{t}({v} - m) * inv")
+        else:
+            body.emit(f"{y} = ({v} - m) - log_s")
+        body.bind(node, idx, y)
+        body.emit(f"{at} = {body.value(kernel.root, idx)}")
+
+    if reuse_out:  # the last pass reads the stored exponentials, not x
+        emit(2, f"for r in range({row}):")
+        body = src.scope(3)
+        normalise(body, "")
+        src.close(body)
     else:
-        body.emit(f"{y} = ({v} - m) - log_s")
-    body.bind(node, idx, y)
-    value = body.value(kernel.root, idx)
-    body.emit(f"out[{flat_index(idx, shape).render()}] = {value}")
-    src.close(body)
+        row_loop(normalise)

@@ -1,0 +1,267 @@
+"""Accuracy, IEEE edge cases and vectorisation of jitnet.codegen.cpu.vmath."""
+
+import importlib.util
+import math
+import re
+from functools import lru_cache
+
+import numpy as np
+import pytest
+from numba import njit
+
+from jitnet.codegen.cpu import vmath
+
+F32_NAMES = ["exp", "expm1", "log", "log1p", "tanh", "sigmoid", "sin", "cos", "acos", "erf"]
+
+# Max error in ulp against the float64 result rounded to float32 (0 = correctly
+# rounded).  Each bound is the maximum over an exhaustive run on all 2**32
+# float32 inputs (sin/cos: |x| <= SIN_COS_ACCURATE_RANGE).
+ULP_BOUNDS = {"exp": 1, "expm1": 1, "log": 1, "log1p": 1, "tanh": 1, "sigmoid": 2,
+              "sin": 2, "cos": 2, "acos": 1, "erf": 2}
+SIN_COS_ACCURATE_RANGE = 1e5
+
+F32 = np.float32
+INF = np.inf
+NAN = np.nan
+FLT_MAX = float(np.finfo(np.float32).max)
+TINY = float(np.finfo(np.float32).smallest_subnormal)
+
+
+# --- helpers ----------------------------------------------------------------
+
+def _make_loop(f, fastmath):
+    @njit(error_model="numpy", fastmath=fastmath)
+    def loop(x, out):
+        for i in range(x.shape[0]):
+            out[i] = f(x[i])
+
+    return loop
+
+
+@lru_cache(maxsize=None)
+def _loop(name, fastmath=False):
+    return _make_loop(getattr(vmath, name), fastmath)
+
+
+def _apply(name, x):
+    x = np.ascontiguousarray(x)
+    out = np.empty_like(x)
+    _loop(name)(x, out)
+    return out
+
+
+@njit(error_model="numpy")
+def _erf64(x, out):
+    for i in range(x.shape[0]):
+        out[i] = math.erf(x[i])
+
+
+def _sigmoid64(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0, e) / (1.0 + e)
+
+
+def _erf_ref(x):
+    out = np.empty_like(x)
+    _erf64(x, out)
+    return out
+
+
+REFERENCE = {"exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p, "tanh": np.tanh,
+             "sigmoid": _sigmoid64, "sin": np.sin, "cos": np.cos, "acos": np.arccos, "erf": _erf_ref}
+
+
+def _reference(name, x):
+    with np.errstate(all="ignore"):
+        return REFERENCE[name](x.astype(np.float64)).astype(np.float32)
+
+
+def _ordinal(a):
+    i = a.view(np.int32).astype(np.int64)
+    return np.where(i < 0, -(i & 0x7FFFFFFF), i)
+
+
+def _ulp_errors(y, ref):
+    """Distance in float32 steps; NaN must match NaN exactly (reported as a huge error otherwise)."""
+    d = np.abs(_ordinal(y) - _ordinal(ref))
+    y_nan, r_nan = np.isnan(y), np.isnan(ref)
+    d[y_nan & r_nan] = 0
+    d[y_nan != r_nan] = 1 << 40
+    return d
+
+
+def _bit_range(lo, hi, n):
+    """n float32 values evenly spaced in bit pattern over [lo, hi] (0 <= lo < hi), with their negatives."""
+    b = np.linspace(F32(lo).view(np.int32), F32(hi).view(np.int32), n).astype(np.int32)
+    v = b.view(np.float32)
+    return np.concatenate([v, -v])
+
+
+def _all_floats_strided(stride):
+    """Every stride-th float32 bit pattern: covers subnormals, huge values, inf and NaNs."""
+    return np.arange(0, 2**32, stride, dtype=np.uint64).astype(np.uint32).view(np.float32)
+
+
+DENSE = {
+    "exp": [(80.0, 89.0), (86.0, 105.0), (1e-8, 2.0)],
+    "expm1": [(1e-10, 1.0), (0.3, 0.4), (15.0, 89.0)],
+    "log": [(0.5, 2.0), (1e-45, 1e-37)],
+    "log1p": [(1e-10, 0.1), (0.2, 0.9999999), (0.9, 4.0)],
+    "tanh": [(1e-8, 1.0), (0.6, 0.65), (1.0, 10.0)],
+    "sigmoid": [(1e-8, 20.0), (80.0, 110.0)],
+    "sin": [(1e-8, 10.0), (10.0, SIN_COS_ACCURATE_RANGE)],
+    "cos": [(1e-8, 10.0), (10.0, SIN_COS_ACCURATE_RANGE)],
+    "acos": [(1e-8, 0.5), (0.49, 1.0)],
+    "erf": [(1e-8, 1.0), (0.95, 4.5)],
+}
+
+
+def _sweep_inputs(name):
+    parts = [_all_floats_strided(4099)] + [_bit_range(lo, hi, 200_000) for lo, hi in DENSE[name]]
+    x = np.concatenate(parts)
+    if name in ("sin", "cos"):
+        x = x[~(np.abs(x) > SIN_COS_ACCURATE_RANGE)]  # keeps inf/NaN out? no: inf > range -> dropped
+    return x
+
+
+# --- accuracy ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name", F32_NAMES)
+def test_f32_ulp_error(name):
+    x = _sweep_inputs(name)
+    y = _apply(name + "_f32", x)
+    assert y.dtype == np.float32
+    err = _ulp_errors(y, _reference(name, x))
+    worst = int(np.argmax(err))
+    assert err[worst] <= ULP_BOUNDS[name], (name, x[worst], y[worst], err[worst])
+
+
+@pytest.mark.parametrize("name", ["sin", "cos"])
+def test_sin_cos_large_arguments_stay_bounded(name):
+    x = _all_floats_strided(1021)
+    x = x[np.isfinite(x)]
+    y = _apply(name + "_f32", x)
+    assert np.all(np.abs(y) <= 1.0)
+    # Accuracy degrades gracefully just past the accurate range.
+    mid = x[(np.abs(x) > SIN_COS_ACCURATE_RANGE) & (np.abs(x) < 2.0 * SIN_COS_ACCURATE_RANGE)]
+    err = np.abs(_apply(name + "_f32", mid).astype(np.float64) - getattr(np, name)(mid.astype(np.float64)))
+    assert err.max() < 1e-3
+
+
+@pytest.mark.parametrize("name", F32_NAMES)
+def test_f32_returns_float32_for_any_input_type(name):
+    fn = getattr(vmath, name + "_f32")
+
+    @njit
+    def call(a, b, c):
+        return fn(a), fn(b), fn(c)
+
+    call(F32(0.25), 0.25, 1)
+    assert all(str(t) == "float32" for t in call.nopython_signatures[0].return_type)
+
+
+# --- IEEE edge cases --------------------------------------------------------
+
+SPECIAL = {
+    "exp": [(NAN, NAN), (-INF, 0.0), (INF, INF), (0.0, 1.0), (-0.0, 1.0), (89.0, INF), (88.72283, 3.4028e38),
+            (FLT_MAX, INF), (-FLT_MAX, 0.0), (-104.0, 0.0), (-103.0, 1.401e-45 * 1.3937 / 1.401e-45 * 1e-45)],
+    "expm1": [(NAN, NAN), (-INF, -1.0), (INF, INF), (0.0, 0.0), (-0.0, -0.0), (TINY, TINY), (-TINY, -TINY),
+              (-FLT_MAX, -1.0), (FLT_MAX, INF), (89.0, INF), (1e-30, 1e-30)],
+    "log": [(NAN, NAN), (-1.0, NAN), (-INF, NAN), (-TINY, NAN), (0.0, -INF), (-0.0, -INF), (INF, INF), (1.0, 0.0),
+            (TINY, -103.27893), (FLT_MAX, 88.72284)],
+    "log1p": [(NAN, NAN), (-1.0, -INF), (-2.0, NAN), (-INF, NAN), (INF, INF), (0.0, 0.0), (-0.0, -0.0),
+              (TINY, TINY), (-TINY, -TINY), (FLT_MAX, 88.72284), (1e-30, 1e-30)],
+    "tanh": [(NAN, NAN), (INF, 1.0), (-INF, -1.0), (0.0, 0.0), (-0.0, -0.0), (20.0, 1.0), (-20.0, -1.0),
+             (FLT_MAX, 1.0), (-FLT_MAX, -1.0), (TINY, TINY), (-TINY, -TINY)],
+    "sigmoid": [(NAN, NAN), (-INF, 0.0), (INF, 1.0), (0.0, 0.5), (-0.0, 0.5), (-FLT_MAX, 0.0), (FLT_MAX, 1.0),
+                (50.0, 1.0)],
+    "sin": [(NAN, NAN), (INF, NAN), (-INF, NAN), (0.0, 0.0), (-0.0, -0.0), (TINY, TINY), (-TINY, -TINY)],
+    "cos": [(NAN, NAN), (INF, NAN), (-INF, NAN), (0.0, 1.0), (-0.0, 1.0), (TINY, 1.0)],
+    "acos": [(NAN, NAN), (1.0, 0.0), (-1.0, F32(math.pi)), (0.0, F32(math.pi / 2)), (-0.0, F32(math.pi / 2)),
+             (1.0000001, NAN), (-1.0000001, NAN), (INF, NAN), (-INF, NAN), (2.0, NAN)],
+    "erf": [(NAN, NAN), (INF, 1.0), (-INF, -1.0), (0.0, 0.0), (-0.0, -0.0), (4.0, 1.0), (-10.0, -1.0),
+            (TINY, TINY), (-TINY, -TINY)],
+}
+SPECIAL["exp"][-1] = (-103.0, float(F32(math.exp(-103.0))))  # a subnormal result: gradual underflow
+
+
+@pytest.mark.parametrize("name", F32_NAMES)
+def test_f32_special_values(name):
+    x = np.array([v for v, _ in SPECIAL[name]], np.float32)
+    want = np.array([w for _, w in SPECIAL[name]], np.float32)
+    got = _apply(name + "_f32", x)
+    for xi, g, w in zip(x, got, want):
+        if np.isnan(w):
+            assert np.isnan(g), (name, xi, g)
+        else:
+            assert g == w or abs(g - w) <= 4 * np.spacing(w), (name, xi, g, w)
+            assert np.signbit(g) == np.signbit(w), (name, xi, g, w)
+
+
+def test_exp_gradual_underflow_is_correctly_rounded():
+    x = _bit_range(87.3, 103.97, 100_000)
+    x = x[x < 0]
+    err = _ulp_errors(_apply("exp_f32", x), _reference("exp", x))
+    assert err.max() <= 1
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "erf", "exp", "expm1"])
+def test_no_nan_for_finite_input(name):
+    x = _all_floats_strided(521)
+    x = x[np.isfinite(x)]
+    assert not np.isnan(_apply(name + "_f32", x)).any()
+
+
+# --- float64 ----------------------------------------------------------------
+
+F64_REFERENCE = {"exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p, "tanh": np.tanh,
+                 "sigmoid": _sigmoid64, "sin": np.sin, "cos": np.cos, "acos": np.arccos}
+
+
+@pytest.mark.parametrize("name", F_NAMES := F32_NAMES)
+def test_f64_matches_numpy(name):
+    x = np.concatenate([np.linspace(-30, 30, 20001), [0.0, -0.0, INF, -INF, NAN, 1e-300, -1e-300, 1e300, -1e300]])
+    if name == "acos":
+        x = np.concatenate([x, np.linspace(-1, 1, 2001)])
+    got = _apply(name + "_f64", x)
+    assert got.dtype == np.float64
+    with np.errstate(all="ignore"):
+        want = _erf_ref(x) if name == "erf" else F64_REFERENCE[name](x)
+    np.testing.assert_array_max_ulp(got, want, maxulp=4)
+
+
+def test_sigmoid_f64_no_overflow():
+    x = np.array([-1000.0, -745.0, -FLT_MAX, -INF, INF, 1000.0])
+    got = _apply("sigmoid_f64", x)
+    assert np.array_equal(got, [0.0, _sigmoid64(np.float64(-745.0)), 0.0, 0.0, 1.0, 1.0])
+    assert not np.isnan(_apply("sigmoid_f64", np.linspace(-1e308, 1e308, 1001))).any()
+
+
+# --- code generation --------------------------------------------------------
+
+@pytest.mark.parametrize("name", F32_NAMES)
+def test_f32_loop_vectorises_and_inlines(name):
+    loop = _loop(name + "_f32")
+    x = np.linspace(-2, 2, 64, dtype=np.float32)
+    loop(x, np.empty_like(x))
+    ir = loop.inspect_llvm(loop.signatures[0])
+    assert re.search(r"<(8|16) x float>", ir), f"{name}_f32 loop did not vectorise"
+    assert not re.search(rf"call [^\n]*{name}_f32", ir), f"{name}_f32 was not inlined"
+    assert not re.search(r"\bdouble\b", ir), f"{name}_f32 computes in float64"
+
+
+def test_fastmath_callers_get_bit_identical_results():
+    # A fresh copy of the module, so the helpers' first compilation is triggered by a fastmath caller:
+    # numba would let a helper inherit the caller's fastmath flags unless the helper pins its own.
+    spec = importlib.util.spec_from_file_location("_vmath_fresh", vmath.__file__)
+    fresh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fresh)
+    x = np.concatenate([_all_floats_strided(65521), np.linspace(-20, 20, 4001, dtype=np.float32)])
+    for name in F32_NAMES:
+        f = getattr(fresh, name + "_f32")
+        fast, strict = np.empty_like(x), np.empty_like(x)
+        _make_loop(f, {"reassoc"})(x, fast)
+        _make_loop(f, False)(x, strict)
+        assert np.array_equal(fast.view(np.int32), strict.view(np.int32)), name
+        for sig in f.signatures:
+            assert not re.search(r"\b(reassoc|fast|contract)\b", f.inspect_llvm(sig)), name
