@@ -11,7 +11,8 @@ from __future__ import annotations
 import builtins
 import functools
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def _has_tracer(tree) -> bool:
 def _hashable(x):
     if isinstance(x, (list, tuple)):
         return tuple(_hashable(v) for v in x)
-    if isinstance(x, np.dtype) or isinstance(x, type):
+    if isinstance(x, (np.dtype, type)):
         return np.dtype(x).str
     return x
 

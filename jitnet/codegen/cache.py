@@ -10,6 +10,7 @@ its key, or machine code numba cannot load, is discarded with a warning and rebu
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import importlib.util
@@ -17,9 +18,9 @@ import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numba
 import numpy as np
@@ -92,6 +93,7 @@ def load(source: str, name: str = "kernel") -> Callable:
 def _import(path: Path, key: str, name: str) -> Callable:
     spec = importlib.util.spec_from_file_location(f"jitnet_kernel_{key}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # numba's cache imports the module back by name
     spec.loader.exec_module(module)
     fn = getattr(module, name)
     hits = sum(fn.stats.cache_hits.values())
@@ -105,10 +107,8 @@ def _import(path: Path, key: str, name: str) -> Callable:
 def _discard(path: Path) -> None:
     """Remove a kernel's source and numba's cached machine code for it."""
     for f in [path, *glob.glob(str(path.parent / "__pycache__" / f"{path.stem}.*"))]:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(f)
-        except FileNotFoundError:
-            pass
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -194,7 +194,7 @@ class Emitter:
         conds = [
             f"0 <= {s.render()} < {n}"
             for s, n, (lo, hi) in zip(src_idx, src.shape, widths)
-            if (lo or hi) and not (0 <= s.bounds()[0] and s.bounds()[1] < n)
+            if (lo or hi) and not (s.bounds()[0] >= 0 and s.bounds()[1] < n)
         ]
         fill = self.dialect.literal(node.attrs["value"], node.dtype)
         return self._branches(node.dtype, [(" and ".join(conds) or "True", src, src_idx)], fill)

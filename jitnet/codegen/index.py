@@ -14,7 +14,7 @@ from typing import Union
 class Atom:
     """A non-affine building block of an index: a loop variable, or `x // k`, `x % k`."""
 
-    __slots__ = ("kind", "name", "arg", "k", "lo", "hi", "_key")
+    __slots__ = ("_key", "arg", "hi", "k", "kind", "lo", "name")
 
     def __init__(self, kind: str, lo: int, hi: int, name: str = "", arg: "Idx | None" = None, k: int = 0):
         self.kind, self.name, self.arg, self.k, self.lo, self.hi = kind, name, arg, k, lo, hi
@@ -36,7 +36,7 @@ class Atom:
 class Idx:
     """sum(coef * atom) + const, immutable."""
 
-    __slots__ = ("terms", "const")
+    __slots__ = ("const", "terms")
 
     def __init__(self, terms: dict | None = None, const: int = 0):
         self.terms = {a: c for a, c in (terms or {}).items() if c != 0}
@@ -88,7 +88,7 @@ class Idx:
             return self
         q, r = self._split(k)
         lo, hi = r.bounds()
-        if 0 <= lo and hi < k:
+        if lo >= 0 and hi < k:
             return q
         if lo >= 0 and hi // k == lo // k:
             return q + lo // k
@@ -99,7 +99,7 @@ class Idx:
             return Idx()
         _, r = self._split(k)
         lo, hi = r.bounds()
-        if 0 <= lo and hi < k:
+        if lo >= 0 and hi < k:
             return r
         return Idx({Atom("mod", 0, k - 1, arg=r, k=k): 1})
 

@@ -17,7 +17,7 @@ from jitnet.ir import dtypes
 class Const:
     """A constant array as a hashable attribute (hashed by its bytes)."""
 
-    __slots__ = ("value", "_key")
+    __slots__ = ("_key", "value")
 
     def __init__(self, value: np.ndarray):
         self.value = np.ascontiguousarray(value)
@@ -42,7 +42,7 @@ _next_id = 0
 class Node:
     """One value of the graph: `op` applied to `inputs`, with static `attrs`."""
 
-    __slots__ = ("op", "inputs", "attrs", "shape", "dtype", "id", "__weakref__")
+    __slots__ = ("__weakref__", "attrs", "dtype", "id", "inputs", "op", "shape")
 
     def __new__(cls, op: str, inputs: tuple, attrs: dict, shape: tuple, dtype: np.dtype):
         global _next_id

@@ -7,9 +7,7 @@ the reachable graph bottom-up, and every rebuilt node is interned again.
 
 from __future__ import annotations
 
-from typing import Callable
-
-import numpy as np
+from collections.abc import Callable
 
 from jitnet.ir.interpret import evaluate
 from jitnet.ir.node import Const, Graph, Node, toposort

@@ -8,12 +8,13 @@ import sys
 import numpy as np
 
 from jitnet.ir import dtypes
-from jitnet.runtime.device import Device, device as as_device
+from jitnet.runtime.device import Device
+from jitnet.runtime.device import device as as_device
 from jitnet.runtime.pool import host_pool
 
 
 class Array:
-    __slots__ = ("_buf", "shape", "dtype", "device", "_owned", "__weakref__")
+    __slots__ = ("__weakref__", "_buf", "_owned", "device", "dtype", "shape")
     _jitnet_array = True
     __array_priority__ = 1000  # numpy defers to our operators
 

@@ -6,8 +6,8 @@ next kernel (and the next call) reuses them. Outputs are handed to the caller as
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

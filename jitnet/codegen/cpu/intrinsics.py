@@ -7,21 +7,21 @@ from numba import types
 from numba.extending import intrinsic
 
 
-def _binary_float_intrinsic(llvm_name: str):
-    @intrinsic
-    def call(typingctx, a, b):
-        if a != b or not isinstance(a, types.Float):
-            return None
-
-        def codegen(context, builder, signature, args):
-            t = context.get_value_type(a)
-            fn = builder.module.declare_intrinsic(llvm_name, [t], ir.FunctionType(t, [t, t]))
-            return builder.call(fn, args)
-
-        return a(a, b), codegen
-
-    return call
+def _call_binary(llvm_name: str, context, builder, t, args):
+    lt = context.get_value_type(t)
+    fn = builder.module.declare_intrinsic(llvm_name, [lt], ir.FunctionType(lt, [lt, lt]))
+    return builder.call(fn, args)
 
 
-fmaximum = _binary_float_intrinsic("llvm.maximum")
-fminimum = _binary_float_intrinsic("llvm.minimum")
+@intrinsic
+def fmaximum(typingctx, a, b):
+    if a == b and isinstance(a, types.Float):
+        return a(a, b), lambda context, builder, sig, args: _call_binary("llvm.maximum", context, builder, a, args)
+    return None
+
+
+@intrinsic
+def fminimum(typingctx, a, b):
+    if a == b and isinstance(a, types.Float):
+        return a(a, b), lambda context, builder, sig, args: _call_binary("llvm.minimum", context, builder, a, args)
+    return None
