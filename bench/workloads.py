@@ -100,16 +100,6 @@ GELU_C = 0.7978845608  # sqrt(2/pi) as written in the workload
 GELU_K = 0.044715
 
 
-def gelu(x):
-    return 0.5 * x * (1 + _tanh(x)(GELU_C * (x + GELU_K * x * x * x)))
-
-
-def _tanh(x):
-    import jitnet as jn
-
-    return jn.tanh
-
-
 def _gelu_jitnet(x):
     import jitnet as jn
 
@@ -147,10 +137,9 @@ def _gelu_numexpr(inp):
     out = np.empty_like(x)
     # float32 constants: numexpr would upcast the whole expression to float64 on Python floats
     local = {"x": x, "h": F32(0.5), "one": F32(1), "c": F32(GELU_C), "k": F32(GELU_K)}
-    expr = ne.NumExpr("h*x*(one+tanh(c*(x+k*x*x*x)))", signature=[(n, F32) for n in ("x", "h", "one", "c", "k")])
 
     def run():
-        expr.run(*(local[n] for n in ("x", "h", "one", "c", "k")), out=out)
+        ne.evaluate("h*x*(one+tanh(c*(x+k*x*x*x)))", local_dict=local, out=out)
         return out
 
     return run
@@ -192,7 +181,7 @@ register(
         tol=1e-6,
         peers=[
             Impl("numpy", _gelu_numpy, note="9 in-place ufuncs with out= into 2 preallocated buffers, x*x*x"),
-            Impl("numexpr", _gelu_numexpr, "numexpr", note="ne.NumExpr, float32 constants, out= preallocated"),
+            Impl("numexpr", _gelu_numexpr, "numexpr", note="ne.evaluate, float32 constants, out= preallocated"),
             Impl("torch", _gelu_torch, "torch", note="eager, the same expression"),
             Impl("torch.F.gelu", _gelu_torch_F, "torch", note="eager F.gelu(approximate='tanh'): one ATen kernel"),
             Impl(

@@ -42,8 +42,10 @@ def main() -> None:
     fused = jn.compile(gelu)
     start = time.perf_counter()
     y = fused(x)
-    print(f"traced, fused and compiled in {time.perf_counter() - start:.2f} s "
-          f"({len(fused.lower(x).schedule.kernels)} kernel)")
+    print(
+        f"traced, fused and compiled in {time.perf_counter() - start:.2f} s "
+        f"({len(fused.lower(x).schedule.kernels)} kernel)"
+    )
     x64 = x.astype(np.float64)
     exact = 0.5 * x64 * (1.0 + np.tanh(0.7978845608 * (x64 + 0.044715 * x64**3)))
     print(f"max error vs float64: {np.abs(np.asarray(y) - exact).max():.2e}")

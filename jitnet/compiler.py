@@ -89,7 +89,9 @@ class CompiledFunction:
             raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
         functools.update_wrapper(self, fn)
         self.fn = fn
-        self.static_argnums = tuple(sorted({static_argnums} if isinstance(static_argnums, int) else set(static_argnums)))
+        self.static_argnums = tuple(
+            sorted({static_argnums} if isinstance(static_argnums, int) else set(static_argnums))
+        )
         self.backend = backend
         self._table: dict = {}
         self.traces = 0  # how many times fn was traced (a new signature traces once)
@@ -132,9 +134,7 @@ class CompiledFunction:
         if backend == "cuda":
             device("cuda")  # raises a clear error until the CUDA backend exists
         with tracing() as ctx:
-            tracers = [
-                input_tracer(i, shape, np.dtype(char), weak) for i, (shape, char, weak) in enumerate(specs)
-            ]
+            tracers = [input_tracer(i, shape, np.dtype(char), weak) for i, (shape, char, weak) in enumerate(specs)]
             dynamic = iter(pytree.unflatten(treedef, tracers))
             call_args = [args[i] if i in self.static_argnums else next(dynamic) for i in range(len(args))]
             out = self.fn(*call_args)
@@ -158,7 +158,9 @@ def _output_tracer(x):
     try:
         return lift(x)
     except Exception:
-        raise trace_error(TraceTypeError, "return", f"a compiled function must return arrays, got {type(x).__name__}") from None
+        raise trace_error(
+            TraceTypeError, "return", f"a compiled function must return arrays, got {type(x).__name__}"
+        ) from None
 
 
 def _build_program(sched: Schedule) -> tuple[Program, list[str]]:

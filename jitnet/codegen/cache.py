@@ -82,7 +82,9 @@ def load(source: str, name: str = "kernel") -> Callable:
     try:
         fn = _import(path, key, name)
     except Exception as e:  # corrupt machine code in numba's cache: rebuild from the source
-        warnings.warn(f"jitnet: kernel cache for {path.name} is unusable ({type(e).__name__}: {e}); rebuilt", stacklevel=2)
+        warnings.warn(
+            f"jitnet: kernel cache for {path.name} is unusable ({type(e).__name__}: {e}); rebuilt", stacklevel=2
+        )
         _discard(path)
         _write_atomic(path, source)
         fn = _import(path, key, name)

@@ -8,8 +8,6 @@ dimension gives back the plain loop variable and a contiguous load stays contigu
 
 from __future__ import annotations
 
-from typing import Union
-
 
 class Atom:
     """A non-affine building block of an index: a loop variable, or `x // k`, `x % k`."""
@@ -116,7 +114,7 @@ class Idx:
         return f"Idx({self.render()})"
 
 
-IdxLike = Union[Idx, int]
+IdxLike = Idx | int
 
 
 def as_idx(x: IdxLike) -> Idx:

@@ -288,7 +288,9 @@ def _movement(name, shape, ref, dtype=_same_dtype):
 _movement("reshape", _reshape_shape, lambda x, shape: x.reshape(shape))
 _movement("permute", _permute_shape, lambda x, axes: x.transpose(axes))
 _movement("expand", _expand_shape, lambda x, shape: np.broadcast_to(x, shape))
-_movement("slice", _slice_shape, _slice_ref)  # slices: ((begin, end, step), ...) normalised; end -1 means "to the start"
+_movement(
+    "slice", _slice_shape, _slice_ref
+)  # slices: ((begin, end, step), ...) normalised; end -1 means "to the start"
 _movement("pad", _pad_shape, lambda x, widths, value: np.pad(x, widths, constant_values=x.dtype.type(value)))
 _movement("concat", _concat_shape, lambda *xs, axis: np.concatenate(xs, axis=axis))
 
@@ -321,7 +323,12 @@ def _argmax_ref(x, axes, keepdims):
     return np.argmax(x, axis=axis, keepdims=keepdims).astype(np.int64)
 
 
-_reduce("sum", _sum_dtype, lambda x, axes, keepdims: np.sum(x, axis=axes, keepdims=keepdims, dtype=_sum_dtype([x.dtype], 0)), "sum")
+_reduce(
+    "sum",
+    _sum_dtype,
+    lambda x, axes, keepdims: np.sum(x, axis=axes, keepdims=keepdims, dtype=_sum_dtype([x.dtype], 0)),
+    "sum",
+)
 _reduce("max", _no_bool, lambda x, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims), "max")
 _reduce("min", _no_bool, lambda x, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims), "min")
 _reduce("argmax", lambda d, a: dtypes.int64, _argmax_ref, "argmax")  # one axis; ties and NaN: the first, as numpy

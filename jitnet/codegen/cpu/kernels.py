@@ -28,10 +28,8 @@ CHUNKS_MIN = 8192  # elements per chunk when a whole reduction is split across t
 
 class CpuDialect(Dialect):
     funcs = {
-        name: f"vm.{name}_{{t}}"
-        for name in ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "sin", "cos", "acos")
+        name: f"vm.{name}_{{t}}" for name in ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "sin", "cos", "acos")
     } | {"sqrt": "np.sqrt", "abs": "abs"}
-
 
     def extremum(self, name: str, a: str, b: str, dtype: np.dtype) -> str:
         if dtypes.is_float(dtype):  # one vectorisable LLVM intrinsic with numpy's NaN semantics
