@@ -19,8 +19,9 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -117,7 +118,48 @@ def copy_bandwidth(samples: int = 20) -> tuple[float, Stats]:
     stats, _ = time_interleaved(
         {"copyto": lambda: np.copyto(dst, src)}, warmup=3, max_samples=samples, budget_s=None, rounds=1
     )
-    return 2 * src.nbytes / stats.median, stats
+    return 2 * src.nbytes / stats["copyto"].median, stats["copyto"]
+
+
+# ---- machine load ----------------------------------------------------------------------------------
+
+
+class LoadMeter:
+    """How many cores other processes kept busy (and the hypervisor stole) over an interval, from
+    /proc/stat minus this process's own CPU time. On a shared 2-core machine a multi-threaded
+    kernel waits at every barrier for a descheduled thread, so its rows suffer first."""
+
+    def __init__(self):
+        self.start = self._snap()
+
+    @staticmethod
+    def _snap():
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = v[0] + v[1] + v[2] + v[5] + v[6]  # user nice system irq softirq
+        steal = v[7] if len(v) > 7 else 0
+        t = os.times()
+        return time.perf_counter(), busy, steal, t.user + t.system + t.children_user + t.children_system
+
+    def read(self) -> dict:
+        end = self._snap()
+        if self.start is None or end is None:
+            return {}
+        hz = os.sysconf("SC_CLK_TCK")
+        wall = end[0] - self.start[0]
+        if wall <= 0:
+            return {}
+        mine = end[3] - self.start[3]
+        busy = (end[1] - self.start[1]) / hz
+        return {
+            "wall_s": wall,
+            "own_cores": mine / wall,
+            "other_cores": max(0.0, busy - mine) / wall,
+            "steal_cores": (end[2] - self.start[2]) / hz / wall,
+        }
 
 
 # ---- correctness --------------------------------------------------------------------------------
@@ -209,8 +251,6 @@ def machine_info() -> dict:
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(_git("status", "--porcelain", "--", "jitnet")),
     }
-    try:
+    if hasattr(os, "getloadavg"):
         info["loadavg"] = list(os.getloadavg())
-    except OSError:
-        pass
     return info

@@ -15,12 +15,12 @@ import os
 import subprocess
 import sys
 import time
-from functools import lru_cache
+from functools import cache
 
 THREADS = 2  # the machine's cores; every multi-threaded peer gets the same
 
 
-@lru_cache(maxsize=None)
+@cache
 def numexpr():
     """The numexpr module, set to THREADS threads, or None."""
     try:
@@ -31,7 +31,7 @@ def numexpr():
     return ne
 
 
-@lru_cache(maxsize=None)
+@cache
 def torch():
     """The torch module, set to THREADS intra-op threads, or None."""
     try:
@@ -66,7 +66,8 @@ def probe(workload: str, impl: str, quick: bool, timeout_s: float) -> tuple[bool
     dt = time.perf_counter() - t0
     if out.returncode != 0:
         lines = [ln for ln in (out.stderr or out.stdout).strip().splitlines() if ln.strip()]
-        return False, f"failed in probe: {lines[-1][:200] if lines else 'exit code %d' % out.returncode}"
+        last = lines[-1][:200] if lines else f"exit code {out.returncode}"
+        return False, f"failed in probe: {last}"
     return True, f"probe compiled and ran in {dt:.1f} s"
 
 

@@ -13,8 +13,9 @@ output written once, at its dtype's size (what a perfectly fused kernel must mov
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,10 @@ class Workload:
     max_samples: int = 40  # samples per implementation (fewer if the time budget runs out)
     quick_samples: int = 10
     unit: str = "ms"  # how the table shows its times ("us" for overhead workloads)
+    # Goals checked and printed after the table (none is an error): "floor_frac": jitnet's
+    # fraction of the memory floor at least this; "beats": jitnet faster than these peers ("all" =
+    # every peer row); "max_us": jitnet's median per call at most this many microseconds.
+    targets: dict = field(default_factory=dict)
 
     @property
     def impls(self) -> list[Impl]:
@@ -179,6 +184,7 @@ register(
         reference=_gelu_ref,
         jitnet_fn=_gelu_jitnet,
         tol=1e-6,
+        targets={"floor_frac": 0.5, "beats": "all"},  # <= 2x np.copyto of the same bytes
         peers=[
             Impl("numpy", _gelu_numpy, note="9 in-place ufuncs with out= into 2 preallocated buffers, x*x*x"),
             Impl("numexpr", _gelu_numexpr, "numexpr", note="ne.evaluate, float32 constants, out= preallocated"),
@@ -245,6 +251,7 @@ register(
         reference=_softmax_ref,
         jitnet_fn=_softmax_jitnet,
         tol=1e-6,
+        targets={"floor_frac": 0.4, "beats": ("torch",)},
         peers=[
             Impl("numpy", _softmax_numpy, note="max, subtract, exp, sum, divide with out= buffers"),
             Impl("torch", _softmax_torch, "torch", note="eager torch.softmax(x, dim=-1)"),
@@ -334,6 +341,7 @@ register(
         max_samples=200,
         quick_samples=40,
         unit="us",
+        targets={"max_us": 30.0},
         peers=[
             Impl("numpy", _plus1_numpy, note="x + 1 (allocates its result, like jitnet)"),
             Impl("torch", _plus1_torch, "torch", note="eager t + 1.0"),

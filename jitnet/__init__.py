@@ -2,6 +2,7 @@
 fused compiled kernels."""
 
 from jitnet import ir
+from jitnet.autodiff import grad, value_and_grad, vjp
 from jitnet.compiler import compile
 from jitnet.errors import TraceError
 from jitnet.ops import (

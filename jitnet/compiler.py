@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from jitnet.errors import TraceTypeError
-from jitnet.ir import dtypes, pytree
+from jitnet.ir import dtypes, pytree, trace
 from jitnet.ir.fusion import Schedule, schedule
 from jitnet.ir.interpret import run as interpret_graph
 from jitnet.ir.node import Graph
@@ -116,6 +116,8 @@ class CompiledFunction:
         return entry, leaves, specs
 
     def __call__(self, *args):
+        if trace.current() is not None:  # called while tracing something else: inline
+            return self.fn(*args)
         entry, leaves, specs = self._lookup(args)
         buffers = [_leaf_buffer(x, s[1]) for x, s in zip(leaves, specs)]
         return pytree.unflatten(entry.out_treedef, entry.run(buffers))

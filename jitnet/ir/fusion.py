@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 from jitnet.ir.node import Graph, Node, toposort, type_str
 from jitnet.ir.ops import OPS, Kind
 
-RECOMPUTE_LIMIT = 8  # a value shared by kernels (or broadcast) is recomputed only below this cost
+# Recompute a value in every kernel that reads it unless its fused subtree costs more than this
+# (a transcendental costs 8, a cheap op 1): writing and re-reading it is the alternative, and on
+# memory-bound kernels a little arithmetic is cheaper than a round trip through memory.
+RECOMPUTE_LIMIT = 24
+BROADCAST_LIMIT = 8  # a value broadcast to a larger shape is recomputed per element below this cost
 
 
 @dataclass
@@ -50,15 +54,6 @@ def _kind(node: Node) -> Kind:
     return OPS[node.op].kind
 
 
-def _subtree_costs(order: list[Node]) -> dict[Node, int]:
-    cost: dict[Node, int] = {}
-    for node in order:
-        own = 0 if is_buffer_source(node) else OPS[node.op].cost
-        fused = sum(cost[i] for i in node.inputs if _kind(i) in (Kind.ELEMENTWISE, Kind.MOVEMENT, Kind.SOURCE))
-        cost[node] = own + fused
-    return cost
-
-
 def _same_reduction(a: Node, b: Node) -> bool:
     return (
         _kind(a) == _kind(b) == Kind.REDUCE
@@ -74,24 +69,18 @@ def _materialised(graph: Graph, order: list[Node]) -> set[Node]:
         for i in node.inputs:
             users[i].append(node)
     outputs = set(graph.outputs)
-    cost = _subtree_costs(order)
     mat: set[Node] = set()
     roots_of: dict[Node, frozenset] = {}  # unmaterialised node -> the kernel roots that compute it
     clean: dict[Node, bool] = {}  # within its kernel, n is elementwise over the root's whole shape
     reducers: dict[Node, list[Node]] = {}  # root -> the reductions fused into its kernel
 
+    # Consumers first: what must live in memory, which kernels read each value, epilogues.
     for node in reversed(order):
         kind = _kind(node)
         if is_buffer_source(node):
             continue
         roots = frozenset().union(*({c} if c in mat else roots_of[c] for c in users[node]))
-        must = (
-            node in outputs
-            or kind == Kind.EXTERN
-            or any(_kind(c) == Kind.EXTERN for c in users[node])
-            or (len(roots) > 1 and cost[node] >= RECOMPUTE_LIMIT)
-            or (cost[node] >= RECOMPUTE_LIMIT and any(c.op == "expand" and c.size > node.size for c in users[node]))
-        )
+        must = node in outputs or kind == Kind.EXTERN or any(_kind(c) == Kind.EXTERN for c in users[node])
         if not must and kind in (Kind.REDUCE, Kind.ROWWISE):
             root = next(iter(roots)) if len(roots) == 1 else None
             must = not (
@@ -116,6 +105,22 @@ def _materialised(graph: Graph, order: list[Node]) -> set[Node]:
         )
         if kind in (Kind.REDUCE, Kind.ROWWISE):
             reducers.setdefault(root, []).append(node)
+
+    # Producers first: keep the values too costly to recompute where several kernels (or a
+    # broadcast) would. A kept value costs its readers only a load.
+    cost: dict[Node, int] = {}
+    for node in order:
+        if node in mat or is_buffer_source(node):
+            cost[node] = 0
+            continue
+        cost[node] = OPS[node.op].cost + sum(cost[i] for i in node.inputs)
+        if _kind(node) not in (Kind.ELEMENTWISE, Kind.MOVEMENT):
+            continue
+        shared = len(roots_of[node]) > 1 and cost[node] > RECOMPUTE_LIMIT
+        broadcast = cost[node] >= BROADCAST_LIMIT and any(c.op == "expand" and c.size > node.size for c in users[node])
+        if shared or broadcast:
+            mat.add(node)
+            cost[node] = 0
     return mat
 
 

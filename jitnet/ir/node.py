@@ -20,7 +20,7 @@ class Const:
     __slots__ = ("_key", "value")
 
     def __init__(self, value: np.ndarray):
-        self.value = np.ascontiguousarray(value)
+        self.value = np.array(value, order="C")  # a copy: ascontiguousarray would make 0-d 1-d
         self.value.setflags(write=False)
         self._key = (self.value.shape, self.value.dtype.str, self.value.tobytes())
 

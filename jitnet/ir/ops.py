@@ -1,9 +1,16 @@
 """The op table: every op of the IR is defined here, once.
 
 Each entry gives the op's kind (which decides how it fuses), its shape and dtype rules, its numpy
-reference (the interpreter runs these), and its codegen hook: for elementwise ops a scalar expression
-in a tiny backend-neutral language, for reductions the name of the combining rule. The VJP rules live
-in `jitnet.ir.vjp` keyed by the same names.
+reference (the interpreter runs these), its codegen hook (for elementwise ops a scalar expression in
+a tiny backend-neutral language, for reductions the name of the combining rule) and its VJP rule.
+
+A VJP rule is written with the same public ops a user writes, so the backward graph is an ordinary
+graph that fuses and compiles like any other: `vjp(jn, g, out, *inputs, **attrs)` gets the ops
+namespace `jn` (passed in, so that this table does not import the layer above it), the output
+cotangent `g`, the op's output and inputs as tracers, and returns one cotangent (or None: no
+gradient) per input. Tie rules: maximum/minimum send the gradient to the first argument on ties;
+max/min reductions split it evenly among tied maxima; relu'(0) = 0, leaky_relu'(0) = slope,
+abs'(0) = sign'(x) = 0 (PyTorch's conventions).
 
 The IR is strict: elementwise ops take inputs of one shape and (except `where` and comparisons'
 result) one dtype. Broadcasting and dtype promotion are made explicit by the tracing layer as
@@ -45,6 +52,7 @@ class OpDef:
     scalar: str | None = None  # elementwise codegen hook
     reduce: str | None = None  # reduction codegen hook: sum, max, min, argmax, logsumexp
     cost: int = 1  # rough arithmetic cost per element, for recompute-or-materialise decisions
+    vjp: Callable | None = None  # (jn, g, out, *inputs, **attrs) -> cotangent per input
 
 
 OPS: dict[str, OpDef] = {}
@@ -109,8 +117,12 @@ def _quiet(fn):
     return ref
 
 
-def _elementwise(name, ref, scalar, dtype=_same_dtype, cost=1):
-    _register(OpDef(name, Kind.ELEMENTWISE, _same_shape, dtype, _quiet(ref), scalar=scalar, cost=cost))
+def _elementwise(name, ref, scalar, dtype=_same_dtype, cost=1, vjp=None):
+    _register(OpDef(name, Kind.ELEMENTWISE, _same_shape, dtype, _quiet(ref), scalar=scalar, cost=cost, vjp=vjp))
+
+
+def _no_grad(jn, g, out, *xs, **attrs):
+    return (None,) * len(xs)
 
 
 # ---- elementwise ----
@@ -133,28 +145,46 @@ def _minimum_ref(a, b):
     return np.minimum(a, b)
 
 
-_elementwise("neg", np.negative, "(-{0})", _no_bool)
-_elementwise("exp", np.exp, "exp({0})", _float_only, cost=8)
-_elementwise("expm1", np.expm1, "expm1({0})", _float_only, cost=8)
-_elementwise("log", np.log, "log({0})", _float_only, cost=8)
-_elementwise("log1p", np.log1p, "log1p({0})", _float_only, cost=8)
-_elementwise("sqrt", np.sqrt, "sqrt({0})", _float_only, cost=4)
-_elementwise("rsqrt", lambda x: 1 / np.sqrt(x), "(lit(1) / sqrt({0}))", _float_only, cost=4)
-_elementwise("square", np.square, "({0} * {0})", _no_bool)
-_elementwise("reciprocal", lambda x: 1 / x, "(lit(1) / {0})", _float_only, cost=2)
-_elementwise("abs", np.abs, "abs({0})", _no_bool)
-_elementwise("sign", _sign_ref, "sign({0})", _no_bool)
-_elementwise("tanh", np.tanh, "tanh({0})", _float_only, cost=8)
-_elementwise("sigmoid", _sigmoid_ref, "sigmoid({0})", _float_only, cost=8)
-_elementwise("sin", np.sin, "sin({0})", _float_only, cost=8)
-_elementwise("cos", np.cos, "cos({0})", _float_only, cost=8)
-_elementwise("acos", np.arccos, "acos({0})", _float_only, cost=8)
-_elementwise("relu", lambda x: np.where(x < 0, 0, x).astype(x.dtype), "select({0} < lit(0), lit(0), {0})", _no_bool)
+_elementwise("neg", np.negative, "(-{0})", _no_bool, vjp=lambda jn, g, out, x: (-g,))
+_elementwise("exp", np.exp, "exp({0})", _float_only, cost=8, vjp=lambda jn, g, out, x: (g * out,))
+_elementwise("expm1", np.expm1, "expm1({0})", _float_only, cost=8, vjp=lambda jn, g, out, x: (g * (out + 1),))
+_elementwise("log", np.log, "log({0})", _float_only, cost=8, vjp=lambda jn, g, out, x: (g / x,))
+_elementwise("log1p", np.log1p, "log1p({0})", _float_only, cost=8, vjp=lambda jn, g, out, x: (g / (x + 1),))
+_elementwise("sqrt", np.sqrt, "sqrt({0})", _float_only, cost=4, vjp=lambda jn, g, out, x: (g * 0.5 / out,))
+_elementwise(
+    "rsqrt",
+    lambda x: 1 / np.sqrt(x),
+    "(lit(1) / sqrt({0}))",
+    _float_only,
+    cost=4,
+    vjp=lambda jn, g, out, x: (g * -0.5 * out * out * out,),
+)
+_elementwise("square", np.square, "({0} * {0})", _no_bool, vjp=lambda jn, g, out, x: (g * 2 * x,))
+_elementwise(
+    "reciprocal", lambda x: 1 / x, "(lit(1) / {0})", _float_only, cost=2, vjp=lambda jn, g, out, x: (-g * out * out,)
+)
+_elementwise("abs", np.abs, "abs({0})", _no_bool, vjp=lambda jn, g, out, x: (g * jn.sign(x),))
+_elementwise("sign", _sign_ref, "sign({0})", _no_bool, vjp=_no_grad)
+_elementwise("tanh", np.tanh, "tanh({0})", _float_only, cost=8, vjp=lambda jn, g, out, x: (g * (1 - out * out),))
+_elementwise(
+    "sigmoid", _sigmoid_ref, "sigmoid({0})", _float_only, cost=8, vjp=lambda jn, g, out, x: (g * out * (1 - out),)
+)
+_elementwise("sin", np.sin, "sin({0})", _float_only, cost=8, vjp=lambda jn, g, out, x: (g * jn.cos(x),))
+_elementwise("cos", np.cos, "cos({0})", _float_only, cost=8, vjp=lambda jn, g, out, x: (-g * jn.sin(x),))
+_elementwise("acos", np.arccos, "acos({0})", _float_only, cost=8, vjp=lambda jn, g, out, x: (-g * jn.rsqrt(1 - x * x),))
+_elementwise(
+    "relu",
+    lambda x: np.where(x < 0, 0, x).astype(x.dtype),
+    "select({0} < lit(0), lit(0), {0})",
+    _no_bool,
+    vjp=lambda jn, g, out, x: (jn.where(x > 0, g, 0),),
+)
 _elementwise(
     "leaky_relu",
     lambda x, slope: np.where(x < 0, x * x.dtype.type(slope), x).astype(x.dtype),
     "select({0} < lit(0), {0} * lit({slope}), {0})",
     _float_only,
+    vjp=lambda jn, g, out, x, slope: (jn.where(x > 0, g, g * slope),),
 )
 _elementwise(
     "elu",
@@ -162,17 +192,41 @@ _elementwise(
     "select({0} > lit(0), {0}, lit({alpha}) * expm1({0}))",
     _float_only,
     cost=8,
+    vjp=lambda jn, g, out, x, alpha: (jn.where(x > 0, g, g * (out + alpha)),),
 )
-_elementwise("logical_not", np.logical_not, "(not {0})", _bool_only)
-_elementwise("add", np.add, "({0} + {1})", _no_bool)
-_elementwise("sub", np.subtract, "({0} - {1})", _no_bool)
-_elementwise("mul", np.multiply, "({0} * {1})", _no_bool)
-_elementwise("div", np.true_divide, "({0} / {1})", _float_only, cost=2)
-_elementwise("pow", np.power, "pow({0}, {1})", _float_only, cost=16)
-_elementwise("maximum", _maximum_ref, "maximum({0}, {1})", _no_bool)
-_elementwise("minimum", _minimum_ref, "minimum({0}, {1})", _no_bool)
-_elementwise("logical_and", np.logical_and, "({0} and {1})", _bool_only)
-_elementwise("logical_or", np.logical_or, "({0} or {1})", _bool_only)
+_elementwise("logical_not", np.logical_not, "(not {0})", _bool_only, vjp=_no_grad)
+_elementwise("add", np.add, "({0} + {1})", _no_bool, vjp=lambda jn, g, out, a, b: (g, g))
+_elementwise("sub", np.subtract, "({0} - {1})", _no_bool, vjp=lambda jn, g, out, a, b: (g, -g))
+_elementwise("mul", np.multiply, "({0} * {1})", _no_bool, vjp=lambda jn, g, out, a, b: (g * b, g * a))
+_elementwise(
+    "div", np.true_divide, "({0} / {1})", _float_only, cost=2, vjp=lambda jn, g, out, a, b: (g / b, -g * out / b)
+)
+
+
+def _pow_vjp(jn, g, out, a, b):
+    # PyTorch's masks: d/da is 0 where b == 0, d/db is 0 where a == 0 and b >= 0 (no 0 * inf = NaN).
+    da = jn.where(b == 0, 0, g * b * jn.pow(a, b - 1))
+    db = jn.where((a == 0) & (b >= 0), 0, g * out * jn.log(a))
+    return da, db
+
+
+_elementwise("pow", np.power, "pow({0}, {1})", _float_only, cost=16, vjp=_pow_vjp)
+_elementwise(
+    "maximum",
+    _maximum_ref,
+    "maximum({0}, {1})",
+    _no_bool,
+    vjp=lambda jn, g, out, a, b: (jn.where(a >= b, g, 0), jn.where(a >= b, 0, g)),
+)
+_elementwise(
+    "minimum",
+    _minimum_ref,
+    "minimum({0}, {1})",
+    _no_bool,
+    vjp=lambda jn, g, out, a, b: (jn.where(a <= b, g, 0), jn.where(a <= b, 0, g)),
+)
+_elementwise("logical_and", np.logical_and, "({0} and {1})", _bool_only, vjp=_no_grad)
+_elementwise("logical_or", np.logical_or, "({0} or {1})", _bool_only, vjp=_no_grad)
 for _name, _np_fn, _sym in (
     ("lt", np.less, "<"),
     ("le", np.less_equal, "<="),
@@ -181,7 +235,7 @@ for _name, _np_fn, _sym in (
     ("eq", np.equal, "=="),
     ("ne", np.not_equal, "!="),
 ):
-    _elementwise(_name, _np_fn, f"({{0}} {_sym} {{1}})", _to_bool)
+    _elementwise(_name, _np_fn, f"({{0}} {_sym} {{1}})", _to_bool, vjp=_no_grad)
 
 
 def _cast_dtype(dts, attrs):
@@ -194,12 +248,47 @@ def _where_dtype(dts, attrs):
     return _same_dtype(dts[1:], attrs)
 
 
+def _cast_vjp(jn, g, out, x, dtype):
+    """Gradients flow between float dtypes only; an integer or bool side has none."""
+    return (jn.astype(g, x.dtype) if dtypes.is_float(x.dtype) and dtypes.is_float(out.dtype) else None,)
+
+
 _register(
     OpDef(
-        "cast", Kind.ELEMENTWISE, _same_shape, _cast_dtype, _quiet(lambda x, dtype: x.astype(dtype)), scalar="cast({0})"
+        "cast",
+        Kind.ELEMENTWISE,
+        _same_shape,
+        _cast_dtype,
+        _quiet(lambda x, dtype: x.astype(dtype)),
+        scalar="cast({0})",
+        vjp=_cast_vjp,
     )
 )
-_register(OpDef("where", Kind.ELEMENTWISE, _same_shape, _where_dtype, _quiet(np.where), scalar="select({0}, {1}, {2})"))
+_register(
+    OpDef(
+        "where",
+        Kind.ELEMENTWISE,
+        _same_shape,
+        _where_dtype,
+        _quiet(np.where),
+        scalar="select({0}, {1}, {2})",
+        vjp=lambda jn, g, out, c, a, b: (None, jn.where(c, g, 0), jn.where(c, 0, g)),
+    )
+)
+# An identity that marks a value being differentiated, so that two arguments holding the same
+# value still get separate gradients (attrs: a unique id). Removed by simplify after autodiff.
+_register(
+    OpDef(
+        "tag",
+        Kind.ELEMENTWISE,
+        _same_shape,
+        _same_dtype,
+        lambda x, id: x,
+        scalar="{0}",
+        cost=0,
+        vjp=lambda jn, g, out, x, id: (g,),
+    )
+)
 
 
 # ---- sources ----
@@ -281,18 +370,90 @@ def _concat_shape(shapes, attrs):
     return first[:axis] + (sum(s[axis] for s in shapes),) + first[axis + 1 :]
 
 
-def _movement(name, shape, ref, dtype=_same_dtype):
-    _register(OpDef(name, Kind.MOVEMENT, shape, dtype, ref, cost=0))
+def _movement(name, shape, ref, vjp):
+    _register(OpDef(name, Kind.MOVEMENT, shape, _same_dtype, ref, cost=0, vjp=vjp))
 
 
-_movement("reshape", _reshape_shape, lambda x, shape: x.reshape(shape))
-_movement("permute", _permute_shape, lambda x, axes: x.transpose(axes))
-_movement("expand", _expand_shape, lambda x, shape: np.broadcast_to(x, shape))
+def _unexpand(jn, g, shape):
+    """Sum g over the dims that were broadcast from size 1 up to g's shape."""
+    axes = tuple(d for d, (n, m) in enumerate(zip(shape, g.shape)) if n == 1 and m != 1)
+    return jn.sum(g, axes, keepdims=True) if axes else g
+
+
+def _dilate(jn, t, axis, step):
+    """Insert step - 1 zeros between consecutive elements along axis (views only)."""
+    n = t.shape[axis]
+    if step == 1 or n <= 1:
+        return t
+    t = jn.expand_dims(t, axis + 1)
+    widths = [(0, 0)] * t.ndim
+    widths[axis + 1] = (0, step - 1)
+    t = jn.reshape(jn.pad(t, widths), t.shape[:axis] + (n * step,) + t.shape[axis + 2 :])
+    return _along(jn, t, axis, slice(0, (n - 1) * step + 1))
+
+
+def _along(jn, t, axis, index):
+    return jn.getitem(t, (slice(None),) * axis + (index,))
+
+
+def _pad_or_crop(jn, t, axis, lo, hi):
+    """Pad (positive) or crop (negative) lo and hi elements at the ends of axis."""
+    if lo < 0 or hi < 0:
+        t = _along(jn, t, axis, slice(max(-lo, 0), t.shape[axis] - max(-hi, 0)))
+        lo, hi = max(lo, 0), max(hi, 0)
+    widths = [(0, 0)] * t.ndim
+    widths[axis] = (lo, hi)
+    return jn.pad(t, widths)
+
+
+def _slice_vjp(jn, g, out, x, slices):
+    """Scatter g back to the sliced positions: flip negative steps, dilate by the step, pad."""
+    if g.size == 0:
+        return (jn.zeros(x.shape, g.dtype),)
+    for d, (begin, _, step) in enumerate(slices):
+        n = g.shape[d]
+        if step < 0:
+            g = _along(jn, g, d, slice(None, None, -1))
+            begin, step = begin + (n - 1) * step, -step
+        g = _dilate(jn, g, d, step)
+        g = _pad_or_crop(jn, g, d, begin, x.shape[d] - begin - g.shape[d])
+    return (g,)
+
+
+def _concat_vjp(jn, g, out, *xs, axis):
+    cts, offset = [], 0
+    for x in xs:
+        cts.append(_along(jn, g, axis, slice(offset, offset + x.shape[axis])))
+        offset += x.shape[axis]
+    return tuple(cts)
+
+
 _movement(
-    "slice", _slice_shape, _slice_ref
-)  # slices: ((begin, end, step), ...) normalised; end -1 means "to the start"
-_movement("pad", _pad_shape, lambda x, widths, value: np.pad(x, widths, constant_values=x.dtype.type(value)))
-_movement("concat", _concat_shape, lambda *xs, axis: np.concatenate(xs, axis=axis))
+    "reshape", _reshape_shape, lambda x, shape: x.reshape(shape), lambda jn, g, out, x, shape: (jn.reshape(g, x.shape),)
+)
+_movement(
+    "permute",
+    _permute_shape,
+    lambda x, axes: x.transpose(axes),
+    lambda jn, g, out, x, axes: (jn.transpose(g, tuple(int(a) for a in np.argsort(axes))),),
+)
+_movement(
+    "expand",
+    _expand_shape,
+    lambda x, shape: np.broadcast_to(x, shape),
+    lambda jn, g, out, x, shape: (_unexpand(jn, g, x.shape),),
+)
+# slices: ((begin, end, step), ...) normalised as by slice.indices; end -1 means "past the start"
+_movement("slice", _slice_shape, _slice_ref, _slice_vjp)
+_movement(
+    "pad",
+    _pad_shape,
+    lambda x, widths, value: np.pad(x, widths, constant_values=x.dtype.type(value)),
+    lambda jn, g, out, x, widths, value: (
+        jn.getitem(g, tuple(slice(lo, lo + n) for (lo, _), n in zip(widths, x.shape))),
+    ),
+)
+_movement("concat", _concat_shape, lambda *xs, axis: np.concatenate(xs, axis=axis), _concat_vjp)
 
 
 # ---- reductions ----
@@ -307,8 +468,22 @@ def _sum_dtype(dts, attrs):
     return dtypes.int64 if dts[0].kind in "bi" else dts[0]
 
 
-def _reduce(name, dtype, ref, reduce, cost=1):
-    _register(OpDef(name, Kind.REDUCE, _reduce_shape, dtype, _quiet(ref), reduce=reduce, cost=cost))
+def _reduce(name, dtype, ref, reduce, vjp, cost=1):
+    _register(OpDef(name, Kind.REDUCE, _reduce_shape, dtype, _quiet(ref), reduce=reduce, cost=cost, vjp=vjp))
+
+
+def _to_input(jn, t, x, axes, keepdims):
+    """A reduction's result (or cotangent) broadcast back over the reduced input's shape."""
+    if not keepdims:
+        t = jn.reshape(t, tuple(1 if d in axes else n for d, n in enumerate(x.shape)))
+    return jn.broadcast_to(t, x.shape)
+
+
+def _extremum_vjp(jn, g, out, x, axes, keepdims):
+    """Split the gradient evenly among the elements equal to the extremum."""
+    hit = jn.astype(x == _to_input(jn, out, x, axes, keepdims), g.dtype)
+    count = jn.sum(hit, axes, keepdims=True)
+    return (hit * _to_input(jn, g, x, axes, keepdims) / count,)
 
 
 def _logsumexp_ref(x, axes, keepdims):
@@ -328,11 +503,22 @@ _reduce(
     _sum_dtype,
     lambda x, axes, keepdims: np.sum(x, axis=axes, keepdims=keepdims, dtype=_sum_dtype([x.dtype], 0)),
     "sum",
+    lambda jn, g, out, x, axes, keepdims: (_to_input(jn, g, x, axes, keepdims),),
 )
-_reduce("max", _no_bool, lambda x, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims), "max")
-_reduce("min", _no_bool, lambda x, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims), "min")
-_reduce("argmax", lambda d, a: dtypes.int64, _argmax_ref, "argmax")  # one axis; ties and NaN: the first, as numpy
-_reduce("logsumexp", _float_only, _logsumexp_ref, "logsumexp", cost=8)
+_reduce("max", _no_bool, lambda x, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims), "max", _extremum_vjp)
+_reduce("min", _no_bool, lambda x, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims), "min", _extremum_vjp)
+# argmax: one axis; ties and NaN go to the first, as numpy
+_reduce("argmax", lambda d, a: dtypes.int64, _argmax_ref, "argmax", _no_grad)
+_reduce(
+    "logsumexp",
+    _float_only,
+    _logsumexp_ref,
+    "logsumexp",
+    lambda jn, g, out, x, axes, keepdims: (
+        _to_input(jn, g, x, axes, keepdims) * jn.exp(x - _to_input(jn, out, x, axes, keepdims)),
+    ),
+    cost=8,
+)
 
 
 # ---- row-wise (statistics along one axis, result of the input's shape) ----
@@ -352,8 +538,20 @@ def _rowwise_shape(shapes, attrs):
     return shapes[0]
 
 
-_register(OpDef("softmax", Kind.ROWWISE, _rowwise_shape, _float_only, _quiet(_softmax_ref), cost=8))
-_register(OpDef("log_softmax", Kind.ROWWISE, _rowwise_shape, _float_only, _quiet(_log_softmax_ref), cost=8))
+def _softmax_vjp(jn, g, out, x, axis):
+    return (out * (g - jn.sum(g * out, axis, keepdims=True)),)
+
+
+def _log_softmax_vjp(jn, g, out, x, axis):
+    return (g - jn.exp(out) * jn.sum(g, axis, keepdims=True),)
+
+
+_register(OpDef("softmax", Kind.ROWWISE, _rowwise_shape, _float_only, _quiet(_softmax_ref), cost=8, vjp=_softmax_vjp))
+_register(
+    OpDef(
+        "log_softmax", Kind.ROWWISE, _rowwise_shape, _float_only, _quiet(_log_softmax_ref), cost=8, vjp=_log_softmax_vjp
+    )
+)
 
 
 # ---- extern: matmul, conv, pools ----
@@ -417,11 +615,88 @@ def _avg_pool_ref(x, kernel, stride, padding):
     return (_windows(x, kernel, stride, padding, 0).sum(axis=(4, 5)) / (kernel[0] * kernel[1])).astype(x.dtype)
 
 
-def _extern(name, shape, dtype, ref):
-    _register(OpDef(name, Kind.EXTERN, shape, dtype, _quiet(ref), cost=100))
+def _extern(name, shape, dtype, ref, vjp=None):
+    _register(OpDef(name, Kind.EXTERN, shape, dtype, _quiet(ref), cost=100, vjp=vjp))
 
 
-_extern("matmul", _matmul_shape, _no_bool, np.matmul)
-_extern("conv2d", _conv2d_shape, _float_only, _conv2d_ref)
-_extern("max_pool2d", _pool_shape, _float_only, _max_pool_ref)
-_extern("avg_pool2d", _pool_shape, _float_only, _avg_pool_ref)
+def _swap_last(jn, t):
+    return jn.transpose(t, tuple(range(t.ndim - 2)) + (t.ndim - 1, t.ndim - 2))
+
+
+def _matmul_vjp(jn, g, out, a, b):
+    ga = jn.matmul(g, _swap_last(jn, b))
+    gb = jn.matmul(_swap_last(jn, a), g)
+    return _unexpand(jn, ga, a.shape), _unexpand(jn, gb, b.shape)
+
+
+def _conv2d_vjp(jn, g, out, x, w, stride, padding):
+    """Input gradient: the dilated cotangent, padded, correlated with the flipped and transposed
+    filter. Weight gradient: the padded input correlated with the dilated cotangent, with the
+    batch in the role of channels."""
+    (_, _, h, wd), (_, _, kh, kw) = x.shape, w.shape
+    (sh, sw), (ph, pw) = stride, padding
+    gd = _dilate(jn, _dilate(jn, g, 2, sh), 3, sw)
+    rh, rw = (h + 2 * ph - kh) % sh, (wd + 2 * pw - kw) % sw  # rows no window reached
+    gp = _pad_or_crop(jn, gd, 2, kh - 1 - ph, kh - 1 - ph + rh)
+    gp = _pad_or_crop(jn, gp, 3, kw - 1 - pw, kw - 1 - pw + rw)
+    flipped = jn.transpose(
+        jn.getitem(w, (slice(None), slice(None), slice(None, None, -1), slice(None, None, -1))), (1, 0, 2, 3)
+    )
+    gx = jn.conv2d(gp, flipped)
+    xp = jn.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    gw = jn.conv2d(jn.transpose(xp, (1, 0, 2, 3)), jn.transpose(gd, (1, 0, 2, 3)))
+    gw = jn.transpose(jn.getitem(gw, (slice(None), slice(None), slice(0, kh), slice(0, kw))), (1, 0, 2, 3))
+    return gx, gw
+
+
+def _pool_vjp(op):
+    def vjp(jn, g, out, x, kernel, stride, padding):
+        from jitnet.ir.trace import apply
+
+        inputs = (x, g) if op == "max_pool2d_vjp" else (g,)
+        return (apply(op, inputs, kernel=kernel, stride=stride, padding=padding, in_shape=x.shape),)
+
+    return vjp
+
+
+def _window_offsets(kernel, stride, out_hw):
+    """For each offset (i, j) of a pooling window, the strided slices of the padded input it covers."""
+    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
+    for i in range(kh):
+        for j in range(kw):
+            yield np.s_[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+
+
+def _max_pool_vjp_ref(x, g, kernel, stride, padding, in_shape):
+    """Route each window's gradient to its maximum, the first in row-major window order on ties."""
+    (ph, pw), (h, w) = padding, in_shape[2:]
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
+    best = _max_pool_ref(x, kernel, stride, padding)
+    gp, taken = np.zeros_like(xp), np.zeros(g.shape, bool)
+    for window in _window_offsets(kernel, stride, g.shape[2:]):
+        v = xp[window]
+        hit = ((v == best) | ((v != v) & (best != best))) & ~taken
+        gp[window] += np.where(hit, g, 0)
+        taken |= hit
+    return gp[:, :, ph : ph + h, pw : pw + w]
+
+
+def _avg_pool_vjp_ref(g, kernel, stride, padding, in_shape):
+    (ph, pw), (n, c, h, w) = padding, in_shape
+    gp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), g.dtype)
+    share = g / g.dtype.type(kernel[0] * kernel[1])
+    for window in _window_offsets(kernel, stride, g.shape[2:]):
+        gp[window] += share
+    return gp[:, :, ph : ph + h, pw : pw + w]
+
+
+def _pool_grad_shape(shapes, attrs):
+    return attrs["in_shape"]
+
+
+_extern("matmul", _matmul_shape, _no_bool, np.matmul, _matmul_vjp)
+_extern("conv2d", _conv2d_shape, _float_only, _conv2d_ref, _conv2d_vjp)
+_extern("max_pool2d", _pool_shape, _float_only, _max_pool_ref, _pool_vjp("max_pool2d_vjp"))
+_extern("avg_pool2d", _pool_shape, _float_only, _avg_pool_ref, _pool_vjp("avg_pool2d_vjp"))
+_extern("max_pool2d_vjp", _pool_grad_shape, _same_dtype, _max_pool_vjp_ref)
+_extern("avg_pool2d_vjp", _pool_grad_shape, _float_only, _avg_pool_vjp_ref)

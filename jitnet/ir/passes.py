@@ -68,10 +68,25 @@ def _collapse_movement(node: Node) -> Node | None:
             return _node("permute", x.inputs, node, axes=axes)
     if node.op == "cast" and x.dtype == node.dtype:
         return x
+    if node.op == "tag":  # differentiation is over: the marker is an identity
+        return x
     return None
 
 
-RULES: list[Callable[[Node], Node | None]] = [_fold_constants, _pow_by_constant, _collapse_movement]
+def _identities(node: Node) -> Node | None:
+    """x * 1 and 1 * x are x (the seed cotangent of a gradient is a broadcast 1); -(-x) is x."""
+    if node.op == "mul":
+        a, b = node.inputs
+        if scalar_value(b) == 1 and a.shape == node.shape:
+            return a
+        if scalar_value(a) == 1 and b.shape == node.shape:
+            return b
+    if node.op == "neg" and node.inputs[0].op == "neg":
+        return node.inputs[0].inputs[0]
+    return None
+
+
+RULES: list[Callable[[Node], Node | None]] = [_fold_constants, _pow_by_constant, _collapse_movement, _identities]
 
 
 def simplify(graph: Graph) -> Graph:
