@@ -14,7 +14,7 @@ imports: numpy, numexpr, torch eager, torch.compile), one row:
 - Time: median over the samples (headline), min, and spread = interquartile range / median. The
   first call (jitnet's trace + compile, torch.compile's) and a warm-up call are never timed;
   implementations of a workload are timed in interleaved rounds with gc off (bench/harness.py).
-  Each implementation runs up to 40 samples or ~5 s, at least 7 (`--quick`: 10 / ~1 s / 3;
+  Each implementation runs up to 40 samples or ~5 s, at least 5 (`--quick`: 10 / ~1 s / 3;
   `--repeat N`: exactly N). call_overhead takes 200 samples of 50 back-to-back calls (10k calls).
 - Memory floor: copy bandwidth = 2 * 4 * 2**24 bytes / median time of `np.copyto` of 2**24
   float32 (read + write), measured in this same run, before and after the workloads (samples
@@ -141,7 +141,7 @@ def run_workload(w: Workload, args, log) -> tuple[list[dict], list[dict]]:
         elif args.quick:
             plan = {"max_samples": w.quick_samples, "budget_s": 1.0, "min_samples": 3}
         else:
-            plan = {"max_samples": w.max_samples, "budget_s": 5.0, "min_samples": 7}
+            plan = {"max_samples": w.max_samples, "budget_s": 5.0, "min_samples": 5}
         warmup = max(1, 200 // w.inner) if w.inner > 1 else 2
         try:
             stats, last = harness.time_interleaved(fns, inner=w.inner, warmup=warmup, **plan)

@@ -150,14 +150,17 @@ def _gelu_numexpr(inp):
     return run
 
 
-def _torch_gelu_expr(t):
-    torch = peers.torch()
-    return 0.5 * t * (1 + torch.tanh(GELU_C * (t + GELU_K * t * t * t)))
+def _torch_gelu(torch):
+    def gelu(t):
+        return 0.5 * t * (1 + torch.tanh(GELU_C * (t + GELU_K * t * t * t)))
+
+    return gelu
 
 
 def _gelu_torch(inp):
-    t = peers.torch().from_numpy(inp["x"])
-    return lambda: _torch_gelu_expr(t)
+    torch = peers.torch()
+    t, g = torch.from_numpy(inp["x"]), _torch_gelu(torch)
+    return lambda: g(t)
 
 
 def _gelu_torch_F(inp):
@@ -169,7 +172,7 @@ def _gelu_torch_F(inp):
 def _gelu_torch_compile(inp):
     torch = peers.torch()
     t = torch.from_numpy(inp["x"])
-    g = torch.compile(_torch_gelu_expr)
+    g = torch.compile(_torch_gelu(torch), fullgraph=True)  # fullgraph: a graph break is an error
     g(t)
     return lambda: g(t)
 

@@ -185,11 +185,11 @@ def _build_program(sched: Schedule) -> tuple[Program, list[str]]:
         root = kernel.root
         steps.append(Step(fn, slot[root], tuple(slot[i] for i in kernel.inputs), root.size, root.dtype, release))
     consts = [(slot[n], n.attrs["value"].value.reshape(-1)) for n in slot if n.op == "const"]  # read-only is fine
-    inputs = [slot.get(n, -1) for n in graph.inputs]
+    captures = [n for n in graph.nodes() if n.op == "capture"]
     program = Program(
-        n_slots=len(slot) + 1,
-        input_slots=inputs,
-        capture_slots=[slot.get(n, -1) for n in _capture_nodes(graph)],
+        n_slots=len(slot),
+        input_slots=[(i, slot[n]) for i, n in enumerate(graph.inputs) if n in slot],
+        capture_slots=[(n.attrs["slot"], slot[n]) for n in captures],
         consts=consts,
         steps=steps,
         outputs=[(slot[n], n.shape) for n in graph.outputs],
@@ -197,12 +197,6 @@ def _build_program(sched: Schedule) -> tuple[Program, list[str]]:
         device=device("cpu"),
     )
     return program, sources
-
-
-def _capture_nodes(graph: Graph) -> list:
-    """The capture node of each captured Array, in Graph.captured order (None if unused)."""
-    by_slot = {n.attrs["slot"]: n for n in graph.nodes() if n.op == "capture"}
-    return [by_slot.get(i) for i in range(len(graph.captured))]
 
 
 def compile(fn: Callable | None = None, *, static_argnums: Sequence[int] = (), backend: str | None = None):

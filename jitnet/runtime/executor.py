@@ -29,8 +29,8 @@ class Step:
 @dataclass
 class Program:
     n_slots: int
-    input_slots: list[int]  # one per graph input, in argument order
-    capture_slots: list[int]  # one per captured Array
+    input_slots: list[tuple[int, int]]  # (argument index, slot) of each input the program reads
+    capture_slots: list[tuple[int, int]]  # (index into the captured Arrays, slot)
     consts: list[tuple[int, np.ndarray]]  # slot, flat data
     steps: list[Step]
     outputs: list[tuple[int, tuple]]  # slot, shape
@@ -39,10 +39,10 @@ class Program:
 
     def run(self, inputs: list[np.ndarray], captured: list[np.ndarray]) -> list[Array]:
         slots: list = [None] * self.n_slots
-        for slot, buf in zip(self.input_slots, inputs):
-            slots[slot] = buf
-        for slot, buf in zip(self.capture_slots, captured):
-            slots[slot] = buf
+        for i, slot in self.input_slots:
+            slots[slot] = inputs[i]
+        for i, slot in self.capture_slots:
+            slots[slot] = captured[i]
         for slot, buf in self.consts:
             slots[slot] = buf
         take, give = host_pool.take, host_pool.give
