@@ -25,14 +25,14 @@ from jitnet.ir.passes import simplify
 from jitnet.ir.trace import input_tracer, trace_error, tracing
 from jitnet.ops import lift
 from jitnet.runtime.array import Array
-from jitnet.runtime.device import BACKENDS, default_backend, device
+from jitnet.runtime.device import BACKENDS, Device, default_backend, device
 from jitnet.runtime.executor import Program, Step
 
 _SCALARS = (bool, int, float)
 
 
 def _leaf_spec(x: Any):
-    """The part of a leaf's identity that decides the compiled program."""
+    """The part of a leaf's identity that decides the compiled program: (shape, dtype, weak)."""
     if isinstance(x, Array):
         return (x.shape, x.dtype.char, False)
     if isinstance(x, (np.ndarray, np.generic)):
@@ -45,12 +45,22 @@ def _leaf_spec(x: Any):
     raise TypeError(f"jitnet: cannot pass a {type(x).__name__} to a compiled function; use arrays, numbers or pytrees")
 
 
-def _leaf_buffer(x: Any, dtype_char: str) -> np.ndarray:
+def _buffer_on(dev: Device, x: Any, dtype_char: str):
+    """A leaf's data as a flat buffer on `dev`: only data not already there is copied."""
     if isinstance(x, Array):
-        return x._buf
+        return x._buf if x.device is dev else dev.put(x.device.get(x._buf))
     if isinstance(x, np.ndarray):
-        return np.ascontiguousarray(x).reshape(-1)
-    return np.array([x], dtype=dtype_char)
+        return dev.put(np.ascontiguousarray(x).reshape(-1))
+    return dev.put(np.array([x], dtype=dtype_char))
+
+
+def _backend_of(leaves: list, explicit: str | None) -> str:
+    """The explicit backend, else the device the data already lives on, else the default."""
+    if explicit is not None:
+        return explicit
+    if any(isinstance(x, Array) and x.device.kind == "cuda" for x in leaves):
+        return "cuda"
+    return default_backend()
 
 
 @dataclass
@@ -63,13 +73,18 @@ class Compiled:
     sources: list[str]
     out_treedef: Any
     captured_specs: list[tuple]
+    device: Device
 
-    def run(self, buffers: list[np.ndarray]) -> list:
-        captured = [a._buf for a in self.graph.captured]
+    def run(self, leaves: list, specs: tuple) -> list:
+        dev = self.device
+        buffers = [_buffer_on(dev, x, s[1]) for x, s in zip(leaves, specs)]
+        captured = [_buffer_on(dev, a, a.dtype.char) for a in self.graph.captured]
         if self.program is None:
             inputs = [b.reshape(n.shape) for b, n in zip(buffers, self.graph.inputs)]
-            outs = interpret_graph(self.graph, inputs, [a.numpy() for a in self.graph.captured])
-            return [Array(np.ascontiguousarray(o).reshape(-1).copy(), o.shape, device("cpu"), owned=True) for o in outs]
+            outs = interpret_graph(
+                self.graph, inputs, [c.reshape(a.shape) for c, a in zip(captured, self.graph.captured)]
+            )
+            return [Array(np.ascontiguousarray(o).reshape(-1).copy(), o.shape, dev, owned=True) for o in outs]
         return self.program.run(buffers, captured)
 
     def captures_unchanged(self) -> bool:
@@ -105,13 +120,14 @@ class CompiledFunction:
         dynamic, static = self._split(args)
         leaves, treedef = pytree.flatten(dynamic)
         specs = tuple(_leaf_spec(x) for x in leaves)
+        backend = _backend_of(leaves, self.backend)
         try:
-            key = (treedef, specs, static, len(args))
+            key = (treedef, specs, static, len(args), backend)
             entry = self._table.get(key)
         except TypeError:
             raise TypeError(f"jitnet: static arguments must be hashable, got {static!r}") from None
         if entry is None or not entry.captures_unchanged():
-            entry = self._build(args, leaves, treedef, specs)
+            entry = self._build(args, treedef, specs, backend)
             self._table[key] = entry
         return entry, leaves, specs
 
@@ -119,8 +135,7 @@ class CompiledFunction:
         if trace.current() is not None:  # called while tracing something else: inline
             return self.fn(*args)
         entry, leaves, specs = self._lookup(args)
-        buffers = [_leaf_buffer(x, s[1]) for x, s in zip(leaves, specs)]
-        return pytree.unflatten(entry.out_treedef, entry.run(buffers))
+        return pytree.unflatten(entry.out_treedef, entry.run(leaves, specs))
 
     def inspect(self, *args) -> str:
         """The IR, the fusion groups and the generated kernel sources for this signature."""
@@ -130,11 +145,9 @@ class CompiledFunction:
         """This signature's traced graph, fusion schedule, kernel sources and program."""
         return self._lookup(args)[0]
 
-    def _build(self, args, leaves, treedef, specs) -> Compiled:
+    def _build(self, args, treedef, specs, backend: str) -> Compiled:
         self.traces += 1
-        backend = self.backend or default_backend()
-        if backend == "cuda":
-            device("cuda")  # raises a clear error until the CUDA backend exists
+        dev = device("cpu" if backend == "interpret" else backend)  # a clear error if there is no GPU
         with tracing() as ctx:
             tracers = [input_tracer(i, shape, np.dtype(char), weak) for i, (shape, char, weak) in enumerate(specs)]
             dynamic = iter(pytree.unflatten(treedef, tracers))
@@ -146,11 +159,11 @@ class CompiledFunction:
         graph = simplify(graph)
         captured_specs = [(a.shape, a.dtype.char) for a in graph.captured]
         if backend == "interpret":
-            entry = Compiled(graph, None, None, [], out_treedef, captured_specs)
+            entry = Compiled(graph, None, None, [], out_treedef, captured_specs, dev)
         else:
             sched = schedule(graph)
-            program, sources = _build_program(sched)
-            entry = Compiled(graph, sched, program, sources, out_treedef, captured_specs)
+            program, sources = _build_program(sched, dev)
+            entry = Compiled(graph, sched, program, sources, out_treedef, captured_specs, dev)
         if os.environ.get("JITNET_DEBUG", "") not in ("", "0"):
             print(f"jitnet: compiled {getattr(self.fn, '__qualname__', self.fn)}\n{entry.describe()}", file=sys.stderr)
         return entry
@@ -165,8 +178,11 @@ def _output_tracer(x):
         ) from None
 
 
-def _build_program(sched: Schedule) -> tuple[Program, list[str]]:
-    from jitnet.codegen.cpu import compile_kernel
+def _build_program(sched: Schedule, dev: Device) -> tuple[Program, list[str]]:
+    if dev.kind == "cuda":
+        from jitnet.codegen.cuda import compile_kernel
+    else:
+        from jitnet.codegen.cpu import compile_kernel
 
     graph = sched.graph
     slot = {node: i for i, node in enumerate(sched.buffers)}
@@ -184,7 +200,7 @@ def _build_program(sched: Schedule) -> tuple[Program, list[str]]:
         release = tuple(sorted({slot[i] for i in kernel.inputs if last_read[i] == k and i not in keep}))
         root = kernel.root
         steps.append(Step(fn, slot[root], tuple(slot[i] for i in kernel.inputs), root.size, root.dtype, release))
-    consts = [(slot[n], n.attrs["value"].value.reshape(-1)) for n in slot if n.op == "const"]  # read-only is fine
+    consts = [(slot[n], dev.put(n.attrs["value"].value.reshape(-1))) for n in slot if n.op == "const"]
     captures = [n for n in graph.nodes() if n.op == "capture"]
     program = Program(
         n_slots=len(slot),
@@ -194,7 +210,7 @@ def _build_program(sched: Schedule) -> tuple[Program, list[str]]:
         steps=steps,
         outputs=[(slot[n], n.shape) for n in graph.outputs],
         copy_outputs=frozenset(slot[n] for n in graph.outputs if n.op in ("input", "capture", "const")),
-        device=device("cpu"),
+        device=dev,
     )
     return program, sources
 

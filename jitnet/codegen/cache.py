@@ -98,8 +98,8 @@ def _import(path: Path, key: str, name: str) -> Callable:
     sys.modules[spec.name] = module  # numba's cache imports the module back by name
     spec.loader.exec_module(module)
     fn = getattr(module, name)
-    hits = sum(fn.stats.cache_hits.values())
-    if hits:
+    dispatchers = [v for v in vars(module).values() if hasattr(v, "stats") and hasattr(v.stats, "cache_hits")]
+    if any(sum(d.stats.cache_hits.values()) for d in dispatchers):
         stats.disk_loads += 1
     else:
         stats.compiles += 1

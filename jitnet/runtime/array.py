@@ -1,5 +1,5 @@
 """`jn.Array`: a buffer on a device with a shape. The runtime owns the flat buffer; when the last
-reference to an Array it allocated goes away, the buffer returns to the pool for reuse."""
+reference to an Array it allocated goes away, the buffer returns to its device's pool for reuse."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 from jitnet.ir import dtypes
 from jitnet.runtime.device import Device
 from jitnet.runtime.device import device as as_device
-from jitnet.runtime.pool import host_pool
 
 
 class Array:
@@ -18,12 +17,12 @@ class Array:
     _jitnet_array = True
     __array_priority__ = 1000  # numpy defers to our operators
 
-    def __init__(self, buf: np.ndarray, shape: tuple, device: Device, owned: bool = False):
-        self._buf = buf  # flat, contiguous
+    def __init__(self, buf, shape: tuple, device: Device, owned: bool = False):
+        self._buf = buf  # flat, contiguous, on `device`
         self.shape = tuple(shape)
-        self.dtype = buf.dtype
+        self.dtype = np.dtype(buf.dtype)
         self.device = device
-        self._owned = owned
+        self._owned = owned  # allocated by the runtime, so recycled when unreferenced
 
     @property
     def ndim(self) -> int:
@@ -34,16 +33,24 @@ class Array:
         return self._buf.size
 
     def numpy(self) -> np.ndarray:
-        """A read-only numpy view of the data (copy it to modify)."""
-        view = self._buf.reshape(self.shape)
+        """The data on the host: a read-only view for CPU arrays (copy it to modify), a copy for GPU ones."""
+        view = self.device.get(self._buf).reshape(self.shape)
         view.flags.writeable = False
         return view
 
     def __array__(self, dtype=None, copy=None):
-        out = self._buf.reshape(self.shape)
+        out = self.numpy()
         if dtype is not None and np.dtype(dtype) != out.dtype:
             return out.astype(dtype)
-        return out.copy() if copy else self.numpy()
+        return out.copy() if copy else out
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        """Zero-copy export of a GPU array (CuPy, PyTorch, numba). Its buffer is never recycled."""
+        if self.device.kind != "cuda":
+            raise AttributeError("__cuda_array_interface__ exists only for arrays on the 'cuda' device")
+        self._owned = False
+        return self._buf.reshape(self.shape).__cuda_array_interface__
 
     def __len__(self) -> int:
         if not self.shape:
@@ -51,16 +58,16 @@ class Array:
         return self.shape[0]
 
     def __repr__(self) -> str:
-        body = np.array2string(self._buf.reshape(self.shape), separator=", ", threshold=20)
+        body = np.array2string(self.numpy(), separator=", ", threshold=20)
         return f"jn.Array({body}, dtype={self.dtype.name}, device={self.device.kind!r})"
 
     def item(self):
         if self.size != 1:
             raise ValueError(f"item() needs an array of one element, got shape {self.shape}")
-        return self._buf[0].item()
+        return self.numpy().reshape(-1)[0].item()
 
     def tolist(self):
-        return self._buf.reshape(self.shape).tolist()
+        return self.numpy().tolist()
 
     def __float__(self) -> float:
         return float(self.item())
@@ -78,18 +85,21 @@ class Array:
     def __del__(self):
         if self._owned:
             buf = self._buf
-            # Recycle only when no numpy view still shares the memory (slot + local + argument).
+            # Recycle only when nothing else holds the buffer (slot + local + argument); a numpy
+            # view of a CPU buffer keeps a reference to it.
             if sys.getrefcount(buf) <= 3:
-                host_pool.give(buf)
+                self.device.pool.give(buf)
 
 
 def asarray(x, device=None, dtype=None) -> Array:
-    """Wrap or move data: Arrays pass through, numpy data and Python numbers are copied in.
-    Python floats become float32 and ints int64 (the defaults); numpy arrays keep their dtype."""
+    """Wrap or move data: Arrays pass through (or move between devices), numpy data and Python
+    numbers are copied in. Python floats become float32 and ints int64 (the defaults); numpy
+    arrays keep their dtype."""
     dev = as_device(device) if device is not None else None
     if isinstance(x, Array):
-        if (dev is None or dev == x.device) and (dtype is None or np.dtype(dtype) == x.dtype):
+        if (dev is None or dev is x.device) and (dtype is None or np.dtype(dtype) == x.dtype):
             return x
+        dev = dev or x.device
         x = x.numpy()
     if dtype is None and not isinstance(x, (np.ndarray, np.generic)):
         arr = np.asarray(x)
@@ -100,6 +110,7 @@ def asarray(x, device=None, dtype=None) -> Array:
     else:
         arr = np.asarray(x, dtype=dtype)
     dt = dtypes.canonical(arr.dtype)
-    buf = host_pool.take(arr.size, dt)
-    buf[...] = arr.reshape(-1)
-    return Array(buf, arr.shape, dev or as_device("cpu"), owned=True)
+    dev = dev or as_device("cpu")
+    host = np.empty(arr.size, dt)
+    host[...] = arr.reshape(-1)
+    return Array(dev.put(host), arr.shape, dev, owned=True)

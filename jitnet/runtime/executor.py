@@ -13,7 +13,6 @@ import numpy as np
 
 from jitnet.runtime.array import Array
 from jitnet.runtime.device import Device
-from jitnet.runtime.pool import host_pool
 
 
 @dataclass
@@ -37,7 +36,8 @@ class Program:
     copy_outputs: frozenset  # output slots that alias inputs or constants: copied out
     device: Device
 
-    def run(self, inputs: list[np.ndarray], captured: list[np.ndarray]) -> list[Array]:
+    def run(self, inputs: list, captured: list) -> list[Array]:
+        """Run on buffers of this program's device; return the outputs as Arrays."""
         slots: list = [None] * self.n_slots
         for i, slot in self.input_slots:
             slots[slot] = inputs[i]
@@ -45,7 +45,7 @@ class Program:
             slots[slot] = captured[i]
         for slot, buf in self.consts:
             slots[slot] = buf
-        take, give = host_pool.take, host_pool.give
+        take, give = self.device.pool.take, self.device.pool.give
         for step in self.steps:
             out = take(step.size, step.dtype)
             slots[step.out] = out
@@ -57,6 +57,6 @@ class Program:
         for slot, shape in self.outputs:
             buf = slots[slot]
             if slot in self.copy_outputs:
-                buf = buf.copy()
+                buf = self.device.copy(buf)
             results.append(Array(buf, shape, self.device, owned=True))
         return results

@@ -75,6 +75,7 @@ EXPM1_MIN = _f32(-18.0)
 
 # sqrt(1/2) as float32 bits: log reduces mantissas to [sqrt(1/2), sqrt(2)).
 SQRT_HALF_BITS = 0x3F3504F3
+SIGN_BIT = -0x80000000  # 0x80000000 as an int32
 
 
 def _coeffs(*values):
@@ -114,6 +115,12 @@ def _as_int(x):
 @_jit
 def _as_float(i):
     return np.int32(i).view(np.float32)
+
+
+@_jit
+def _xorsign(y, x):
+    # y with its sign flipped when x has the sign bit set (odd functions, -0.0).
+    return _as_float(_as_int(y) ^ (_as_int(x) & SIGN_BIT))
 
 
 @_jit
@@ -212,16 +219,15 @@ def log1p_f32(x):
 
 @_jit
 def tanh_f32(x):
-    # |x| < 0.625: odd polynomial; otherwise 1 - 2 / (exp(2|x|) + 1), which
-    # saturates to +-1 (exp overflows to inf) and propagates NaN.
+    # On |x|: below 0.625 an odd polynomial, otherwise 1 - 2 / (exp(2|x|) + 1)
+    # (saturates to 1 as exp overflows, propagates NaN); then the sign of x.
     x = _f32(x)
     a = abs(x)
-    x2 = x * x
+    a2 = a * a
     p = TANH_P
-    small = x + x * x2 * (p[0] + x2 * (p[1] + x2 * (p[2] + x2 * (p[3] + x2 * p[4]))))
+    small = a + a * a2 * (p[0] + a2 * (p[1] + a2 * (p[2] + a2 * (p[3] + a2 * p[4]))))
     big = ONE - TWO / (exp_f32(a + a) + ONE)
-    big = -big if x < ZERO else big
-    return small if a < _f32(0.625) else big
+    return _xorsign(small if a < _f32(0.625) else big, x)
 
 
 @_jit
@@ -235,9 +241,9 @@ def sigmoid_f32(x):
 
 @_jit
 def _sin_quadrant(x, shift):
-    # sin(x + shift * pi/2).  Cody-Waite: x = q pi/2 + r with a 4-part pi/2,
-    # |r| <= pi/4, then sin(r) or cos(r) by polynomial and the sign of the
-    # quadrant (q + shift) mod 4.
+    # sin(x + shift * pi/2) for x >= 0.  Cody-Waite: x = q pi/2 + r with a
+    # 4-part pi/2, |r| <= pi/4, then sin(r) or cos(r) by polynomial and the
+    # sign of the quadrant (q + shift) mod 4.
     t = x * TWO_OVER_PI + ROUND_MAGIC
     q = np.int32(_as_int(t) - ROUND_MAGIC_BITS + shift)
     qf = t - ROUND_MAGIC
@@ -249,20 +255,21 @@ def _sin_quadrant(x, shift):
     c = ONE + r2 * (pc[0] + r2 * (pc[1] + r2 * (pc[2] + r2 * pc[3])))
     res = c if (q & 1) != 0 else s
     res = -res if (q & 2) != 0 else res
-    # Beyond |x| ~ 1e5 the reduction degrades; keep the result in [-1, 1].
+    # Beyond x ~ 1e5 the reduction degrades; keep the result in [-1, 1].
     res = ONE if res > ONE else res
     res = -ONE if res < -ONE else res
-    return res if abs(x) < INF else x - x  # inf, NaN -> NaN
+    return res if x < INF else x - x  # inf, NaN -> NaN
 
 
 @_jit
 def sin_f32(x):
-    return _sin_quadrant(_f32(x), 0)
+    x = _f32(x)
+    return _xorsign(_sin_quadrant(abs(x), 0), x)
 
 
 @_jit
 def cos_f32(x):
-    return _sin_quadrant(_f32(x), 1)
+    return _sin_quadrant(abs(_f32(x)), 1)
 
 
 @_jit
@@ -285,19 +292,19 @@ def acos_f32(x):
 
 @_jit
 def erf_f32(x):
-    # |x| < 1: x * P(x**2); otherwise 1 - exp(Q(|x|) - x**2) with Q fitted to
-    # log(erfc(x)) + x**2 on [1, 4] (erf rounds to +-1 beyond 3.92).
+    # On |x|: below 1, x * P(x**2); otherwise 1 - exp(Q(|x|) - x**2) with Q
+    # fitted to log(erfc(x)) + x**2 on [1, 4] (erf rounds to 1 beyond 3.92);
+    # then the sign of x.
     x = _f32(x)
     a = abs(x)
-    a = _f32(4.0) if a > _f32(4.0) else a
+    a = _f32(4.0) if a > _f32(4.0) else a  # NaN passes through
     a2 = a * a
     p = ERF_P
-    small = x * (p[0] + a2 * (p[1] + a2 * (p[2] + a2 * (p[3] + a2 * (p[4] + a2 * (p[5] + a2 * p[6]))))))
+    small = a * (p[0] + a2 * (p[1] + a2 * (p[2] + a2 * (p[3] + a2 * (p[4] + a2 * (p[5] + a2 * p[6]))))))
     q = ERFC_Q
     log_erfc = (q[0] + a * (q[1] + a * (q[2] + a * (q[3] + a * (q[4] + a * (q[5] + a * q[6])))))) - a2
     big = ONE - exp_f32(log_erfc)
-    big = -big if x < ZERO else big
-    return small if a < ONE else big
+    return _xorsign(small if a < ONE else big, x)
 
 
 # ---------------------------------------------------------------------------
