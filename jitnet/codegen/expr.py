@@ -40,6 +40,10 @@ class Dialect:
             text = str(int(value))
         return f"np.{dtype.name}({text})"
 
+    def element(self, buffer: str, idx: list[Idx], shape: tuple) -> str:
+        """The element of a flat buffer at a multi-index into `shape`."""
+        return f"{buffer}[{flat_index(idx, shape).render()}]"
+
     def cast(self, expr: str, dtype: np.dtype) -> str:
         dtype = np.dtype(dtype)
         return f"bool({expr})" if dtypes.is_bool(dtype) else f"np.{dtype.name}({expr})"
@@ -145,7 +149,7 @@ class Emitter:
 
     def _compute(self, node: Node, idx: list[Idx]) -> str:
         if node in self.params:
-            return self._assign(node.dtype, f"{self.params[node]}[{flat_index(idx, node.shape).render()}]", cast=False)
+            return self._assign(node.dtype, self.dialect.element(self.params[node], idx, node.shape), cast=False)
         if node.op == "const":
             return self.dialect.literal(node.attrs["value"].value.reshape(()).item(), node.dtype)
         if node.op == "iota":

@@ -31,6 +31,11 @@ class CpuDialect(Dialect):
         name: f"vm.{name}_{{t}}" for name in ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "sin", "cos", "acos")
     } | {"sqrt": "np.sqrt", "abs": "abs"}
 
+    def element(self, buffer: str, idx: list[Idx], shape: tuple) -> str:
+        # Unsigned: numba wraps negative signed indices around with a select that LLVM can only
+        # remove when it proves the index non-negative; where it cannot, the loop stays scalar.
+        return f"{buffer}[np.uint64({flat_index(idx, shape).render()})]"
+
     def extremum(self, name: str, a: str, b: str, dtype: np.dtype) -> str:
         if dtypes.is_float(dtype):  # one vectorisable LLVM intrinsic with numpy's NaN semantics
             return f"f{name}({a}, {b})"
@@ -128,7 +133,7 @@ def _elementwise(src: _Source, parallel: bool) -> None:
     indent, idx = _loop_nest(root.shape, parallel, src.emit, 1)
     body = src.scope(indent)
     value = body.value(root, idx)
-    body.emit(f"out[{flat_index(idx, root.shape).render()}] = {value}")
+    body.emit(f"{DIALECT.element('out', idx, root.shape)} = {value}")
     src.close(body)
 
 
@@ -268,7 +273,7 @@ def _reduce(src: _Source, parallel: bool) -> None:
         epilogue.bind(acc.node, out_idx, acc.result(epilogue.emit))
     root = kernel.root
     value = epilogue.value(root, out_idx)
-    epilogue.emit(f"out[{flat_index(out_idx, root.shape).render()}] = {value}")
+    epilogue.emit(f"{DIALECT.element('out', out_idx, root.shape)} = {value}")
     src.close(epilogue)
 
 
@@ -289,7 +294,7 @@ def _rowwise(src: _Source, parallel: bool) -> None:
     emit(1, f"for o in {'prange' if parallel else 'range'}({kept_size}):")
     kept_idx = unflatten_index(Idx.var("o", kept_size), kept)
     idx = kept_idx[:axis] + [Idx.var("r", row)] + kept_idx[axis:]
-    at = f"out[{flat_index(idx, shape).render()}]"
+    at = DIALECT.element("out", idx, shape)
 
     def row_loop(statements) -> None:
         emit(2, f"for r in range({row}):")

@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from jitnet.codegen.expr import Dialect, Emitter, NameCounter
-from jitnet.codegen.index import Idx, flat_index, unflatten_index
+from jitnet.codegen.index import Idx, unflatten_index
 from jitnet.ir import dtypes
 from jitnet.ir.fusion import Kernel
 from jitnet.ir.node import Node, type_str
@@ -117,7 +117,7 @@ def _elementwise(src: _Source) -> list[str]:
     idx = unflatten_index(Idx.var("i", n), root.shape)
     body = src.scope(2)
     value = body.value(root, idx)
-    body.emit(f"out[{flat_index(idx, root.shape).render()}] = {value}")
+    body.emit(f"{DIALECT.element('out', idx, root.shape)} = {value}")
     src.close(body)
     return _kernel_def(src, "kernel") + src.lines + ["", "", f"launch = kernel[{_blocks(n)}, {BLOCK}]"]
 
@@ -281,7 +281,7 @@ def _reduce(src: _Source) -> list[str]:
         for node, total in totals:
             scope.bind(node, out_idx, DIALECT.cast(total, node.dtype))
         value = scope.value(kernel.root, out_idx)
-        scope.emit(f"out[{flat_index(out_idx, kernel.root.shape).render()}] = {value}")
+        scope.emit(f"{DIALECT.element('out', out_idx, kernel.root.shape)} = {value}")
         src.close(scope)
         src.emit(indent, "cuda.syncthreads()")
 
@@ -380,7 +380,7 @@ def _rowwise(src: _Source) -> list[str]:
         else:
             body.emit(f"{y} = ({v} - m) - log_s")
         body.bind(node, idx, y)
-        body.emit(f"out[{flat_index(idx, shape).render()}] = {body.value(kernel.root, idx)}")
+        body.emit(f"{DIALECT.element('out', idx, shape)} = {body.value(kernel.root, idx)}")
 
     row_loop(normalise)
     emit(2, "cuda.syncthreads()")
