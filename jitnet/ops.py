@@ -47,7 +47,9 @@ def _has_tracer(tree) -> bool:
 
 def _hashable(x):
     if isinstance(x, (list, tuple)):
-        return tuple(_hashable(v) for v in x)
+        return (type(x).__name__, *(_hashable(v) for v in x))
+    if isinstance(x, slice):  # unhashable before Python 3.12
+        return ("slice", x.start, x.stop, x.step)
     if isinstance(x, (np.dtype, type)):
         return np.dtype(x).str
     return x
@@ -432,15 +434,19 @@ def getitem(x, index):
     t = lift(x)
     index = index if isinstance(index, tuple) else (index,)
     for i in index:
-        if not (i is None or i is Ellipsis or isinstance(i, (int, np.integer, slice))):
-            raise trace_error(TraceTypeError, "getitem", f"only basic indexing is supported, got {type(i).__name__}")
+        basic = i is None or i is Ellipsis or isinstance(i, (int, np.integer, slice))
+        if not basic or isinstance(i, (bool, np.bool_)):
+            raise trace_error(
+                TraceTypeError, "getitem", f"only basic indexing (ints, slices, None, ...) is supported, got a {type(i).__name__}"
+            )
+    ellipses = [k for k, i in enumerate(index) if i is Ellipsis]
+    if len(ellipses) > 1:
+        raise trace_error(TraceShapeError, "getitem", "an index can only have a single ellipsis ('...')")
     n_dims = builtins.sum(1 for i in index if i is not None and i is not Ellipsis)
     if n_dims > t.ndim:
         raise trace_error(TraceShapeError, "getitem", f"too many indices for shape {t.shape}")
-    if Ellipsis in index:
-        at = index.index(Ellipsis)
-        index = index[:at] + (slice(None),) * (t.ndim - n_dims) + index[at + 1 :]
-    index = index + (slice(None),) * (t.ndim - n_dims)
+    fill = (slice(None),) * (t.ndim - n_dims)
+    index = index[: ellipses[0]] + fill + index[ellipses[0] + 1 :] if ellipses else index + fill
     slices, out_shape, dim = [], [], 0
     for i in index:
         if i is None:
@@ -471,6 +477,8 @@ def matmul(a, b):
     ta, tb = lift(a), lift(b)
     if ta.ndim == 0 or tb.ndim == 0:
         raise trace_error(TraceShapeError, "matmul", f"needs arrays of rank >= 1, got {ta.shape} @ {tb.shape}")
+    if ta.shape[-1] != tb.shape[-2 if tb.ndim > 1 else 0]:
+        raise trace_error(TraceShapeError, "matmul", f"contraction sizes differ: {ta.shape} @ {tb.shape}")
     dt, weak = _promote([ta, tb])
     if dtypes.is_bool(dt):
         raise trace_error(TraceTypeError, "matmul", "needs numeric inputs, got bool")
@@ -594,10 +602,6 @@ def _swap(fn):
     return lambda a, b: fn(b, a)
 
 
-def _index_arg(i):
-    return tuple(i) if isinstance(i, list) else i
-
-
 _OPERATORS = {
     "__add__": add,
     "__radd__": _swap(add),
@@ -622,7 +626,7 @@ _OPERATORS = {
     "__and__": logical_and,
     "__or__": logical_or,
     "__invert__": logical_not,
-    "__getitem__": lambda x, i: getitem(x, _index_arg(i)),
+    "__getitem__": getitem,
     "reshape": reshape,
     "transpose": lambda x, *axes: transpose(x, _shape_arg(axes) if axes else None),
     "sum": sum,

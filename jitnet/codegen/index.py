@@ -28,7 +28,9 @@ class Atom:
         if self.kind == "var":
             return self.name
         op = "//" if self.kind == "div" else "%"
-        return f"({self.arg.render()} {op} {self.k})"
+        arg = self.arg.render()
+        simple = not self.arg.const and len(self.arg.terms) == 1 and next(iter(self.arg.terms.values())) == 1
+        return f"({arg if simple else f'({arg})'} {op} {self.k})"
 
 
 class Idx:

@@ -352,7 +352,10 @@ def _slice_shape(shapes, attrs):
 
 
 def _slice_ref(x, slices):
-    return x[tuple(slice(b, e if e >= 0 else None, s) for b, e, s in slices)]
+    def python_slice(b, e, s):  # undo the normalisation: an end of -1 means "past index 0"
+        return slice(0, 0) if not len(range(b, e, s)) else slice(b, e if e >= 0 else None, s)
+
+    return x[tuple(python_slice(*sl) for sl in slices)]
 
 
 def _pad_shape(shapes, attrs):

@@ -29,11 +29,18 @@ def _node(op: str, inputs: tuple, like: Node, **attrs) -> Node:
     return Node(op, inputs, attrs, like.shape, like.dtype)
 
 
+def _is_constant(node: Node) -> bool:
+    """A constant, or a view of one (a broadcast literal is an expand of a 0-d const)."""
+    while node.op in ("reshape", "expand"):
+        node = node.inputs[0]
+    return node.op == "const"
+
+
 def _fold_constants(node: Node) -> Node | None:
     kind = OPS[node.op].kind
     if kind == Kind.SOURCE or not node.inputs or node.size > FOLD_LIMIT or node.op in ("reshape", "expand"):
         return None  # views of constants cost nothing; folding them would make buffers
-    if all(i.op == "const" for i in node.inputs):
+    if all(_is_constant(i) for i in node.inputs):
         value = evaluate(node)
         return Node("const", (), {"value": Const(value)}, node.shape, node.dtype)
     return None

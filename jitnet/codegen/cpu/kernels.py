@@ -104,8 +104,8 @@ def generate(kernel: Kernel) -> str:
         flags += ', fastmath={"reassoc"}'
     header = [
         f"# jitnet cpu kernel: {kernel.kind}, {work} elements of work, {'parallel' if parallel else 'serial'}",
-        f"# out %{kernel.root.id}: {type_str(kernel.root)}",
-        *(f"# {name} %{n.id}: {type_str(n)}" for n, name in src.params.items()),
+        f"# out: {type_str(kernel.root)}",
+        *(f"# {name}: {type_str(n)}" for n, name in src.params.items()),
         "# " + " ".join(n.op for n in kernel.nodes if n.op != "const"),
         "import numpy as np",
         "from numba import njit, prange",
@@ -147,6 +147,8 @@ def _acc_dtype(r: Node) -> np.dtype:
 
 
 def _extreme(dtype: np.dtype, sign: int) -> str:
+    if dtypes.is_bool(dtype):
+        return DIALECT.literal(sign > 0, dtype)
     if dtypes.is_float(dtype):
         return DIALECT.literal(sign * math.inf, dtype)
     info = np.iinfo(dtype)
@@ -186,6 +188,11 @@ class _Reduction:
         if self.op == "logsumexp":
             emit(f"{self.max} = {DIALECT.extremum('maximum', self.max, v, self.in_dtype)}")
 
+    def shift(self, emit) -> None:
+        """logsumexp sums exp(x - max); an infinite max (a row with +inf, or only -inf) shifts by 0."""
+        if self.op == "logsumexp":
+            emit(f"{self.max} = {self.max} if {self.max} - {self.max} == 0 else {DIALECT.literal(0, self.in_dtype)}")
+
     def update(self, emit, v: str, position: str) -> None:
         if self.op == "sum":
             emit(f"{self.acc} += {DIALECT.cast(v, self.acc_dtype)}")
@@ -204,8 +211,7 @@ class _Reduction:
             return self.arg
         if self.op == "logsumexp":
             t, dt = dtypes.short_name(self.in_dtype), self.in_dtype
-            shift = f"({self.max} if {self.max} - {self.max} == 0 else {DIALECT.literal(0, dt)})"
-            emit(f"{self.acc} = {DIALECT.cast(f'{shift} + vm.log_{t}({DIALECT.cast(self.acc, dt)})', dt)}")
+            emit(f"{self.acc} = {DIALECT.cast(f'{self.max} + vm.log_{t}({DIALECT.cast(self.acc, dt)})', dt)}")
         return DIALECT.cast(self.acc, self.node.dtype)
 
 
@@ -263,6 +269,8 @@ def _reduce(src: _Source, parallel: bool) -> None:
             acc.init(lambda line: emit(2, line))
         if any(acc.op == "logsumexp" for acc in accs):
             accumulate(2, f"range({red_size})", r_var, True)
+            for acc in accs:
+                acc.shift(lambda line: emit(2, line))
         accumulate(2, f"range({red_size})", r_var, False)
 
     epilogue = src.scope(2)

@@ -187,7 +187,7 @@ def expm1_f32(x):
     em = _expm1_kernel(r)
     s = _pow2(n - 1)
     res = (s * em + (s - HALF)) * TWO
-    res = em if n == 0 else res  # exact path for |x| < ln2/2 (and subnormals)
+    res = em if n == 0 else res  # |x| < ln2/2: expm1(r) itself (tiny and subnormal x stay exact)
     return x if x == ZERO else res  # keeps the sign of zero
 
 

@@ -86,8 +86,8 @@ def generate(kernel: Kernel) -> str:
     body = {"elementwise": _elementwise, "reduce": _reduce, "rowwise": _rowwise}[kernel.kind](src)
     header = [
         f"# jitnet cuda kernel: {kernel.kind}",
-        f"# out %{kernel.root.id}: {type_str(kernel.root)}",
-        *(f"# {name} %{n.id}: {type_str(n)}" for n, name in src.params.items()),
+        f"# out: {type_str(kernel.root)}",
+        *(f"# {name}: {type_str(n)}" for n, name in src.params.items()),
         "# " + " ".join(n.op for n in kernel.nodes if n.op != "const"),
         "import math",
         "",
@@ -132,6 +132,8 @@ def _acc_dtype(node: Node) -> np.dtype:
 
 
 def _extreme(dtype: np.dtype, sign: int) -> str:
+    if dtypes.is_bool(dtype):
+        return DIALECT.literal(sign > 0, dtype)
     if dtypes.is_float(dtype):
         return DIALECT.literal(sign * math.inf, dtype)
     info = np.iinfo(dtype)
@@ -242,8 +244,10 @@ def _reduce(src: _Source) -> list[str]:
             src.close(body)
             for node, _, _, m in accs:
                 if node.op == "logsumexp":
-                    total = _block_reduce(src, indent, "max", m, node.inputs[0].dtype, node.inputs[0].dtype)
-                    src.emit(indent, f"{m} = {total}")
+                    in_dt = node.inputs[0].dtype
+                    total = _block_reduce(src, indent, "max", m, in_dt, in_dt)
+                    # an infinite maximum (a row with +inf, or only -inf) shifts by 0
+                    src.emit(indent, f"{m} = {total} if {total} - {total} == 0 else {DIALECT.literal(0, in_dt)}")
         src.emit(indent, f"for r in range({r_lo} + tid, {r_hi}, {BLOCK}):")
         body = src.scope(indent + 1)
         for node, acc, arg, m in accs:
@@ -270,8 +274,7 @@ def _reduce(src: _Source) -> list[str]:
             op = "sum" if node.op in ("sum", "logsumexp") else node.op
             total = _block_reduce(src, indent, op, acc, in_dt, _acc_dtype(node))
             if node.op == "logsumexp":
-                shift = f"({m} if {m} - {m} == 0 else {DIALECT.literal(0, in_dt)})"
-                src.emit(indent, f"{total} = {shift} + math.log({DIALECT.cast(total, in_dt)})")
+                src.emit(indent, f"{total} = {m} + math.log({DIALECT.cast(total, in_dt)})")
             totals.append((node, total))
         return totals
 

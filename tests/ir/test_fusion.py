@@ -1,0 +1,157 @@
+"""Fusion: which values get a buffer and how the rest is grouped into kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import assert_same
+
+import jitnet as jn
+from jitnet.ir.fusion import RECOMPUTE_LIMIT
+from jitnet.ir.ops import OPS
+
+rng = np.random.default_rng(0)
+X = rng.standard_normal((3, 4)).astype(np.float32)
+ROW = rng.standard_normal(4).astype(np.float32)
+COL = rng.standard_normal((3, 1)).astype(np.float32)
+W = rng.standard_normal((4, 5)).astype(np.float32)
+B = rng.standard_normal(5).astype(np.float32)
+
+
+def kernels(fn, *args):
+    """The fused kernels of fn for these arguments; also checks the compiled result."""
+    f = jn.compile(fn, backend="cpu")
+    sched = f.lower(*args).schedule
+    assert_same(f(*args), jn.compile(fn, backend="interpret")(*args), rtol=1e-4, atol=1e-5)
+    return sched.kernels
+
+
+def ops_of(kernel):
+    return [n.op for n in kernel.nodes]
+
+
+def test_elementwise_chain_with_broadcasting_is_one_kernel():
+    (k,) = kernels(lambda x, r, c: jn.tanh(x * r + c) - r / 2, X, ROW, COL)
+    assert k.kind == "elementwise"
+    assert {i.op for i in k.inputs} == {"input"} and len(k.inputs) == 3
+    assert k.root is k.nodes[-1] and k.root.shape == (3, 4)
+    assert {"tanh", "mul", "add", "div", "sub", "expand"} <= set(ops_of(k))
+
+
+def test_sum_of_square_is_one_reduce_kernel():
+    (k,) = kernels(lambda x: jn.sum(x * x), X)
+    assert k.kind == "reduce"
+    assert k.root.op == "sum"
+    assert "square" in ops_of(k) or "mul" in ops_of(k)
+    assert [i.op for i in k.inputs] == ["input"]
+
+
+def test_reduction_epilogue_is_one_kernel():
+    (k,) = kernels(lambda x: x.sum(1) * 2 + 1, X)
+    assert k.kind == "reduce"
+    assert k.root.op == "add" and k.root.shape == (3,)
+    assert ops_of(k).count("sum") == 1
+
+
+def test_reductions_of_one_input_share_a_kernel():
+    (k,) = kernels(lambda x: x.sum(1) + x.max(1) * jn.logsumexp(x, 1), X)
+    assert k.kind == "reduce"
+    assert {"sum", "max", "logsumexp"} <= set(ops_of(k))
+
+
+@pytest.mark.parametrize("op", [jn.softmax, jn.log_softmax])
+def test_softmax_is_one_rowwise_kernel(op):
+    (k,) = kernels(lambda x: op(x), X)
+    assert k.kind == "rowwise" and k.root.op == op.__name__
+
+
+def test_rowwise_with_producer_and_epilogue_is_one_kernel():
+    (k,) = kernels(lambda x: jn.softmax(x * 2 + 1) * 3, X)
+    assert k.kind == "rowwise" and k.root.op == "mul"
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x: jn.exp(x).T * 2,
+        lambda x: jn.exp(x)[1:, ::-2] + 1,
+        lambda x: jn.exp(x).reshape(2, 6) * 2,
+        lambda x: jn.broadcast_to(x[:1] * 2, (3, 4)) * jn.exp(x),
+        lambda x: jn.exp(x.T).reshape(12) - x.reshape(12)[::-1],
+        lambda x: jn.pad(jn.exp(x), 1)[::2] * 2,
+        lambda x: jn.concatenate([jn.exp(x), x], 1) + 1,
+    ],
+    ids=["transpose", "slice", "reshape", "broadcast", "mixed", "pad", "concat"],
+)
+def test_views_between_elementwise_ops_add_no_kernel(fn):
+    (k,) = kernels(fn, X)
+    assert k.kind == "elementwise"
+    assert [i.op for i in k.inputs] == ["input"]
+
+
+def test_matmul_is_extern_and_its_epilogue_one_more_kernel():
+    ks = kernels(lambda x, w, b: jn.relu(x @ w + b), X, W, B)
+    assert [k.kind for k in ks] == ["extern", "elementwise"]
+    mm, epi = ks
+    assert mm.root.op == "matmul"
+    assert mm.root in epi.inputs
+    assert {"add", "relu"} <= set(ops_of(epi))
+
+
+def test_extern_inputs_are_materialised():
+    ks = kernels(lambda x, w: jn.exp(x) @ w, X, W)
+    assert [k.kind for k in ks] == ["elementwise", "extern"]
+    assert ks[1].inputs[0] is ks[0].root
+
+
+def costly(x):
+    """An elementwise value whose fused cost is above the recompute limit."""
+    v, cost = x, 0
+    while cost <= RECOMPUTE_LIMIT:
+        v = jn.sin(v)
+        cost += OPS["sin"].cost
+    return v
+
+
+def test_costly_value_read_by_two_reductions_is_materialised_once():
+    ks = kernels(lambda x: (costly(x).sum(0), costly(x).max(1)), X)
+    assert len(ks) == 3
+    shared = [k for k in ks if k.kind == "elementwise"]
+    assert len(shared) == 1
+    reducers = [k for k in ks if k.kind == "reduce"]
+    assert all(k.inputs == [shared[0].root] for k in reducers)
+    assert all("sin" not in ops_of(k) for k in reducers)
+
+
+def test_cheap_value_read_by_two_reductions_is_recomputed():
+    ks = kernels(lambda x: ((x * 2 + 1).sum(0), (x * 2 + 1).max(1)), X)
+    assert [k.kind for k in ks] == ["reduce", "reduce"]
+    assert all([i.op for i in k.inputs] == ["input"] for k in ks)
+
+
+def test_costly_value_broadcast_to_a_larger_shape_is_materialised():
+    ks = kernels(lambda r, x: jn.exp(jn.sin(r)) + x, ROW, X)
+    assert [k.kind for k in ks] == ["elementwise", "elementwise"]
+    assert ks[0].root.size == 4
+
+
+def test_cheap_value_broadcast_is_recomputed():
+    (k,) = kernels(lambda r, x: (r * 2) + x, ROW, X)
+    assert k.kind == "elementwise"
+
+
+def test_reduction_broadcast_back_needs_its_own_kernel():
+    ks = kernels(lambda x: x - x.mean(1, keepdims=True), X)
+    assert [k.kind for k in ks] == ["reduce", "elementwise"]
+    assert ks[0].root in ks[1].inputs
+
+
+def test_every_output_is_a_kernel_root():
+    ks = kernels(lambda x: (jn.exp(x), jn.exp(x) * 2, jn.exp(x).sum(0)), X)
+    assert len(ks) == 3
+    assert {k.root.op for k in ks} == {"exp", "mul", "sum"}
+
+
+def test_inputs_and_constants_need_no_kernel():
+    assert kernels(lambda x: x, X) == []
+    assert kernels(lambda x: (x, X * 2), X) == []
