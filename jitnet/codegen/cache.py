@@ -74,7 +74,7 @@ def load(source: str, name: str = "kernel") -> Callable:
         stats.memory_hits += 1
         return fn
     path = cache_dir() / f"k_{key}.py"
-    if path.exists() and path.read_text() != source:
+    if path.exists() and path.read_bytes() != source.encode():
         warnings.warn(f"jitnet: kernel cache file {path} does not match its key; discarded and rebuilt", stacklevel=2)
         _discard(path)
     if not path.exists():
