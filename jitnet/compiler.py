@@ -23,7 +23,7 @@ from jitnet.ir.interpret import run as interpret_graph
 from jitnet.ir.node import Graph
 from jitnet.ir.passes import simplify
 from jitnet.ir.trace import input_tracer, trace_error, tracing
-from jitnet.ops import lift
+from jitnet.ops import astype, lift
 from jitnet.runtime.array import Array
 from jitnet.runtime.device import BACKENDS, Device, default_backend, device
 from jitnet.runtime.executor import Program, Step
@@ -41,7 +41,7 @@ def _leaf_spec(x: Any):
             raise TypeError(f"jitnet: argument of dtype {x.dtype.name} is not supported; convert it to one of {names}")
         return (x.shape, x.dtype.char, False)
     if isinstance(x, _SCALARS):
-        return ((), dtypes.scalar_dtype(x).char, True)
+        return ((), dtypes.weak_storage(x).char, True)
     raise TypeError(f"jitnet: cannot pass a {type(x).__name__} to a compiled function; use arrays, numbers or pytrees")
 
 
@@ -170,8 +170,10 @@ class CompiledFunction:
 
 
 def _output_tracer(x):
+    """A returned value as a tracer; a weak scalar leaves in its default dtype (float32, int64)."""
     try:
-        return lift(x)
+        t = lift(x)
+        return astype(t, dtypes.weak_result(t.dtype)) if t.weak else t
     except Exception:
         raise trace_error(
             TraceTypeError, "return", f"a compiled function must return arrays, got {type(x).__name__}"

@@ -35,7 +35,7 @@ def lift(x: Any) -> Tracer:
     if is_runtime_array(x):
         return trace.current().capture(x, x.shape, x.dtype)
     if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
-        return trace.const(x, dtypes.scalar_dtype(x), weak=True)
+        return trace.const(x, dtypes.weak_storage(x), weak=True)
     if isinstance(x, (np.ndarray, np.generic, list, tuple)):
         return trace.const(np.asarray(x))
     raise trace_error(TraceTypeError, "lift", f"cannot use a {type(x).__name__} as an array")
@@ -111,7 +111,7 @@ def _promote(ts: Sequence[Tracer]) -> tuple[np.dtype, bool]:
     dt, weak = ts[0].dtype, ts[0].weak
     for t in ts[1:]:
         dt, weak = dtypes.promote(dt, weak, t.dtype, t.weak)
-    return dt, weak
+    return (dtypes.weak_result(dt) if weak else dt), weak
 
 
 def _elementwise(op: str, *xs, float_inputs: bool = False, **attrs) -> Tracer:
@@ -437,7 +437,9 @@ def getitem(x, index):
         basic = i is None or i is Ellipsis or isinstance(i, (int, np.integer, slice))
         if not basic or isinstance(i, (bool, np.bool_)):
             raise trace_error(
-                TraceTypeError, "getitem", f"only basic indexing (ints, slices, None, ...) is supported, got a {type(i).__name__}"
+                TraceTypeError,
+                "getitem",
+                f"only basic indexing (ints, slices, None, ...) is supported, got a {type(i).__name__}",
             )
     ellipses = [k for k, i in enumerate(index) if i is Ellipsis]
     if len(ellipses) > 1:

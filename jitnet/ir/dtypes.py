@@ -3,6 +3,9 @@
 Promotion follows numpy for arrays, with Python scalars "weak" (as in JAX and NEP 50): a float32 array
 times 2.5 stays float32, an int32 array plus 1 stays int32, an int array times 0.5 becomes the default
 float. Integer true division and the mean of integers also give the default float, float32.
+
+A Python float is held in float64 until it meets an operand, so `float64_array * 0.1` keeps every
+digit of 0.1; weak values alone compute in the defaults (float32, int64).
 """
 
 from __future__ import annotations
@@ -57,13 +60,26 @@ def scalar_dtype(value) -> np.dtype:
     raise TypeError(f"unsupported scalar {value!r} of type {type(value).__name__}")
 
 
+def weak_storage(value) -> np.dtype:
+    """The dtype a Python scalar is held in before it meets an operand: its full precision."""
+    dt = scalar_dtype(value)
+    return float64 if dt.kind == "f" else dt
+
+
 def promote(a: np.dtype, a_weak: bool, b: np.dtype, b_weak: bool) -> tuple[np.dtype, bool]:
     """Result dtype of a binary op, and whether the result is still weak."""
     if a_weak and not b_weak:
         return _promote_weak(b, a), False
     if b_weak and not a_weak:
         return _promote_weak(a, b), False
-    return np.promote_types(a, b), a_weak and b_weak
+    if a_weak and b_weak:
+        return weak_result(np.promote_types(a, b)), True
+    return np.promote_types(a, b), False
+
+
+def weak_result(dt: np.dtype) -> np.dtype:
+    """Weak values computed on their own take the default dtype of their kind."""
+    return {"b": bool_, "i": DEFAULT_INT, "f": DEFAULT_FLOAT}[dt.kind]
 
 
 def _promote_weak(strong: np.dtype, weak: np.dtype) -> np.dtype:

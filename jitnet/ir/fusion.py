@@ -47,7 +47,7 @@ class Schedule:
 
 def is_buffer_source(node: Node) -> bool:
     """Sources that are read from memory rather than computed inline."""
-    return node.op in ("input", "capture") or (node.op == "const" and node.size > 1)
+    return node.op in ("input", "capture") or (node.op == "const" and node.size != 1)
 
 
 def _kind(node: Node) -> Kind:
