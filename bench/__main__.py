@@ -31,6 +31,11 @@ imports: numpy, numexpr, torch eager, torch.compile), one row:
   torch with torch.set_num_threads(2) on torch.from_numpy views; torch.compile only when a child
   process compiles it within 60 s (skipped in --quick; the reason is printed otherwise).
 
+`--device cuda` runs the GPU workloads of bench/gpu.py (gelu_chain, sum_squares, softmax_rows,
+launch_overhead) on device-resident inputs against the device-to-device copy bandwidth; it needs a
+real GPU and says so (exit status 0) where there is none or under NUMBA_ENABLE_CUDASIM=1. Its method
+is in bench/gpu.py's docstring. `python -m bench.gpu_check` validates the CUDA backend and then runs it.
+
 Output: a table on stdout, and JSON (rows, skipped peers, targets, copy bandwidth, machine and
 library versions) in bench/results/<device>-<timestamp>.json and bench/results/latest-<device>.json
 (a --quick run, or one with --json PATH, writes only its own file).
@@ -56,7 +61,9 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description="jitnet benchmark suite")
-    p.add_argument("--only", help="comma-separated workload names: " + ", ".join(REGISTRY))
+    p.add_argument(
+        "--only", help="comma-separated workload names: " + ", ".join(REGISTRY) + " (--device cuda: see bench/gpu.py)"
+    )
     p.add_argument("--repeat", type=int, help="exactly N timing samples per implementation")
     p.add_argument("--quick", action="store_true", help="smaller sizes and fewer samples: a smoke run")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -379,9 +386,10 @@ def _json_default(o):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.device == "cuda":
-        print("jitnet bench: the CUDA backend is not built yet; nothing to run on --device cuda (use --device cpu).")
-        return 0
+    if args.device == "cuda":  # GPU workloads, timing and floor: bench/gpu.py
+        from bench import gpu
+
+        return gpu.main(args, argv)
     workloads = select(args.only)
     t_start = time.perf_counter()
 

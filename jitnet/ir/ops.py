@@ -490,7 +490,7 @@ def _extremum_vjp(jn, g, out, x, axes, keepdims):
 
 
 def _logsumexp_ref(x, axes, keepdims):
-    m = np.max(x, axis=axes, keepdims=True)
+    m = np.max(x, axis=axes, keepdims=True, initial=-np.inf)
     m = np.where(np.isfinite(m), m, 0).astype(x.dtype)
     out = np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m
     return out if keepdims else np.squeeze(out, axis=axes)
@@ -528,12 +528,12 @@ _reduce(
 
 
 def _softmax_ref(x, axis):
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True, initial=-np.inf))
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
 def _log_softmax_ref(x, axis):
-    z = x - np.max(x, axis=axis, keepdims=True)
+    z = x - np.max(x, axis=axis, keepdims=True, initial=-np.inf)
     return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
 
 

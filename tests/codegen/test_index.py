@@ -13,6 +13,7 @@ from jitnet.codegen.index import Idx, as_idx, flat_index, unflatten_index
 
 SHAPES = [(7,), (2, 3, 4), (1, 5), (5, 1), (3, 1, 2), (4, 4), (2, 1, 1, 3), (6, 10)]
 
+
 def value(e: Idx, **env) -> int:
     """The integer a rendered index expression evaluates to with the loop variables bound."""
     return eval(e.render(), {}, dict(env))

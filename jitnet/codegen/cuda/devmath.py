@@ -8,10 +8,12 @@ from numba import cuda
 
 @cuda.jit(device=True)
 def sigmoid_f32(x):
-    # exp(-x) overflows to inf for very negative x, and 1 / inf is the right 0: never NaN.
-    return np.float32(1.0) / (np.float32(1.0) + math.exp(-x))
+    # exp of a non-positive number never overflows, so no input gives NaN
+    e = np.float32(math.exp(-abs(x)))
+    return np.float32(1.0) / (np.float32(1.0) + e) if x >= 0 else e / (np.float32(1.0) + e)
 
 
 @cuda.jit(device=True)
 def sigmoid_f64(x):
-    return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(-abs(x))
+    return 1.0 / (1.0 + e) if x >= 0 else e / (1.0 + e)

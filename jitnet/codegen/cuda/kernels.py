@@ -32,13 +32,18 @@ MAX_BLOCKS = 4 if SIMULATOR else 132 * 16  # enough resident blocks to fill an H
 SPLIT_MIN = 256 if SIMULATOR else 1 << 16  # reductions this long (per output) are split across blocks
 
 
+# On a GPU, math.* compile to libdevice and return NaN/inf like numpy; the simulator runs kernels as
+# Python, where math.* raise on a domain error, so it gets numpy's functions instead.
+_MATH = {name: f"math.{name}" for name in ("exp", "expm1", "log", "log1p", "tanh", "sin", "cos", "acos", "sqrt")}
+if SIMULATOR:
+    _MATH = {name: f"np.{'arccos' if name == 'acos' else name}" for name in _MATH}
+
+
+EXP, LOG = _MATH["exp"], _MATH["log"]
+
+
 class CudaDialect(Dialect):
-    funcs = {
-        name: f"math.{name}" for name in ("exp", "expm1", "log", "log1p", "tanh", "sin", "cos", "acos", "sqrt")
-    } | {
-        "sigmoid": "dm.sigmoid_{t}",
-        "abs": "abs",
-    }
+    funcs = _MATH | {"sigmoid": "dm.sigmoid_{t}", "abs": "abs"}
 
 
 DIALECT = CudaDialect()
@@ -256,7 +261,7 @@ def _reduce(src: _Source) -> list[str]:
             if node.op == "sum":
                 body.emit(f"{acc} += {DIALECT.cast(v, _acc_dtype(node))}")
             elif node.op == "logsumexp":
-                body.emit(f"{acc} += {DIALECT.cast(f'math.exp({v} - {m})', _acc_dtype(node))}")
+                body.emit(f"{acc} += {DIALECT.cast(f'{EXP}({v} - {m})', _acc_dtype(node))}")
             elif node.op in ("max", "min"):
                 body.emit(f"{acc} = {_combine(node.op, acc, v, in_dt)}")
             else:  # argmax: strictly greater, or the first NaN
@@ -274,7 +279,7 @@ def _reduce(src: _Source) -> list[str]:
             op = "sum" if node.op in ("sum", "logsumexp") else node.op
             total = _block_reduce(src, indent, op, acc, in_dt, _acc_dtype(node))
             if node.op == "logsumexp":
-                src.emit(indent, f"{total} = {m} + math.log({DIALECT.cast(total, in_dt)})")
+                src.emit(indent, f"{total} = {m} + {LOG}({DIALECT.cast(total, in_dt)})")
             totals.append((node, total))
         return totals
 
@@ -335,9 +340,13 @@ def _reduce(src: _Source) -> list[str]:
         f"_partial = partial[{_blocks(kept_size * n_parts * BLOCK)}, {BLOCK}]",
         f"_finish = finish[{_blocks(kept_size * BLOCK)}, {BLOCK}]",
         "",
+        "_parts = []  # the partial results' buffers, allocated once: launches on one stream run in order",
+        "",
         "",
         f"def launch(out, {ins}):",
-        *(f"    {p} = cuda.device_array({kept_size * n_parts}, np.{_acc_dtype(n).name})" for n, p in parts),
+        "    if not _parts:",
+        *(f"        _parts.append(cuda.device_array({kept_size * n_parts}, np.{_acc_dtype(n).name}))" for n, _ in parts),
+        f"    ({part_params},) = _parts",
         f"    _partial({part_params}, {ins})",
         f"    _finish(out, {part_params}, {ins})",
     ]
@@ -369,17 +378,17 @@ def _rowwise(src: _Source) -> list[str]:
     row_loop(lambda body, v: body.emit(f"m = {_combine('max', 'm', v, dt)}"))
     emit(2, f"m = {_block_reduce(src, 2, 'max', 'm', dt, dt)}")
     emit(2, "s = 0.0")
-    row_loop(lambda body, v: body.emit(f"s += math.exp({v} - m)"))
+    row_loop(lambda body, v: body.emit(f"s += {EXP}({v} - m)"))
     total = _block_reduce(src, 2, "sum", "s", dtypes.float64, dtypes.float64)
     if node.op == "softmax":
         emit(2, f"inv = {DIALECT.cast(f'1.0 / {total}', dt)}")
     else:
-        emit(2, f"log_s = {DIALECT.cast(f'math.log({total})', dt)}")
+        emit(2, f"log_s = {DIALECT.cast(f'{LOG}({total})', dt)}")
 
     def normalise(body: Emitter, v: str) -> None:
         y = src.names("y")
         if node.op == "softmax":
-            body.emit(f"{y} = {DIALECT.cast(f'math.exp({v} - m) * inv', dt)}")
+            body.emit(f"{y} = {DIALECT.cast(f'{EXP}({v} - m) * inv', dt)}")
         else:
             body.emit(f"{y} = ({v} - m) - log_s")
         body.bind(node, idx, y)
