@@ -166,7 +166,10 @@ class LoadMeter:
 
 
 def to_numpy(result: Any) -> np.ndarray:
-    """A float64 numpy copy of whatever an implementation returned (jn.Array, tensor, ndarray)."""
+    """A float64 numpy copy of whatever an implementation returned (jn.Array, tensor, ndarray);
+    a tuple (say, a value and its gradient) becomes its leaves raveled end to end."""
+    if isinstance(result, (tuple, list)):
+        return np.concatenate([to_numpy(r).ravel() for r in result])
     if hasattr(result, "detach") and hasattr(result, "numpy"):  # torch.Tensor
         result = result.detach().cpu().numpy()
     return np.array(np.asarray(result), dtype=np.float64)
@@ -175,7 +178,7 @@ def to_numpy(result: Any) -> np.ndarray:
 def error(result: Any, ref: np.ndarray, kind: str) -> float:
     """Max error of `result` against the float64 reference: "abs" = max |y - ref|,
     "rel" = max |y - ref| / max |ref|. Shape mismatches and NaNs give inf."""
-    y = to_numpy(result)
+    y, ref = to_numpy(result), to_numpy(ref)
     if y.shape != ref.shape:
         return math.inf
     diff = np.abs(y - ref)

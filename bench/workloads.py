@@ -351,3 +351,171 @@ register(
         ],
     )
 )
+
+
+# ---- gelu_fwd_bwd ---------------------------------------------------------------------------------
+
+
+def _gelu_fwd_bwd_jitnet(x):
+    import jitnet as jn
+
+    return jn.value_and_grad(lambda x: jn.sum(_gelu_jitnet(x)))(x)
+
+
+def _gelu_grad64(x):
+    u = GELU_C * (x + GELU_K * x**3)
+    t = np.tanh(u)
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * GELU_K * x * x)
+
+
+def _gelu_fwd_bwd_ref(inp):
+    x = inp["x"].astype(np.float64)
+    return (np.asarray(_gelu_ref(inp).sum()), _gelu_grad64(x))
+
+
+def _gelu_fwd_bwd_numpy(inp):
+    """By hand: one tanh pass shared by the value and the gradient, in-place ufuncs."""
+    x = inp["x"]
+    t, u, g = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    c, k, half, one = F32(GELU_C), F32(GELU_K), F32(0.5), F32(1)
+
+    def run():
+        np.multiply(x, x, out=u)  # u = x^2
+        np.multiply(u, k, out=t)
+        np.add(t, one, out=t)
+        np.multiply(t, x, out=t)
+        np.multiply(t, c, out=t)
+        np.tanh(t, out=t)  # t = tanh(c (x + k x^3))
+        np.add(t, one, out=g)
+        np.multiply(g, x, out=g)
+        value = half * g.sum(dtype=np.float64)  # sum 0.5 x (1 + t)
+        np.multiply(u, F32(3) * k, out=u)
+        np.add(u, one, out=u)
+        np.multiply(u, c, out=u)
+        np.multiply(u, x, out=u)  # u = c x (1 + 3k x^2)
+        np.multiply(t, t, out=g)
+        np.subtract(one, g, out=g)
+        np.multiply(g, u, out=g)
+        np.add(g, one, out=g)
+        np.add(g, t, out=g)
+        np.multiply(g, half, out=g)  # 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3k x^2)
+        return np.float32(value), g
+
+    return run
+
+
+def _gelu_fwd_bwd_torch(inp):
+    torch = peers.torch()
+    gelu = _torch_gelu(torch)
+
+    def run():
+        t = torch.from_numpy(inp["x"]).requires_grad_(True)
+        value = gelu(t).sum()
+        value.backward()
+        return value.detach(), t.grad
+
+    return run
+
+
+register(
+    Workload(
+        name="gelu_fwd_bwd",
+        description="value_and_grad of sum(tanh GELU(x)) over a float32 vector: the value and dL/dx",
+        make_inputs=lambda quick: {"x": _rng().standard_normal(2**20 if quick else 2**24, dtype=F32)},
+        flops=lambda inp: 30.0 * inp["x"].size,  # forward 9 + sum 1 + backward ~20
+        bytes=lambda inp: 2.0 * inp["x"].nbytes,  # read x, write the gradient
+        reference=_gelu_fwd_bwd_ref,
+        jitnet_fn=_gelu_fwd_bwd_jitnet,
+        tol=1e-3,  # relative: the value sums 2**24 terms in float32 arithmetic
+        error_kind="rel",
+        targets={"floor_frac": 0.5, "beats": ("torch",)},
+        peers=[
+            Impl("numpy", _gelu_fwd_bwd_numpy, note="by hand: one tanh pass for both, 19 in-place ufuncs"),
+            Impl("torch", _gelu_fwd_bwd_torch, "torch", note="eager autograd: gelu(x).sum().backward()"),
+        ],
+    )
+)
+
+
+# ---- softmax_xent_bwd -----------------------------------------------------------------------------
+
+
+def _xent_jitnet(logits, onehot):
+    import jitnet as jn
+
+    def loss(z):
+        return -jn.mean(jn.sum(jn.log_softmax(z, axis=-1) * onehot, axis=-1))
+
+    return jn.value_and_grad(loss)(logits)
+
+
+def _xent_inputs(quick):
+    rng = _rng()
+    m, n = (1024, 1024) if quick else (4096, 1024)
+    labels = rng.integers(0, n, m)
+    onehot = np.zeros((m, n), F32)
+    onehot[np.arange(m), labels] = 1
+    return {"logits": rng.standard_normal((m, n), dtype=F32), "onehot": onehot}
+
+
+def _xent_ref(inp):
+    z, y = inp["logits"].astype(np.float64), inp["onehot"].astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    loss = -np.mean(np.sum(np.log(p) * y, axis=1))
+    return (np.asarray(loss), (p - y) / z.shape[0])
+
+
+def _xent_numpy(inp):
+    """By hand: softmax with out= buffers, the loss from the labels' entries, grad = (p - y) / M."""
+    z, y = inp["logits"], inp["onehot"]
+    m = z.shape[0]
+    labels = y.argmax(axis=1)
+    rows = np.arange(m)
+    p, mx, s = np.empty_like(z), np.empty((m, 1), F32), np.empty((m, 1), F32)
+
+    def run():
+        np.max(z, axis=1, keepdims=True, out=mx)
+        np.subtract(z, mx, out=p)
+        np.exp(p, out=p)
+        np.sum(p, axis=1, keepdims=True, out=s)
+        np.divide(p, s, out=p)
+        loss = -np.log(p[rows, labels]).mean()
+        np.subtract(p, y, out=p)
+        np.multiply(p, F32(1.0 / m), out=p)
+        return np.float32(loss), p
+
+    return run
+
+
+def _xent_torch(inp):
+    torch = peers.torch()
+    labels = torch.from_numpy(inp["onehot"].argmax(axis=1))
+
+    def run():
+        z = torch.from_numpy(inp["logits"]).requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(z, labels)
+        loss.backward()
+        return loss.detach(), z.grad
+
+    return run
+
+
+register(
+    Workload(
+        name="softmax_xent_bwd",
+        description="cross-entropy of float32 logits against one-hot labels and its gradient",
+        make_inputs=_xent_inputs,
+        flops=lambda inp: 10.0 * inp["logits"].size,
+        bytes=lambda inp: 3.0 * inp["logits"].nbytes,  # read logits and one-hot, write the gradient
+        reference=_xent_ref,
+        jitnet_fn=_xent_jitnet,
+        tol=1e-5,
+        targets={"beats": ("torch",)},
+        peers=[
+            Impl("numpy", _xent_numpy, note="by hand: softmax with out= buffers, grad = (p - y) / M"),
+            Impl("torch", _xent_torch, "torch", note="eager F.cross_entropy(z, labels).backward()"),
+        ],
+    )
+)
