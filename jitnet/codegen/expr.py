@@ -44,6 +44,16 @@ class Dialect:
         """The element of a flat buffer at a multi-index into `shape`."""
         return f"{buffer}[{flat_index(idx, shape).render()}]"
 
+    def extreme(self, dtype: np.dtype, sign: int) -> str:
+        """The largest (sign > 0) or smallest value of dtype: the identity of min or max."""
+        dtype = np.dtype(dtype)
+        if dtypes.is_bool(dtype):
+            return self.literal(sign > 0, dtype)
+        if dtypes.is_float(dtype):
+            return self.literal(sign * math.inf, dtype)
+        info = np.iinfo(dtype)
+        return self.literal(info.max if sign > 0 else info.min, dtype)
+
     def cast(self, expr: str, dtype: np.dtype) -> str:
         dtype = np.dtype(dtype)
         return f"bool({expr})" if dtypes.is_bool(dtype) else f"np.{dtype.name}({expr})"

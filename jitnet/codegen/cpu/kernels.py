@@ -10,12 +10,11 @@ NaN and inf propagate as in numpy.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from jitnet.codegen.expr import Dialect, Emitter, NameCounter
+from jitnet.codegen.expr import Dialect, Emitter
 from jitnet.codegen.index import Idx, flat_index, unflatten_index
+from jitnet.codegen.source import KernelSource, acc_dtype, numba_type, prod
 from jitnet.ir import dtypes
 from jitnet.ir.fusion import Kernel
 from jitnet.ir.node import Node, type_str
@@ -45,14 +44,6 @@ class CpuDialect(Dialect):
 DIALECT = CpuDialect()
 
 
-def numba_type(dtype: np.dtype) -> str:
-    return "boolean" if dtypes.is_bool(dtype) else np.dtype(dtype).name
-
-
-def _prod(shape) -> int:
-    return int(np.prod(shape, dtype=np.int64))
-
-
 def _loop_nest(shape: tuple, parallel: bool, emit, indent: int) -> tuple[int, list[Idx]]:
     """Open loops over `shape`: an outer (maybe parallel) loop over the leading dims and an inner
     loop over the smallest trailing block of at least INNER_MIN elements. Returns the body's
@@ -65,35 +56,16 @@ def _loop_nest(shape: tuple, parallel: bool, emit, indent: int) -> tuple[int, li
     if split == 0:
         emit(indent, f"for i in {rng}({inner}):")
         return indent + 1, unflatten_index(Idx.var("i", inner), shape)
-    outer = _prod(shape[:split])
+    outer = prod(shape[:split])
     emit(indent, f"for o in {rng}({outer}):")
     emit(indent + 1, f"for i in range({inner}):")
     idx = unflatten_index(Idx.var("o", outer), shape[:split]) + unflatten_index(Idx.var("i", inner), shape[split:])
     return indent + 2, idx
 
 
-class _Source:
-    """Lines of a kernel function under construction."""
-
-    def __init__(self, kernel: Kernel):
-        self.kernel = kernel
-        self.params = {n: f"in{i}" for i, n in enumerate(kernel.inputs)}
-        self.names = NameCounter()
-        self.lines: list[str] = []
-
-    def emit(self, indent: int, line: str) -> None:
-        self.lines.append("    " * indent + line)
-
-    def scope(self, indent: int, memo: dict | None = None) -> Emitter:
-        return Emitter(DIALECT, self.params, self.names, indent, memo)
-
-    def close(self, scope: Emitter) -> None:
-        self.lines.extend(scope.lines)
-
-
 def generate(kernel: Kernel) -> str:
     """The module source of the kernel `kernel(out, in0, in1, ...)`."""
-    src = _Source(kernel)
+    src = KernelSource(kernel, DIALECT)
     work = _work(kernel)
     parallel = work >= PARALLEL_MIN_WORK
     {"elementwise": _elementwise, "reduce": _reduce, "rowwise": _rowwise}[kernel.kind](src, parallel)
@@ -128,7 +100,7 @@ def _work(kernel: Kernel) -> int:
     return max([kernel.root.size] + [r.inputs[0].size for r in reducers])
 
 
-def _elementwise(src: _Source, parallel: bool) -> None:
+def _elementwise(src: KernelSource, parallel: bool) -> None:
     root = src.kernel.root
     indent, idx = _loop_nest(root.shape, parallel, src.emit, 1)
     body = src.scope(indent)
@@ -138,21 +110,6 @@ def _elementwise(src: _Source, parallel: bool) -> None:
 
 
 # ---- reductions ----
-
-
-def _acc_dtype(r: Node) -> np.dtype:
-    if r.op in ("sum", "logsumexp"):
-        return dtypes.float64 if dtypes.is_float(r.dtype) else dtypes.int64
-    return r.inputs[0].dtype
-
-
-def _extreme(dtype: np.dtype, sign: int) -> str:
-    if dtypes.is_bool(dtype):
-        return DIALECT.literal(sign > 0, dtype)
-    if dtypes.is_float(dtype):
-        return DIALECT.literal(sign * math.inf, dtype)
-    info = np.iinfo(dtype)
-    return DIALECT.literal(info.max if sign > 0 else info.min, dtype)
 
 
 def _first_greater(v: str, best: str, dtype: np.dtype) -> str:
@@ -165,10 +122,10 @@ def _first_greater(v: str, best: str, dtype: np.dtype) -> str:
 class _Reduction:
     """Accumulator variables and update statements for one reduce node."""
 
-    def __init__(self, src: _Source, node: Node):
+    def __init__(self, src: KernelSource, node: Node):
         self.node, self.op = node, node.op
         self.in_dtype = node.inputs[0].dtype
-        self.acc_dtype = _acc_dtype(node)
+        self.acc_dtype = acc_dtype(node)
         self.acc = src.names("acc")
         self.arg = src.names("arg")  # argmax's index
         self.max = src.names("m")  # logsumexp's running maximum
@@ -177,10 +134,10 @@ class _Reduction:
         if self.op == "sum":
             emit(f"{self.acc} = {DIALECT.literal(0, self.acc_dtype)}")
         elif self.op in ("max", "min", "argmax"):
-            emit(f"{self.acc} = {_extreme(self.in_dtype, 1 if self.op == 'min' else -1)}")
+            emit(f"{self.acc} = {DIALECT.extreme(self.in_dtype, 1 if self.op == 'min' else -1)}")
             emit(f"{self.arg} = 0")
         else:  # logsumexp
-            emit(f"{self.max} = {_extreme(self.in_dtype, -1)}")
+            emit(f"{self.max} = {DIALECT.extreme(self.in_dtype, -1)}")
             emit(f"{self.acc} = {DIALECT.literal(0, self.acc_dtype)}")
 
     def first_pass(self, emit, v: str) -> None:
@@ -215,13 +172,13 @@ class _Reduction:
         return DIALECT.cast(self.acc, self.node.dtype)
 
 
-def _reduce(src: _Source, parallel: bool) -> None:
+def _reduce(src: KernelSource, parallel: bool) -> None:
     kernel = src.kernel
     reducers = [n for n in kernel.nodes if OPS[n.op].kind == Kind.REDUCE]
     first = reducers[0]
     shape, axes = first.inputs[0].shape, first.attrs["axes"]
     kept = [d for d in range(len(shape)) if d not in axes]
-    kept_size, red_size = _prod([shape[d] for d in kept]), _prod([shape[d] for d in axes])
+    kept_size, red_size = prod([shape[d] for d in kept]), prod([shape[d] for d in axes])
     chunked = parallel and kept_size < 16 and all(r.op in ("sum", "max", "min") for r in reducers)
     outer_parallel = parallel and not chunked
 
@@ -288,14 +245,14 @@ def _reduce(src: _Source, parallel: bool) -> None:
 # ---- row-wise: softmax, log_softmax ----
 
 
-def _rowwise(src: _Source, parallel: bool) -> None:
+def _rowwise(src: KernelSource, parallel: bool) -> None:
     """Per row: the maximum, then the sum of exp(x - max), then the normalised values. Softmax
     keeps exp(x - max) in the output row between the last two passes, so exp runs once."""
     kernel = src.kernel
     (node,) = [n for n in kernel.nodes if OPS[n.op].kind == Kind.ROWWISE]
     x, axis, dt, shape = node.inputs[0], node.attrs["axis"], node.dtype, node.shape
     kept = tuple(n for d, n in enumerate(shape) if d != axis)
-    kept_size, row = _prod(kept), shape[axis]
+    kept_size, row = prod(kept), shape[axis]
     t = dtypes.short_name(dt)
     reuse_out = node.op == "softmax" and kernel.root.dtype == dt
     emit = src.emit
@@ -310,7 +267,7 @@ def _rowwise(src: _Source, parallel: bool) -> None:
         statements(body, body.value(x, idx))
         src.close(body)
 
-    emit(2, f"m = {_extreme(dt, -1)}")
+    emit(2, f"m = {DIALECT.extreme(dt, -1)}")
     row_loop(lambda body, v: body.emit(f"m = {DIALECT.extremum('maximum', 'm', v, dt)}"))
     emit(2, "s = 0.0")
     if reuse_out:

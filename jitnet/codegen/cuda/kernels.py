@@ -14,13 +14,13 @@ in numba's CUDA simulator, which has no warp-level operations.
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
 
-from jitnet.codegen.expr import Dialect, Emitter, NameCounter
+from jitnet.codegen.expr import Dialect, Emitter
 from jitnet.codegen.index import Idx, unflatten_index
+from jitnet.codegen.source import KernelSource, acc_dtype, numba_type, prod
 from jitnet.ir import dtypes
 from jitnet.ir.fusion import Kernel
 from jitnet.ir.node import Node, type_str
@@ -49,33 +49,13 @@ class CudaDialect(Dialect):
 DIALECT = CudaDialect()
 
 
-def numba_type(dtype: np.dtype) -> str:
-    return "boolean" if dtypes.is_bool(dtype) else np.dtype(dtype).name
-
-
-def _prod(shape) -> int:
-    return int(np.prod(shape, dtype=np.int64))
-
-
 def _blocks(work: int) -> int:
     return max(1, min(MAX_BLOCKS, -(-work // BLOCK)))
 
 
-class _Source:
+class _Source(KernelSource):
     def __init__(self, kernel: Kernel):
-        self.kernel = kernel
-        self.params = {n: f"in{i}" for i, n in enumerate(kernel.inputs)}
-        self.names = NameCounter()
-        self.lines: list[str] = []
-
-    def emit(self, indent: int, line: str) -> None:
-        self.lines.append("    " * indent + line)
-
-    def scope(self, indent: int) -> Emitter:
-        return Emitter(DIALECT, self.params, self.names, indent)
-
-    def close(self, scope: Emitter) -> None:
-        self.lines.extend(scope.lines)
+        super().__init__(kernel, DIALECT)
 
     def args(self) -> str:
         return ", ".join(["out", *self.params.values()])
@@ -128,21 +108,6 @@ def _elementwise(src: _Source) -> list[str]:
 
 
 # ---- block reductions ----
-
-
-def _acc_dtype(node: Node) -> np.dtype:
-    if node.op in ("sum", "logsumexp"):
-        return dtypes.float64 if dtypes.is_float(node.dtype) else dtypes.int64
-    return node.inputs[0].dtype
-
-
-def _extreme(dtype: np.dtype, sign: int) -> str:
-    if dtypes.is_bool(dtype):
-        return DIALECT.literal(sign > 0, dtype)
-    if dtypes.is_float(dtype):
-        return DIALECT.literal(sign * math.inf, dtype)
-    info = np.iinfo(dtype)
-    return DIALECT.literal(info.max if sign > 0 else info.min, dtype)
 
 
 def _combine(op: str, a: str, b: str, dtype: np.dtype) -> str:
@@ -205,7 +170,7 @@ def _reduce(src: _Source) -> list[str]:
     first = reducers[0]
     shape, axes = first.inputs[0].shape, first.attrs["axes"]
     kept = [d for d in range(len(shape)) if d not in axes]
-    kept_size, red_size = _prod([shape[d] for d in kept]), _prod([shape[d] for d in axes])
+    kept_size, red_size = prod([shape[d] for d in kept]), prod([shape[d] for d in axes])
     kept_idx = unflatten_index(Idx.var("o", kept_size), tuple(shape[d] for d in kept))
 
     def input_index(r: Idx) -> list[Idx]:
@@ -231,12 +196,12 @@ def _reduce(src: _Source) -> list[str]:
             accs.append((node, acc, arg, m))
             in_dt = node.inputs[0].dtype
             if node.op == "sum":
-                src.emit(indent, f"{acc} = {DIALECT.literal(0, _acc_dtype(node))}")
+                src.emit(indent, f"{acc} = {DIALECT.literal(0, acc_dtype(node))}")
             elif node.op == "logsumexp":
-                src.emit(indent, f"{m} = {_extreme(in_dt, -1)}")
-                src.emit(indent, f"{acc} = {DIALECT.literal(0, _acc_dtype(node))}")
+                src.emit(indent, f"{m} = {DIALECT.extreme(in_dt, -1)}")
+                src.emit(indent, f"{acc} = {DIALECT.literal(0, acc_dtype(node))}")
             else:
-                src.emit(indent, f"{acc} = {_extreme(in_dt, 1 if node.op == 'min' else -1)}")
+                src.emit(indent, f"{acc} = {DIALECT.extreme(in_dt, 1 if node.op == 'min' else -1)}")
                 src.emit(indent, f"{arg} = 0")
         if any(n.op == "logsumexp" for n in reducers):  # its maximum first, across the block
             src.emit(indent, f"for r in range({r_lo} + tid, {r_hi}, {BLOCK}):")
@@ -259,9 +224,9 @@ def _reduce(src: _Source) -> list[str]:
             v = body.value(node.inputs[0], input_index(r_var))
             in_dt = node.inputs[0].dtype
             if node.op == "sum":
-                body.emit(f"{acc} += {DIALECT.cast(v, _acc_dtype(node))}")
+                body.emit(f"{acc} += {DIALECT.cast(v, acc_dtype(node))}")
             elif node.op == "logsumexp":
-                body.emit(f"{acc} += {DIALECT.cast(f'{EXP}({v} - {m})', _acc_dtype(node))}")
+                body.emit(f"{acc} += {DIALECT.cast(f'{EXP}({v} - {m})', acc_dtype(node))}")
             elif node.op in ("max", "min"):
                 body.emit(f"{acc} = {_combine(node.op, acc, v, in_dt)}")
             else:  # argmax: strictly greater, or the first NaN
@@ -277,7 +242,7 @@ def _reduce(src: _Source) -> list[str]:
                 totals.append((node, _block_argmax(src, indent, acc, arg, in_dt)))
                 continue
             op = "sum" if node.op in ("sum", "logsumexp") else node.op
-            total = _block_reduce(src, indent, op, acc, in_dt, _acc_dtype(node))
+            total = _block_reduce(src, indent, op, acc, in_dt, acc_dtype(node))
             if node.op == "logsumexp":
                 src.emit(indent, f"{total} = {m} + {LOG}({DIALECT.cast(total, in_dt)})")
             totals.append((node, total))
@@ -313,7 +278,7 @@ def _reduce(src: _Source) -> list[str]:
         src.emit(3, f"{part}[b] = {total}")
     src.emit(2, "cuda.syncthreads()")
     part_params = ", ".join(p for _, p in parts)
-    part_types = ", ".join(f"{numba_type(_acc_dtype(n))}[::1]" for n, _ in parts)
+    part_types = ", ".join(f"{numba_type(acc_dtype(n))}[::1]" for n, _ in parts)
     input_types = ", ".join(f"{numba_type(n.dtype)}[::1]" for n in kernel.inputs)
     partial_sig = f"void({part_types}, {input_types})"
     partial = _kernel_def(src, "partial", f"{part_params}, {', '.join(src.params.values())}", partial_sig) + src.lines
@@ -323,9 +288,11 @@ def _reduce(src: _Source) -> list[str]:
     src.emit(1, f"for o in range(cuda.blockIdx.x, {kept_size}, cuda.gridDim.x):")
     finals = []
     for node, part in parts:
-        acc_dt = _acc_dtype(node)
+        acc_dt = acc_dtype(node)
         acc = src.names("acc")
-        init = DIALECT.literal(0, acc_dt) if node.op == "sum" else _extreme(acc_dt, 1 if node.op == "min" else -1)
+        init = (
+            DIALECT.literal(0, acc_dt) if node.op == "sum" else DIALECT.extreme(acc_dt, 1 if node.op == "min" else -1)
+        )
         src.emit(2, f"{acc} = {init}")
         src.emit(2, f"for p in range(tid, {n_parts}, {BLOCK}):")
         src.emit(3, f"{acc} = {_combine(node.op, acc, f'{part}[o * {n_parts} + p]', acc_dt)}")
@@ -345,7 +312,7 @@ def _reduce(src: _Source) -> list[str]:
         "",
         f"def launch(out, {ins}):",
         "    if not _parts:",
-        *(f"        _parts.append(cuda.device_array({kept_size * n_parts}, np.{_acc_dtype(n).name}))" for n, _ in parts),
+        *(f"        _parts.append(cuda.device_array({kept_size * n_parts}, np.{acc_dtype(n).name}))" for n, _ in parts),
         f"    ({part_params},) = _parts",
         f"    _partial({part_params}, {ins})",
         f"    _finish(out, {part_params}, {ins})",
@@ -361,7 +328,7 @@ def _rowwise(src: _Source) -> list[str]:
     (node,) = [n for n in kernel.nodes if OPS[n.op].kind == Kind.ROWWISE]
     x, axis, dt, shape = node.inputs[0], node.attrs["axis"], node.dtype, node.shape
     kept = tuple(n for d, n in enumerate(shape) if d != axis)
-    kept_size, row = _prod(kept), shape[axis]
+    kept_size, row = prod(kept), shape[axis]
     kept_idx = unflatten_index(Idx.var("o", kept_size), kept)
     idx = kept_idx[:axis] + [Idx.var("r", row)] + kept_idx[axis:]
     emit = src.emit
@@ -374,7 +341,7 @@ def _rowwise(src: _Source) -> list[str]:
         statements(body, body.value(x, idx))
         src.close(body)
 
-    emit(2, f"m = {_extreme(dt, -1)}")
+    emit(2, f"m = {DIALECT.extreme(dt, -1)}")
     row_loop(lambda body, v: body.emit(f"m = {_combine('max', 'm', v, dt)}"))
     emit(2, f"m = {_block_reduce(src, 2, 'max', 'm', dt, dt)}")
     emit(2, "s = 0.0")

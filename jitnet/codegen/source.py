@@ -1,0 +1,46 @@
+"""What the CPU and CUDA kernel templates share: the lines of a kernel under construction, numba
+type names, and the accumulator types of reductions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jitnet.codegen.expr import Dialect, Emitter, NameCounter
+from jitnet.ir import dtypes
+from jitnet.ir.fusion import Kernel
+from jitnet.ir.node import Node
+
+
+def numba_type(dtype: np.dtype) -> str:
+    return "boolean" if dtypes.is_bool(dtype) else np.dtype(dtype).name
+
+
+def prod(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def acc_dtype(node: Node) -> np.dtype:
+    """Sums accumulate floats in float64 (and ints in int64); extrema in the input's dtype."""
+    if node.op in ("sum", "logsumexp"):
+        return dtypes.float64 if dtypes.is_float(node.dtype) else dtypes.int64
+    return node.inputs[0].dtype
+
+
+class KernelSource:
+    """The lines of a kernel function under construction; inputs are parameters in0, in1, ..."""
+
+    def __init__(self, kernel: Kernel, dialect: Dialect):
+        self.kernel = kernel
+        self.dialect = dialect
+        self.params = {n: f"in{i}" for i, n in enumerate(kernel.inputs)}
+        self.names = NameCounter()
+        self.lines: list[str] = []
+
+    def emit(self, indent: int, line: str) -> None:
+        self.lines.append("    " * indent + line)
+
+    def scope(self, indent: int) -> Emitter:
+        return Emitter(self.dialect, self.params, self.names, indent)
+
+    def close(self, scope: Emitter) -> None:
+        self.lines.extend(scope.lines)
