@@ -1,0 +1,177 @@
+"""The generated CPU matmul kernel (jitnet/codegen/cpu/matmul.py) against numpy in float64: edges
+of every tile in M, N and K, vectors, K = 1, batches, transposed operands, both dtypes, NaN and inf,
+the packed and the in-place operand paths, serial, parallel and batch-parallel kernels."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from jitnet.codegen import cache
+from jitnet.codegen.cpu import matmul as mm
+
+rng = np.random.default_rng(0)
+
+
+def operands(m, n, k, batch, dtype, a_trans, b_trans):
+    """Flat buffers a, b in the kernel's layouts, and the float64 A (batch, m, k), B (batch, k, n)."""
+    A = rng.standard_normal((batch, m, k)).astype(dtype)
+    B = rng.standard_normal((batch, k, n)).astype(dtype)
+    a = np.ascontiguousarray(A.transpose(0, 2, 1) if a_trans else A).ravel()
+    b = np.ascontiguousarray(B.transpose(0, 2, 1) if b_trans else B).ravel()
+    return a, b, A.astype(np.float64), B.astype(np.float64)
+
+
+def flat(A, B, a_trans, b_trans):
+    a = np.ascontiguousarray(A.transpose(0, 2, 1) if a_trans else A).ravel()
+    b = np.ascontiguousarray(B.transpose(0, 2, 1) if b_trans else B).ravel()
+    return a, b
+
+
+def kernel(m, n, k, batch=1, dtype=np.float32, a_trans=False, b_trans=False, **kw):
+    return cache.load(mm.matmul_source(m, n, k, batch, dtype, a_trans, b_trans, **kw), "kernel")
+
+
+def run(fn, a, b, m, n, batch, dtype):
+    out = np.full(batch * m * n, np.nan, dtype)  # the kernel must write every element
+    fn(out, a, b)
+    return out.reshape(batch, m, n)
+
+
+def assert_matmul(got, A, B, dtype):
+    ref = A @ B
+    k = A.shape[-1]
+    eps = np.finfo(dtype).eps
+    scale = np.abs(A) @ np.abs(B)  # error bound of a dot product: ~ sqrt(k) * eps * sum |a_i b_i|
+    assert np.all(np.abs(got - ref) <= 2 * np.sqrt(max(k, 1)) * eps * scale + 1e-30), np.abs(got - ref).max()
+
+
+CASES = [
+    # m, n, k, batch, dtype, a_trans, b_trans
+    (1, 1, 1, 1, np.float32, False, False),
+    (3, 17, 5, 1, np.float64, False, False),
+    (17, 33, 65, 1, np.float32, True, False),
+    (33, 65, 17, 1, np.float64, False, True),
+    (65, 100, 3, 2, np.float32, True, True),
+    (1, 100, 33, 1, np.float32, False, False),  # 1 x N
+    (100, 1, 33, 1, np.float64, False, False),  # N x 1
+    (40, 50, 1, 1, np.float32, False, True),  # K = 1
+    (7, 9, 13, 4, np.float64, True, True),  # a batch of small ones
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}b{c[3]}-{np.dtype(c[4]).name}"
+                         f"{'-aT' if c[5] else ''}{'-bT' if c[6] else ''}")
+def test_against_numpy(case):
+    m, n, k, batch, dtype, a_trans, b_trans = case
+    a, b, A, B = operands(m, n, k, batch, dtype, a_trans, b_trans)
+    got = run(kernel(m, n, k, batch, dtype, a_trans, b_trans), a, b, m, n, batch, dtype)
+    assert_matmul(got, A, B, dtype)
+
+
+@pytest.mark.parametrize("pack", ["", "a", "b"])
+@pytest.mark.parametrize("a_trans", [False, True])
+def test_operands_in_place(pack, a_trans):
+    """The micro-kernel reading A and/or B where they lie (no packing), at every edge."""
+    m, n, k = 17, 45, 23
+    a, b, A, B = operands(m, n, k, 1, np.float32, a_trans, False)
+    fn = kernel(m, n, k, 1, np.float32, a_trans, False, pack=pack)
+    assert_matmul(run(fn, a, b, m, n, 1, np.float32), A, B, np.float32)
+
+
+PARALLEL = [
+    (130, 97, 70, 1, np.float32, False, False),  # threads split the rows
+    (20, 700, 64, 1, np.float64, True, False),  # ... the columns
+    (150, 90, 600, 1, np.float32, True, True),  # two K blocks: C accumulates
+    (70, 50, 40, 3, np.float64, False, True),  # a prange over the batch
+    (200, 190, 200, 2, np.float32, False, False),  # threads split each matrix of a batch
+]
+
+
+@pytest.mark.parametrize("case", PARALLEL, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}b{c[3]}-{np.dtype(c[4]).name}")
+def test_parallel(case):
+    m, n, k, batch, dtype, a_trans, b_trans = case
+    src = mm.matmul_source(m, n, k, batch, dtype, a_trans, b_trans)
+    assert "prange" in src and "parallel=True" in src
+    a, b, A, B = operands(m, n, k, batch, dtype, a_trans, b_trans)
+    got = run(cache.load(src, "kernel"), a, b, m, n, batch, dtype)
+    assert_matmul(got, A, B, dtype)
+
+
+def test_small_is_serial():
+    src = mm.matmul_source(30, 30, 30, 1, np.float32, False, False)
+    assert "prange" not in src.split("def kernel")[1] and "parallel=False" in src
+
+
+@pytest.mark.parametrize("case", [(9, 37, 20, 1), (130, 97, 70, 1)], ids=["serial", "parallel"])
+def test_nan_inf_propagate(case):
+    m, n, k, batch = case
+    dtype = np.float32
+    A = rng.standard_normal((batch, m, k)).astype(np.float64)
+    B = rng.standard_normal((batch, k, n)).astype(np.float64)
+    A[0, 0, 3] = np.nan  # row 0 of out: all NaN
+    A[0, m - 1, 0] = np.inf  # the last row (an edge panel): +-inf, NaN where B[0, j] == 0
+    B[0, 0, 5] = 0.0
+    B[0, 7, n - 1] = -np.inf  # the last column (an edge panel): -+inf, NaN where it meets inf
+    A[0, 4, 7] = 0.0  # ... and 0 * -inf = NaN at out[4, n - 1]
+    a, b = flat(A.astype(dtype), B.astype(dtype), False, False)
+    got = run(kernel(m, n, k, batch, dtype), a, b, m, n, batch, dtype)
+    with np.errstate(invalid="ignore"):
+        ref = A @ B
+    assert np.array_equal(np.isnan(got), np.isnan(ref))
+    assert np.array_equal(np.isposinf(got), np.isposinf(ref))
+    assert np.array_equal(np.isneginf(got), np.isneginf(ref))
+    finite = np.isfinite(ref)
+    assert np.allclose(got[finite], ref[finite], rtol=1e-4, atol=1e-4)
+    assert np.isnan(got[0, 0]).all() and np.isnan(got[0, 4, n - 1])
+
+
+def test_large_parallel():
+    m, n, k = 300, 257, 700
+    a, b, A, B = operands(m, n, k, 1, np.float32, False, False)
+    got = run(kernel(m, n, k), a, b, m, n, 1, np.float32)
+    assert_matmul(got, A, B, np.float32)
+
+
+def test_degenerate():
+    out = np.full(6, np.nan, np.float32)
+    kernel(2, 3, 0)(out, np.zeros(0, np.float32), np.zeros(0, np.float32))
+    assert (out == 0).all()
+    kernel(0, 3, 4)(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(12, np.float32))
+
+
+def test_vector_fmas_in_machine_code():
+    """The micro-kernel is 512-bit FMAs on packed operands: no scalar FMA anywhere in the loop."""
+    fn = kernel(40, 50, 60)
+    asm = "\n".join(fn.inspect_asm().values())
+    assert len(re.findall(r"vfmadd231ps\s+[^\n]*%zmm", asm)) >= 12
+    assert not re.findall(r"vfmadd\w*ss", asm)
+
+
+def test_tile_override():
+    m, n, k = 19, 50, 30
+    a, b, A, B = operands(m, n, k, 1, np.float32, False, False)
+    fn = kernel(m, n, k, tile="4x48k16m8")  # several K blocks and A chunks at this size
+    assert_matmul(run(fn, a, b, m, n, 1, np.float32), A, B, np.float32)
+    with pytest.raises(ValueError):
+        mm.matmul_source(4, 4, 4, 1, np.float32, False, False, tile="4x20k16m8")
+    with pytest.raises(ValueError):
+        mm.matmul_source(4, 4, 4, 1, np.int32, False, False)
+
+
+@pytest.mark.parametrize("a_trans,b_trans", [(False, False), (True, True)])
+def test_blas_route(a_trans, b_trans):
+    m, n, k, batch = 5, 7, 9, 2
+    a, b, A, B = operands(m, n, k, batch, np.float64, a_trans, b_trans)
+    out = np.empty(batch * m * n)
+    mm.matmul_blas(out, a, b, m, n, k, batch, a_trans, b_trans)
+    assert np.allclose(out.reshape(batch, m, n), A @ B)
+
+
+def test_choose_path():
+    assert mm.choose_path(1024, 1024, 1024) == "numba"
+    assert mm.choose_path(256, 256, 256) == "numba"
+    for m, n, k in [(1, 1024, 1024), (1024, 1, 1024)]:  # matrix-vector products: BLAS's gemv
+        assert mm.choose_path(m, n, k) == "blas"
