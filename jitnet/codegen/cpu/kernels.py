@@ -269,7 +269,7 @@ def _rowwise(src: KernelSource, parallel: bool) -> None:
 
     emit(2, f"m = {DIALECT.extreme(dt, -1)}")
     row_loop(lambda body, v: body.emit(f"m = {DIALECT.extremum('maximum', 'm', v, dt)}"))
-    emit(2, "s = 0.0")
+    emit(2, f"s = {DIALECT.literal(0, dt)}")  # in the row's dtype: 16 float32 lanes, one row's worth of terms
     if reuse_out:
         row_loop(lambda body, v: (body.emit(f"e = vm.exp_{t}({v} - m)"), body.emit(f"{at} = e"), body.emit("s += e")))
     else:
