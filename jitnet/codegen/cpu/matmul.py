@@ -316,21 +316,35 @@ class Tile:
 
 # Chosen by measurement (bench/matmul_cpu.py --sweep); the docstring's table records the sweep.
 TILES = {
-    "float32": Tile(6, 32, 512, 96),
-    "float64": Tile(6, 16, 512, 96),
+    "float32": Tile(4, 64, 512, 96),
+    "float64": Tile(4, 32, 512, 96),
 }
 
 SERIAL_MAX_WORK = 64**3  # m*n*k*batch below this: one thread, no prange
-BATCH_PARALLEL_MAX_WORK = 192**3  # per-matrix m*n*k below this (and batch > 1): a prange over the batch
+BLAS_MAX_N = 4  # choose_path: products with n <= BLAS_MAX_N (or m == 1) go to BLAS
 
 
 def lanes_of(dtype) -> int:
     return 64 // np.dtype(dtype).itemsize
 
 
-def resolve_tile(tile: Tile | str | None, dtype) -> Tile:
+def choose_tile(m: int, n: int, k: int, dtype) -> Tile:
+    """The tile for a shape: TILES[dtype] (4 rows x 4 vectors), unless a narrower block pads n less:
+    n <= 1 vector (W = 16 float32, 8 float64): 8 rows x 1 vector (1024 x 8 x 1024 float32: 165 us,
+    340 with 6 x 32); otherwise 6 rows x 2 vectors when that pads n to fewer columns than 4 vectors
+    (n = 80: 96 columns instead of 128)."""
+    w = lanes_of(dtype)
+    big = TILES[np.dtype(dtype).name]
+    if n <= w:
+        return Tile(8, w, big.kc, big.mc)
+    if _cdiv(n, 2 * w) * 2 * w < _cdiv(n, big.nr) * big.nr:
+        return Tile(6, 2 * w, big.kc, big.mc)
+    return big
+
+
+def resolve_tile(tile: Tile | str | None, dtype, m: int = 0, n: int = 0, k: int = 0) -> Tile:
     if tile is None:
-        return TILES[np.dtype(dtype).name]
+        return choose_tile(m, n, k, dtype) if n else TILES[np.dtype(dtype).name]
     if isinstance(tile, str):
         mr, rest = tile.split("x")
         nr, rest = rest.split("k")
@@ -371,10 +385,8 @@ def packing(m: int, n: int, k: int, a_trans: bool, b_trans: bool, tile: Tile, it
 
 
 def choose_path(m: int, n: int, k: int, batch: int = 1) -> str:
-    """'numba' or 'blas' for a product of this shape (see ROUTING in the module docstring)."""
-    if m == 1 or n == 1:
-        return "blas"
-    return "numba"
+    """'numba' or 'blas' for a product of this shape: the rule ROUTING in the module docstring."""
+    return "blas" if m == 1 or n <= BLAS_MAX_N else "numba"
 
 
 def matmul_blas(out: np.ndarray, a: np.ndarray, b: np.ndarray, m: int, n: int, k: int, batch: int = 1,
@@ -425,7 +437,7 @@ def matmul_source(
     dt = np.dtype(dtype)
     if dt not in (np.float32, np.float64):
         raise ValueError(f"cpu matmul kernel supports float32 and float64, not {dt}")
-    t = resolve_tile(tile, dt)
+    t = resolve_tile(tile, dt, m, n, k)
     W = lanes_of(dt)
     if t.nr % W or t.mr < 1 or t.kc < 1 or t.mc < t.mr:
         raise ValueError(f"bad tile {t} for {dt} (nr must be a multiple of {W})")
@@ -435,7 +447,6 @@ def matmul_source(
     work = M * N * K
     if parallel is None:
         parallel = work * B >= SERIAL_MAX_WORK
-    batch_par = parallel and B > 1 and work < BATCH_PARALLEL_MAX_WORK
     MP, NP = _cdiv(M, MR), _cdiv(N, NR)  # row panels of A, column panels of B
     NBLK = max(1, _cdiv(K, t.kc))  # K blocks of nearly equal size
     KCM = _cdiv(K, NBLK)  # the largest K block
@@ -448,7 +459,7 @@ def matmul_source(
         raise ValueError("a transposed B is always packed")
     a_str = f"a: ({B}, {K}, {M}) (A transposed)" if a_trans else f"a: ({B}, {M}, {K})"
     b_str = f"b: ({B}, {N}, {K}) (B transposed)" if b_trans else f"b: ({B}, {K}, {N})"
-    mode = "serial" if not parallel else ("batch-parallel" if batch_par else "parallel")
+    mode = "parallel" if parallel else "serial"
     packed = " and ".join(x for x, f in (("A", pack_a), ("B", pack_b)) if f) or "nothing"
     e = _Lines()
     header = [
@@ -545,52 +556,56 @@ def matmul_source(
             e(i3 + 1, f"n{v} = min(max(nr - {v * W}, 0), {W})")
             e(i3 + 1, f"l{v} = 0 if blk == 0 else n{v}")
         e(i3 + 1, "for r in range(ic, ie):")
-        i5 = i3 + 2
-        e(i5, f"mr = min({MR}, {M} - r * {MR})")
-        e(i5, f"co = {coff} + r * {MR * N} + j * {NR}")
-        if pack_a:
-            e(i5, f"ao = a0 + (r - ic) * kc * {MR}")
-        else:  # rows past M read row M-1 again (their results are not stored)
-            e(i5, f"ao = {aoff} + p0 * {step_p} + r * {MR * step_i}")
-            for i in range(1, MR):
-                e(i5, f"o{i} = min({i}, mr - 1) * {step_i}")
-        if pack_b:
-            e(i5, f"bo = b0 + (j - {j_lo}) * kc * {NR}")
+        ME = M % MR  # rows of the last row panel, when it is not full: a micro-kernel of its own
+        if ME == 0:
+            emit_micro(i3 + 2, MR, coff, aoff, boff, j_lo)
         else:
-            e(i5, f"bo = {boff} + p0 * {N} + j * {NR}")
-        for i in range(MR):  # the C block is read and written after the k loop: fetch it meanwhile
+            e(i3 + 2, f"if r < {M // MR}:")
+            emit_micro(i3 + 3, MR, coff, aoff, boff, j_lo)
+            e(i3 + 2, "else:")
+            emit_micro(i3 + 3, ME, coff, aoff, boff, j_lo)
+
+    def emit_micro(ind: int, rows: int, coff: str, aoff: str, boff: str, j_lo: str) -> None:
+        """C rows r*MR .. r*MR+rows (rows <= MR), columns j*NR.. (nr of them, masked lanes at the
+        edge): kc rank-1 updates of rows x NV vector accumulators, then C (+)= them."""
+        e(ind, f"co = {coff} + r * {MR * N} + j * {NR}")
+        if pack_a:
+            e(ind, f"ao = a0 + (r - ic) * kc * {MR}")
+        else:
+            e(ind, f"ao = {aoff} + p0 * {step_p} + r * {MR * step_i}")
+        if pack_b:
+            e(ind, f"bo = b0 + (j - {j_lo}) * kc * {NR}")
+        else:
+            e(ind, f"bo = {boff} + p0 * {N} + j * {NR}")
+        for i in range(rows):  # the C block is read and written after the k loop: fetch it meanwhile
             for off in sorted({*range(0, NR, W), NR - 1}):
-                e(i5, f"prefetch(out, {_off('co', i * N + off)})")
-        for i in range(MR):
+                e(ind, f"prefetch(out, {_off('co', i * N + off)})")
+        for i in range(rows):
             for v in range(NV):
-                e(i5, f"c{i}_{v} = vsplat({T}(0), {W})")
-        e(i5, "for p in range(kc):")
+                e(ind, f"c{i}_{v} = vsplat({T}(0), {W})")
+        e(ind, "for p in range(kc):")
         for v in range(NV):
             if pack_b:
-                e(i5 + 1, f"y{v} = vload(bp, {_off('bo', v * W)}, {W})")
+                e(ind + 1, f"y{v} = vload(bp, {_off('bo', v * W)}, {W})")
             elif N % NR:
-                e(i5 + 1, f"y{v} = vload_n(b, {_off('bo', v * W)}, n{v}, {W})")
+                e(ind + 1, f"y{v} = vload_n(b, {_off('bo', v * W)}, n{v}, {W})")
             else:
-                e(i5 + 1, f"y{v} = vload(b, {_off('bo', v * W)}, {W})")
-        for i in range(MR):
+                e(ind + 1, f"y{v} = vload(b, {_off('bo', v * W)}, {W})")
+        for i in range(rows):
             if pack_a:
-                e(i5 + 1, f"x{i} = vsplat(ld(ap, {_off('ao', i)}), {W})")
+                e(ind + 1, f"x{i} = vsplat(ld(ap, {_off('ao', i)}), {W})")
             else:
-                e(i5 + 1, f"x{i} = vsplat(ld(a, {'ao' if i == 0 else f'ao + o{i}'}), {W})")
+                e(ind + 1, f"x{i} = vsplat(ld(a, {_off('ao', i * step_i)}), {W})")
             for v in range(NV):
-                e(i5 + 1, f"c{i}_{v} = vfma(x{i}, y{v}, c{i}_{v})")
-        e(i5 + 1, f"ao += {MR if pack_a else step_p}")
-        e(i5 + 1, f"bo += {NR if pack_b else N}")
+                e(ind + 1, f"c{i}_{v} = vfma(x{i}, y{v}, c{i}_{v})")
+        e(ind + 1, f"ao += {MR if pack_a else step_p}")
+        e(ind + 1, f"bo += {NR if pack_b else N}")
         store = "vstore_n" if N % NR else "vstore"
-        for i in range(MR):
-            i6 = i5
-            if i > 0 and M % MR:
-                e(i5, f"if mr > {i}:")
-                i6 = i5 + 1
+        for i in range(rows):
             for v in range(NV):
                 idx = _off("co", i * N + v * W)
                 cnt = f", n{v}" if N % NR else ""
-                e(i6, f"{store}(out, {idx}, vadd(vload_n(out, {idx}, l{v}, {W}), c{i}_{v}){cnt})")
+                e(ind, f"{store}(out, {idx}, vadd(vload_n(out, {idx}, l{v}, {W}), c{i}_{v}){cnt})")
 
     # ---- the kernel ----
     # A serial kernel is one function with everything inline. numba compiles every prange body into
@@ -611,9 +626,6 @@ def matmul_source(
     if not parallel:
         e(1, f"for z in range({B}):")
         emit_block(2, *zo, "0", str(MP), "0", str(NP))
-    elif batch_par:
-        e(1, f"for z in prange({B}):")
-        e(2, f"block_fn(out, {zo[0]}, a, {zo[1]}, b, {zo[2]}, 0, {MP}, 0, {NP})")
     else:
         e(1, "nt = num_threads()")
         # split rows or columns among the threads: the split that leaves the busiest thread less
