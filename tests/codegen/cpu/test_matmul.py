@@ -173,9 +173,9 @@ def test_blas_route(a_trans, b_trans):
 
 
 def test_choose_path():
-    for m, n, k in [(1024, 1024, 1024), (256, 256, 256), (4, 4, 4), (2, 1024, 1024), (1024, 5, 1024)]:
+    for m, n, k in [(1024, 1024, 1024), (256, 256, 256), (4, 8, 4), (2, 1024, 1024), (1024, 5, 1024)]:
         assert mm.choose_path(m, n, k) == "numba"
-    for m, n, k in [(1, 1024, 1024), (1024, 1, 1024), (256, 4, 256)]:  # (nearly) matrix-vector products
+    for m, n, k in [(1, 1024, 1024), (1024, 1, 1024), (256, 4, 256), (4, 4, 4)]:  # (nearly) matrix-vector products
         assert mm.choose_path(m, n, k) == "blas"
 
 
