@@ -48,7 +48,7 @@ def _leaf_spec(x: Any):
 def _buffer_on(dev: Device, x: Any, dtype_char: str):
     """A leaf's data as a flat buffer on `dev`: only data not already there is copied."""
     if isinstance(x, Array):
-        return x._buf if x.device is dev else dev.put(x.device.get(x._buf))
+        return x.buffer() if x.device is dev else dev.put(x.device.get(x.buffer()))
     if isinstance(x, np.ndarray):
         return dev.put(np.ascontiguousarray(x).reshape(-1))
     return dev.put(np.array([x], dtype=dtype_char))

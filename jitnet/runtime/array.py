@@ -30,11 +30,11 @@ class Array:
 
     @property
     def size(self) -> int:
-        return self._buf.size
+        return int(np.prod(self.shape, dtype=np.int64))
 
     def numpy(self) -> np.ndarray:
         """The data on the host: a read-only view for CPU arrays (copy it to modify), a copy for GPU ones."""
-        view = self.device.get(self._buf).reshape(self.shape)
+        view = self.device.get(self.buffer()).reshape(self.shape)
         view.flags.writeable = False
         return view
 
@@ -44,13 +44,43 @@ class Array:
             return out.astype(dtype)
         return out.copy() if copy else out
 
+    def buffer(self):
+        """The flat device buffer; a clear error once `assign` has moved it into another Array."""
+        if self._buf is None:
+            raise RuntimeError("jitnet: this Array was moved into another by assign(..., move=True) and has no data")
+        return self._buf
+
+    def assign(self, value: Array | np.ndarray, move: bool = False) -> None:
+        """Replace the contents with `value` (same shape and dtype), keeping this Array's identity:
+        how parameters and optimizer state are updated in place, so references held elsewhere see
+        the new values. move=True takes over the buffer of a jitnet Array on the same device (no
+        copy) and leaves `value` without data; otherwise the data are copied."""
+        if not isinstance(value, Array):
+            value = asarray(value, device=self.device, dtype=self.dtype)
+        if value.shape != self.shape or value.dtype != self.dtype:
+            raise ValueError(
+                f"assign: value of shape {value.shape} and dtype {value.dtype} does not match "
+                f"the array's shape {self.shape} and dtype {self.dtype}"
+            )
+        if value is self:
+            return
+        if move and value.device is self.device and value._owned:
+            old, old_owned = self._buf, self._owned
+            self._buf, self._owned = value._buf, True
+            value._buf, value._owned = None, False
+            if old_owned and sys.getrefcount(old) <= 2:
+                self.device.pool.give(old)
+            return
+        src = value.buffer() if value.device is self.device else self.device.put(value.device.get(value.buffer()))
+        self.device.copy_into(self._buf, src)
+
     @property
     def __cuda_array_interface__(self) -> dict:
         """Zero-copy export of a GPU array (CuPy, PyTorch, numba). Its buffer is never recycled."""
         if self.device.kind != "cuda":
             raise AttributeError("__cuda_array_interface__ exists only for arrays on the 'cuda' device")
         self._owned = False
-        return self._buf.reshape(self.shape).__cuda_array_interface__
+        return self.buffer().reshape(self.shape).__cuda_array_interface__
 
     def __len__(self) -> int:
         if not self.shape:
@@ -83,7 +113,7 @@ class Array:
             yield self[i]
 
     def __del__(self):
-        if self._owned:
+        if self._owned and self._buf is not None:
             buf = self._buf
             # Recycle only when nothing else holds the buffer (slot + local + argument); a numpy
             # view of a CPU buffer keeps a reference to it.

@@ -328,3 +328,39 @@ def test_dropped_result_buffer_is_reused():
     del y
     gc.collect()
     assert np.asarray(f(x)).ctypes.data == address
+
+
+# ---- assign: in-place updates that keep the Array's identity ----
+
+
+def test_assign_copies_by_default():
+    a = jn.asarray(M)
+    b = jn.asarray(M * 2)
+    a.assign(b)
+    np.testing.assert_array_equal(values(a), M * 2)
+    np.testing.assert_array_equal(values(b), M * 2)  # the source is untouched
+    a.assign(np.ones((2, 3), np.float32))
+    np.testing.assert_array_equal(values(a), np.ones((2, 3)))
+
+
+def test_assign_move_takes_the_buffer():
+    a = jn.asarray(M)
+    f = jn.compile(lambda x: x * 3)
+    held = a  # another reference sees the update
+    new = f(a)
+    buf = new._buf
+    a.assign(new, move=True)
+    assert a._buf is buf and held is a
+    np.testing.assert_array_equal(values(held), M * 3)
+    with pytest.raises(RuntimeError, match="moved"):
+        new.numpy()
+    with pytest.raises(RuntimeError, match="moved"):
+        f(new)
+
+
+def test_assign_rejects_mismatch():
+    a = jn.asarray(M)
+    with pytest.raises(ValueError, match=r"shape \(3, 2\)"):
+        a.assign(jn.asarray(M.T.copy()))
+    with pytest.raises(ValueError, match="dtype float64"):
+        a.assign(jn.asarray(M.astype(np.float64)))
