@@ -19,6 +19,7 @@ from jitnet.ops import (
     conv2d,
     cos,
     div,
+    dropout,
     elu,
     equal,
     exp,

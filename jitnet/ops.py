@@ -540,6 +540,59 @@ def one_hot(labels, num_classes: int):
     return astype(equal(expand_dims(t, -1), classes), dtypes.DEFAULT_FLOAT)
 
 
+_FMIX32 = ((16, 0x85EBCA6B), (13, 0xC2B2AE35), (16, 1))  # murmur3's finaliser: (shift, multiplier) rounds
+
+
+def _fmix32(t: Tracer, key: Tracer) -> Tracer:
+    """murmur3's 32-bit finaliser of (t ^ key): a bijection that scatters every input bit."""
+    zero = _expand_to(trace.const(np.int64(0)), t.shape)
+    for n, (shift, mult) in enumerate(_FMIX32):
+        k = _expand_to(key, t.shape) if n == 0 else zero
+        t = apply("mix32", (t, k), shift=shift, lo=mult & 0xFFFF, hi=mult >> 16)
+    return t
+
+
+def random_bits(shape, seed) -> Tracer:
+    """32-bit random integers (int64 values in [0, 2**32)), a hash of (seed mod 2**32, flat element
+    index): counter-based, so every backend and the interpreter give the same bits, a kernel computes
+    them where they are used, and a new seed (a runtime input) gives a fresh stream without recompiling."""
+    s = lift(seed)
+    if s.ndim != 0 or not dtypes.is_int(s.dtype):
+        raise trace_error(
+            TraceTypeError, "random_bits", f"seed must be an integer scalar, got {s.dtype.name} {s.shape}"
+        )
+    s = _cast(s, dtypes.int64)
+    k1 = _fmix32(s, trace.const(np.int64(0)))
+    k2 = _fmix32(s, trace.const(np.int64(0x9E3779B9)))
+    n = int(np.prod(shape, dtype=np.int64))
+    counter = reshape(arange(n, dtype=dtypes.int64), tuple(shape))
+    return _fmix32(_fmix32(counter, k1), k2)
+
+
+@primitive(2)
+def _dropout(x, seed, rate: float):
+    t = lift(x)
+    t = _cast(t, dtypes.to_float(t.dtype))
+    if rate == 0:
+        return t
+    keep = greater_equal(random_bits(t.shape, seed), round(rate * 2.0**32))
+    if rate == 1:
+        return where(keep, t, 0)
+    return where(keep, div(t, 1.0 - rate), 0)
+
+
+def dropout(x, rate: float, seed):
+    """Inverted dropout, as PyTorch's: each element is zeroed with probability `rate`, the kept ones
+    scaled by 1 / (1 - rate). The mask is a hash of (seed, element index) computed inside the kernel
+    (no mask array, none stored for the backward, which recomputes it); `seed` is a runtime int, so
+    pass a new one each step."""
+    if isinstance(rate, Tracer) or not isinstance(rate, (int, float, np.integer, np.floating)):
+        raise trace_error(TraceTypeError, "dropout", f"rate must be a Python float, got {type(rate).__name__}")
+    if not 0.0 <= float(rate) <= 1.0:
+        raise trace_error(TraceShapeError, "dropout", f"rate must be in [0, 1], got {rate}")
+    return _dropout(x, seed, rate=float(rate))
+
+
 # ---- constructors (inside and outside compiled code) ----
 
 

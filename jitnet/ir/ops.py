@@ -238,6 +238,33 @@ for _name, _np_fn, _sym in (
     _elementwise(_name, _np_fn, f"({{0}} {_sym} {{1}})", _to_bool, vjp=_no_grad)
 
 
+def _int64_only(dts, attrs):
+    dt = _same_dtype(dts, attrs)
+    if dt != dtypes.int64:
+        raise TypeError(f"needs int64 inputs, got {dt.name}")
+    return dt
+
+
+def _mix32_ref(x, key, shift, lo, hi):
+    y = (x ^ key) & 0xFFFFFFFF
+    z = y ^ (y >> shift)
+    return ((z * lo) + (((z * hi) & 0xFFFF) << 16)) & 0xFFFFFFFF
+
+
+# One round of a 32-bit integer hash (the rounds of murmur3's finaliser), for counter-based random
+# numbers (dropout): ((x ^ key) ^ ((x ^ key) >> shift)) * (hi * 2**16 + lo) mod 2**32 on int64 values,
+# the product split in 16-bit halves so that nothing overflows in any backend.
+_elementwise(
+    "mix32",
+    _mix32_ref,
+    "(((((({0} ^ {1}) & 4294967295) ^ ((({0} ^ {1}) & 4294967295) >> {shift})) * {lo})"
+    " + (((((({0} ^ {1}) & 4294967295) ^ ((({0} ^ {1}) & 4294967295) >> {shift})) * {hi}) & 65535) << 16))"
+    " & 4294967295)",
+    _int64_only,
+    vjp=_no_grad,
+)
+
+
 def _cast_dtype(dts, attrs):
     return np.dtype(attrs["dtype"])
 
