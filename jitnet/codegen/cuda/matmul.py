@@ -57,8 +57,12 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+
+from jitnet.codegen.cuda.kernels import BLOCK, MAX_BLOCKS
+from jitnet.codegen.source import numba_type, prod
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
 
@@ -256,6 +260,86 @@ def smem_conflicts(tile: Tile, dtype, a_trans: bool, b_trans: bool) -> dict[str,
     return {"a_store": a_store, "b_store": b_store, "a_read": a_read, "b_read": b_read}
 
 
+# ---- epilogues: elementwise work fused into the store of each output element ----
+
+
+class Epilogue(Protocol):
+    """What a fused consumer (bias add, activation, scale, residual add) hands an extern kernel.
+
+    `params`: names of extra flat, contiguous device buffers, appended to the kernel's and the launch's
+    arguments after out and the operands. `render(v, idx)`: given the name of the variable holding a
+    finished output element and the source expressions of its output multi-index (matmul: [z, i, j] =
+    linear batch, row, column; conv: [n, o, y, x]), the statements to run before the store (valid
+    Python, no indent) and the expression to store. Optional attribute `dtypes`: the params' dtypes
+    (default: the output's). Names the epilogue introduces must not shadow the kernel's own short
+    names (a, b, x, w, t, tx, ty, m0, n0, z, c0_0, ...): prefix them, e.g. `ep_`."""
+
+    params: list[str]
+
+    def render(self, v: str, idx: list[str]) -> tuple[list[str], str]: ...
+
+
+def epilogue_signature(epilogue: Epilogue | None, dtype: np.dtype) -> tuple[list[str], list[str]]:
+    """(names, numba array types) of an epilogue's extra kernel parameters."""
+    if epilogue is None:
+        return [], []
+    names = list(epilogue.params)
+    dts = getattr(epilogue, "dtypes", None) or [dtype] * len(names)
+    if len(dts) != len(names):
+        raise ValueError(f"epilogue has {len(names)} params {names} but {len(dts)} dtypes")
+    return names, [f"{numba_type(np.dtype(d))}[::1]" for d in dts]
+
+
+def emit_store(emit, indent: int, target: str, value: str, idx: list[str], epilogue: Epilogue | None) -> None:
+    """`target = value`, through the epilogue when there is one."""
+    if epilogue is not None:
+        lines, value = epilogue.render(value, idx)
+        for line in lines:
+            emit(indent, line)
+    emit(indent, f"{target} = {value}")
+
+
+SOURCE_IMPORTS = [
+    "import numpy as np",
+    "from numba import cuda",
+    "from numpy import uint64 as u64  # unsigned indices: no negative-index wraparound code",
+    "from numba.types import void, boolean, int32, int64, float32, float64",
+    "",
+    "",
+]
+
+
+# ---- batch broadcasting ----
+
+
+def _batch_shape(shape, out_batch: tuple[int, ...], which: str) -> tuple[int, ...]:
+    """An operand's batch dims, left-padded with 1s to the output's rank; each 1 or the output's size."""
+    if shape is None:
+        return out_batch
+    shape = (1,) * (len(out_batch) - len(shape)) + tuple(int(d) for d in shape)
+    if len(shape) != len(out_batch) or any(d not in (1, o) for d, o in zip(shape, out_batch)):
+        raise ValueError(f"matmul kernel: batch dims {shape} of {which} do not broadcast to {out_batch}")
+    return shape
+
+
+def batch_index(z: str, out_batch: tuple[int, ...], in_batch: tuple[int, ...]) -> str:
+    """The linear batch index of an operand whose batch dims broadcast (size 1) against `out_batch`,
+    as an expression of the output's linear batch index `z`."""
+    if in_batch == out_batch:
+        return z
+    terms, inner, stride = [], 1, 1  # inner: product of the output dims after d; stride: the operand's
+    for d in reversed(range(len(out_batch))):
+        size = out_batch[d]
+        if in_batch[d] == size and size > 1:
+            coord = f"{z} // {inner}" if inner > 1 else z
+            if d > 0:
+                coord = f"({coord}) % {size}"
+            terms.append(f"({coord}) * {stride}" if stride > 1 else f"({coord})")
+            stride *= size
+        inner *= size
+    return " + ".join(reversed(terms)) or "0"
+
+
 # ---- source ----
 
 
@@ -263,58 +347,101 @@ def matmul_source(
     m: int,
     n: int,
     k: int,
-    batch: int,
+    batch: int | tuple[int, ...],
     dtype,
     a_trans: bool = False,
     b_trans: bool = False,
     tile: Tile | str | None = None,
+    *,
+    a_batch: tuple[int, ...] | None = None,
+    b_batch: tuple[int, ...] | None = None,
+    epilogue: Epilogue | None = None,
 ) -> str:
-    """Module source defining `launch(out, a, b)`: out (batch, m, n) = A @ B (see the module doc)."""
+    """Module source defining `launch(out, a, b, *epilogue.params)`: out (batch, m, n) = A @ B (see
+    the module doc). `batch` is the output's batch count or shape; `a_batch`/`b_batch` the operands'
+    batch shapes when they broadcast (size-1 dims), default the output's. float32/float64 get the
+    tiled kernel; int32/int64 a simple one (a thread per output, a K loop, wrapping like numpy)."""
     dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"matmul kernel: float32 or float64, not {dtype}")
-    if min(m, n, k, batch) < 0:
-        raise ValueError(f"matmul kernel: negative size in {(batch, m, n, k)}")
-    t = resolve_tile(tile, m, n, k, batch)
-    ty, itemsize = dtype.name, dtype.itemsize
-    sa, sb = _layout(t, itemsize, a_trans, b_trans)
-    smem = t.bk * (sa + sb) * itemsize
-    if smem > SMEM_LIMIT:
-        raise ValueError(f"matmul tile {t.name} needs {smem} bytes of shared memory for {ty} (at most {SMEM_LIMIT})")
-
+    if dtype not in (np.float32, np.float64, np.int32, np.int64):
+        raise TypeError(f"matmul kernel: float32, float64, int32 or int64, not {dtype}")
+    out_batch = (int(batch),) if isinstance(batch, (int, np.integer)) else tuple(int(d) for d in batch)
+    a_batch, b_batch = _batch_shape(a_batch, out_batch, "a"), _batch_shape(b_batch, out_batch, "b")
+    nbatch = prod(out_batch)
+    if min(m, n, k, *out_batch, 0) < 0:
+        raise ValueError(f"matmul kernel: negative size in batch {out_batch}, (m, n, k) {(m, n, k)}")
+    ty = dtype.name
+    names, types = epilogue_signature(epilogue, dtype)
+    args = ", ".join(["out", "a", "b", *names])
+    sig = f"void({', '.join([f'{ty}[::1]'] * 3 + types)})"
     header = [
-        f"# jitnet cuda kernel: matmul out({batch}, {m}, {n}) = A @ B, {ty}",
-        f"# a: ({batch}, {k}, {m}) read as A^T" if a_trans else f"# a: ({batch}, {m}, {k})",
-        f"# b: ({batch}, {n}, {k}) read as B^T" if b_trans else f"# b: ({batch}, {k}, {n})",
-        f"# tile {t.name}: {t.threads} threads, CGMA {t.cgma(itemsize):.1f} flop/byte, "
-        f"shared As[{t.bk}][{sa}] Bs[{t.bk}][{sb}]",
-        "import numpy as np",
-        "from numba import cuda",
-        "from numpy import uint64 as u64  # unsigned indices: no negative-index wraparound code",
-        "from numba.types import void, float32, float64",
-        "",
-        "",
+        f"# jitnet cuda kernel: matmul out({', '.join(map(str, out_batch))}, {m}, {n}) = A @ B, {ty}",
+        f"# a: {(*a_batch, k, m)} read as A^T" if a_trans else f"# a: {(*a_batch, m, k)}",
+        f"# b: {(*b_batch, n, k)} read as B^T" if b_trans else f"# b: {(*b_batch, k, n)}",
     ]
-    sig = f"void({ty}[::1], {ty}[::1], {ty}[::1])"
-    gm, gn = _cdiv(m, t.bm), _cdiv(n, t.bn)
-    if m == 0 or n == 0 or batch == 0:  # nothing to write
-        return "\n".join(header + ["def launch(out, a, b):", "    pass", ""])
-    body = _Body(t, m, n, k, batch, ty, a_trans, b_trans, sa, sb)
-    lines = [f"@cuda.jit({sig}, cache=True)", "def kernel(out, a, b):", *body.lines()]
-    grid = (gm * gn, 1, min(batch, MAX_GRID_Z))
-    lines += ["", "", f"launch = kernel[{grid}, {t.threads}]", ""]
-    return "\n".join(header + lines)
+    if epilogue is not None:
+        header.append(f"# epilogue params: {', '.join(names)}")
+    if m == 0 or n == 0 or nbatch == 0:  # nothing to write
+        return "\n".join(header + SOURCE_IMPORTS + [f"def launch({args}):", "    pass", ""])
+    if dtype.kind == "i":
+        body, launch = _integer_body(m, n, k, out_batch, a_batch, b_batch, ty, a_trans, b_trans, epilogue)
+        header.append("# integer kernel: one thread per output element, a K loop")
+    else:
+        t = resolve_tile(tile, m, n, k, nbatch)
+        sa, sb = _layout(t, dtype.itemsize, a_trans, b_trans)
+        smem = t.bk * (sa + sb) * dtype.itemsize
+        if smem > SMEM_LIMIT:
+            raise ValueError(
+                f"matmul tile {t.name} needs {smem} bytes of shared memory for {ty} (at most {SMEM_LIMIT})"
+            )
+        header.append(
+            f"# tile {t.name}: {t.threads} threads, CGMA {t.cgma(dtype.itemsize):.1f} flop/byte, "
+            f"shared As[{t.bk}][{sa}] Bs[{t.bk}][{sb}]"
+        )
+        gemm = _MatmulBody(t, m, n, k, ty, a_trans, b_trans, sa, sb, epilogue, out_batch, a_batch, b_batch)
+        body = gemm.lines()
+        launch = f"kernel[{(_cdiv(m, t.bm) * _cdiv(n, t.bn), 1, min(nbatch, MAX_GRID_Z))}, {t.threads}]"
+    lines = [f"@cuda.jit({sig}, cache=True)", f"def kernel({args}):", *body, "", "", f"launch = {launch}", ""]
+    return "\n".join(header + SOURCE_IMPORTS + lines)
+
+
+def _integer_body(m, n, k, out_batch, a_batch, b_batch, ty, a_trans, b_trans, epilogue) -> tuple[list[str], str]:
+    """Integer products: a grid-stride loop, one output element per thread per step, a plain K loop
+    accumulating in the dtype (the sum wraps as numpy's does)."""
+    total = prod(out_batch) * m * n
+    za, zb = batch_index("z", out_batch, a_batch), batch_index("z", out_batch, b_batch)
+    a_row, a_step = ("i", m) if a_trans else (f"i * {k}", 1)
+    b_col, b_step = (f"j * {k}", 1) if b_trans else ("j", n)
+    lines = [
+        f"    for el in range(cuda.grid(1), {total}, cuda.gridsize(1)):",
+        f"        z = el // {m * n}",
+        f"        i = (el // {n}) % {m}",
+        f"        j = el % {n}",
+        f"        ai = ({za}) * {m * k} + {a_row}",
+        f"        bi = ({zb}) * {k * n} + {b_col}",
+        f"        acc = np.{ty}(0)",
+        f"        for kk in range({k}):",
+        f"            acc += a[u64(ai + kk * {a_step})] * b[u64(bi + kk * {b_step})]",
+    ]
+    emit = lambda indent, line: lines.append("    " * indent + line)
+    emit_store(emit, 2, "out[u64(el)]", f"np.{ty}(acc)", ["z", "i", "j"], epilogue)
+    blocks = max(1, min(MAX_BLOCKS, _cdiv(total, BLOCK)))
+    return lines, f"kernel[{blocks}, {BLOCK}]"
 
 
 def _plus(expr: str, const: int) -> str:
     return f"{expr} + {const}" if const else expr
 
 
-class _Body:
-    def __init__(self, t: Tile, m, n, k, batch, ty, a_trans, b_trans, sa, sb):
-        self.batch = batch
+class TiledBody:
+    """The body of a tiled GEMM kernel: an out tile (BM x BN) of A (M x K) @ B (K x N), see the module
+    doc. Subclasses (conv's implicit GEMM) change where operands are read from (`_a_slots`,
+    `_b_slots`, `_a_load`, `_b_load`), the outer loop (`_outer`) and where outputs go (`_store_setup`,
+    `_target`)."""
+
+    def __init__(self, t: Tile, m, n, k, ty, a_trans, b_trans, sa, sb, epilogue: Epilogue | None):
         self.t, self.m, self.n, self.k, self.ty = t, m, n, k, ty
         self.a_trans, self.b_trans, self.sa, self.sb = a_trans, b_trans, sa, sb
+        self.epilogue = epilogue
         self.out: list[str] = []
         self.zero = f"np.{ty}(0.0)"
         self.na = _cdiv(t.bm * t.bk, t.threads)  # load slots per thread
@@ -350,14 +477,27 @@ class _Body:
             e(1, f"q = pid % {per_group}")
             e(1, f"m0 = (first + q % rows) * {t.bm}")
             e(1, f"n0 = (q // rows) * {t.bn}")
-        self._slots()
-        self._batch_loop()
+        self.a_guard, self.b_guard = [], []  # per slot: (thread guard or None, edge guard or None)
+        self._a_slots()
+        self._b_slots()
+        self._outer()
         return self.out
 
+    def _gemm(self, ind: int) -> None:
+        """Zeroed accumulators, the K loop, the stores."""
+        for i in range(self.t.tm):
+            for j in range(self.t.tn):
+                self.emit(ind, f"c{i}_{j} = {self.zero}")
+        self._k_loop(ind)
+        self._store(ind)
+
+    def _thread_guard(self, s: int, size: int) -> str | None:
+        lim = size - s * self.t.threads
+        return f"t < {lim}" if lim < self.t.threads else None
+
     # per-thread load coordinates, computed once
-    def _slots(self) -> None:
+    def _a_slots(self) -> None:
         t, e = self.t, self.emit
-        self.a_guard, self.b_guard = [], []  # per slot: (thread guard or None, edge guard or None)
         for s in range(self.na):
             if self.a_trans:  # e = t + s*T: r = e % BM, c = e // BM
                 r, c = self._divmod_slot(s, t.bm, "a")
@@ -369,8 +509,10 @@ class _Body:
             e(1, f"ka{s} = {c}")
             if self.m % t.bm:
                 e(1, f"pa{s} = m0 + {r} < {self.m}")
-            lim = t.bm * t.bk - s * t.threads
-            self.a_guard.append((f"t < {lim}" if lim < t.threads else None, f"pa{s}" if self.m % t.bm else None))
+            self.a_guard.append((self._thread_guard(s, t.bm * t.bk), f"pa{s}" if self.m % t.bm else None))
+
+    def _b_slots(self) -> None:
+        t, e = self.t, self.emit
         for s in range(self.nb):
             if self.b_trans:  # c = e % BK, col = e // BK
                 c, col = self._divmod_slot(s, t.bk, "b")
@@ -382,8 +524,7 @@ class _Body:
             e(1, f"kb{s} = {c}")
             if self.n % t.bn:
                 e(1, f"pb{s} = n0 + {col} < {self.n}")
-            lim = t.bk * t.bn - s * t.threads
-            self.b_guard.append((f"t < {lim}" if lim < t.threads else None, f"pb{s}" if self.n % t.bn else None))
+            self.b_guard.append((self._thread_guard(s, t.bk * t.bn), f"pb{s}" if self.n % t.bn else None))
 
     def _divmod_slot(self, s: int, d: int, which: str) -> tuple[str, str]:
         """(e % d, e // d) for e = t + s*T, as expressions of t (constant offsets when T % d == 0)."""
@@ -398,38 +539,11 @@ class _Body:
         ex = f"(t + {s * T})" if s else "t"
         return f"({ex} % {d})", f"({ex} // {d})"
 
-    def _batch_loop(self) -> None:
-        t, m, n, k, e = self.t, self.m, self.n, self.k, self.emit
-        from_batch = self.batch
-        if from_batch > MAX_GRID_Z:
-            e(1, f"for z in range(cuda.blockIdx.z, {from_batch}, cuda.gridDim.z):")
-            ind = 2
-        else:
-            e(1, "z = cuda.blockIdx.z")
-            ind = 1
-        e(ind, f"abase = z * {m * k}")
-        e(ind, f"bbase = z * {k * n}")
-        for i in range(t.tm):
-            for j in range(t.tn):
-                e(ind, f"c{i}_{j} = {self.zero}")
-        self._k_loop(ind)
-        # store: rows ty + i*NTY, columns tx + j*NTX (consecutive threads, consecutive columns); one
-        # row test around each row's stores, so that few predicates stay live across the K loop
-        e(ind, f"ocol = z * {m * n} + n0 + tx")
-        for i in range(t.tm):
-            row = _plus("m0 + ty", i * t.nty)
-            inner = ind
-            if m % t.bm:
-                e(ind, f"if {row} < {m}:")
-                inner += 1
-            e(inner, f"orow = ocol + ({row}) * {n}")
-            for j in range(t.tn):
-                store = f"out[u64({_plus('orow', j * t.ntx)})] = c{i}_{j}"
-                if n % t.bn:
-                    e(inner, f"if {_plus('n0 + tx', j * t.ntx)} < {n}:")
-                    e(inner + 1, store)
-                else:
-                    e(inner, store)
+    def _outer(self) -> None:
+        """The loop around one output tile's GEMM: here a single pass with no batch."""
+        self.emit(1, "abase = 0")
+        self.emit(1, "bbase = 0")
+        self._gemm(1)
 
     def _k_loop(self, ind: int) -> None:
         """The K steps: F = K // BK full ones, then a partial one of K % BK (k-guarded loads).
@@ -458,17 +572,28 @@ class _Body:
         if tail:
             self._step(ind, tail)
 
+    def _a_load(self, ind: int, s: int, k0: str) -> tuple[str, list[str]]:
+        """(the global element of A slot s at the K step k0, extra conditions for it to exist)."""
+        step = "" if k0 == "0" else f" + {k0} * {self.m}" if self.a_trans else f" + {k0}"
+        return f"a[u64(abase + ga{s}{step})]", []
+
+    def _b_load(self, ind: int, s: int, k0: str) -> tuple[str, list[str]]:
+        step = "" if k0 == "0" else f" + {k0}" if self.b_trans else f" + {k0} * {self.n}"
+        return f"b[u64(bbase + gb{s}{step})]", []
+
     def _load(self, ind: int, k0: str, tail: int | None) -> None:
         """The global elements of the K step at k0 into registers ra*, rb* (zero where guarded off)."""
-        e = self.emit
         k0 = k0 if " " not in k0 else f"({k0})"
-        a_step = "" if k0 == "0" else f" + {k0} * {self.m}" if self.a_trans else f" + {k0}"
-        b_step = "" if k0 == "0" else f" + {k0}" if self.b_trans else f" + {k0} * {self.n}"
-        loads = [(f"ra{s}", f"a[u64(abase + ga{s}{a_step})]", f"ka{s}", self.a_guard[s]) for s in range(self.na)]
-        loads += [(f"rb{s}", f"b[u64(bbase + gb{s}{b_step})]", f"kb{s}", self.b_guard[s]) for s in range(self.nb)]
-        for reg, value, kidx, (slot, edge) in loads:
-            conds = [c for c in (slot, edge, f"{kidx} < {tail}" if tail else None) if c]
-            e(ind, f"{reg} = {value}" + (f" if {' and '.join(conds)} else {self.zero}" if conds else ""))
+        for which, count, guards, load in (
+            ("a", self.na, self.a_guard, self._a_load),
+            ("b", self.nb, self.b_guard, self._b_load),
+        ):
+            for s in range(count):
+                value, extra = load(ind, s, k0)
+                slot, edge = guards[s]
+                conds = [c for c in (slot, edge, f"k{which}{s} < {tail}" if tail else None, *extra) if c]
+                cond = f" if {' and '.join(conds)} else {self.zero}" if conds else ""
+                self.emit(ind, f"r{which}{s} = {value}{cond}")
 
     def _step(self, ind: int, depth: int, prefetch=None) -> None:
         """Registers to shared memory, sync, [the next step's loads], `depth` rank-1 updates, sync."""
@@ -493,3 +618,68 @@ class _Body:
                 for j in range(t.tn):
                     e(ind, f"c{i}_{j} = cuda.fma(a{i}, b{j}, c{i}_{j})")
         e(ind, "cuda.syncthreads()")
+
+    # stores: rows ty + i*NTY, columns tx + j*NTX (consecutive threads, consecutive columns); one row
+    # test around each row's stores, so that few predicates stay live across the K loop
+    def _store(self, ind: int) -> None:
+        t, e = self.t, self.emit
+        self._store_setup(ind)
+        for i in range(t.tm):
+            row = _plus("m0 + ty", i * t.nty)
+            inner = ind
+            if self.m % t.bm:
+                e(ind, f"if {row} < {self.m}:")
+                inner += 1
+            self._row_setup(inner, row)
+            for j in range(t.tn):
+                target, idx, guard = self._target(j, row)
+                if guard:
+                    e(inner, f"if {guard}:")
+                emit_store(e, inner + (1 if guard else 0), target, f"c{i}_{j}", idx, self.epilogue)
+
+    def _store_setup(self, ind: int) -> None:
+        self.emit(ind, "ocol = n0 + tx")
+
+    def _row_setup(self, ind: int, row: str) -> None:
+        self.emit(ind, f"orow = ocol + ({row}) * {self.n}")
+
+    def _target(self, j: int, row: str) -> tuple[str, list[str], str | None]:
+        """(the output element of accumulator column j in `row`, its multi-index, its column guard)."""
+        col = _plus("n0 + tx", j * self.t.ntx)
+        guard = f"{col} < {self.n}" if self.n % self.t.bn else None
+        return f"out[u64({_plus('orow', j * self.t.ntx)})]", ["0", f"({row})", f"({col})"], guard
+
+
+class _MatmulBody(TiledBody):
+    """Batched: the z grid dimension (a loop past the grid's z limit) over the output's batches, each
+    operand's batch offset broadcast from z."""
+
+    def __init__(self, t, m, n, k, ty, a_trans, b_trans, sa, sb, epilogue, out_batch, a_batch, b_batch):
+        super().__init__(t, m, n, k, ty, a_trans, b_trans, sa, sb, epilogue)
+        self.out_batch, self.a_batch, self.b_batch = out_batch, a_batch, b_batch
+
+    def _outer(self) -> None:
+        e, m, n, k = self.emit, self.m, self.n, self.k
+        nbatch = prod(self.out_batch)
+        if nbatch > MAX_GRID_Z:
+            e(1, f"for z in range(cuda.blockIdx.z, {nbatch}, cuda.gridDim.z):")
+            ind = 2
+        else:
+            e(1, "z = cuda.blockIdx.z")
+            ind = 1
+        e(ind, f"abase = {_scaled(batch_index('z', self.out_batch, self.a_batch), m * k)}")
+        e(ind, f"bbase = {_scaled(batch_index('z', self.out_batch, self.b_batch), k * n)}")
+        self._gemm(ind)
+
+    def _store_setup(self, ind: int) -> None:
+        self.emit(ind, f"ocol = z * {self.m * self.n} + n0 + tx")
+
+    def _target(self, j: int, row: str) -> tuple[str, list[str], str | None]:
+        target, idx, guard = super()._target(j, row)
+        return target, ["z", *idx[1:]], guard
+
+
+def _scaled(index: str, size: int) -> str:
+    if index == "0":
+        return "0"
+    return f"{index} * {size}" if " " not in index else f"({index}) * {size}"

@@ -264,4 +264,4 @@ def test_source_structure():
     assert "< 250" in ragged and "< 255" in ragged and "< 7" in ragged
     assert mm.matmul_source(3, 3, 3, 1, np.float64, True, True) != mm.matmul_source(3, 3, 3, 1, np.float64, False, True)
     with pytest.raises(TypeError):
-        mm.matmul_source(3, 3, 3, 1, np.int32, False, False)
+        mm.matmul_source(3, 3, 3, 1, np.bool_, False, False)
