@@ -200,8 +200,8 @@ def _build_program(sched: Schedule, dev: Device) -> tuple[Program, list[str]]:
         fn, source = compile_kernel(kernel)
         sources.append(f"# k{k}\n{source}")
         release = tuple(sorted({slot[i] for i in kernel.inputs if last_read[i] == k and i not in keep}))
-        root = kernel.root
-        steps.append(Step(fn, slot[root], tuple(slot[i] for i in kernel.inputs), root.size, root.dtype, release))
+        outs = tuple((slot[o], o.size, o.dtype) for o in kernel.outputs)
+        steps.append(Step(fn, outs, tuple(slot[i] for i in kernel.inputs), release))
     consts = [(slot[n], dev.put(n.attrs["value"].value.reshape(-1))) for n in slot if n.op == "const"]
     captures = [n for n in graph.nodes() if n.op == "capture"]
     program = Program(

@@ -32,12 +32,18 @@ class KernelSource:
     def __init__(self, kernel: Kernel, dialect: Dialect):
         self.kernel = kernel
         self.dialect = dialect
+        self.outputs = {n: "out" if k == 0 else f"out{k}" for k, n in enumerate(kernel.outputs)}
         self.params = {n: f"in{i}" for i, n in enumerate(kernel.inputs)}
         self.names = NameCounter()
         self.lines: list[str] = []
 
     def emit(self, indent: int, line: str) -> None:
         self.lines.append("    " * indent + line)
+
+    def store_siblings(self, body: Emitter, idx: list) -> None:
+        """Write the sibling outputs (elementwise over the kernel's domain) at idx."""
+        for node in self.kernel.siblings:
+            body.emit(f"{self.dialect.element(self.outputs[node], idx, node.shape)} = {body.value(node, idx)}")
 
     def scope(self, indent: int) -> Emitter:
         return Emitter(self.dialect, self.params, self.names, indent)

@@ -6,6 +6,12 @@ epilogue of its consumer's kernel, or a costly value that several kernels (or a 
 otherwise recompute. Every materialised value is the root of one kernel, which computes all the
 unmaterialised nodes it reaches: elementwise chains, views (index arithmetic), the elementwise
 producers of its reductions, and an elementwise epilogue over a reduction's result.
+
+Sibling fusion then merges independent kernels that walk the same domain and read a common buffer:
+an elementwise kernel rides along in a reduction over its shape (the forward sum and the gradient
+of `value_and_grad(sum(f(x)))` read x once) or in another elementwise kernel of its shape (an
+optimizer's new parameter and its new moments are one pass over the gradient). Such a kernel has
+several outputs: its root and its siblings.
 """
 
 from __future__ import annotations
@@ -28,11 +34,23 @@ class Kernel:
     root: Node  # the value the kernel writes
     nodes: list[Node]  # the nodes it computes, producers first (root last)
     inputs: list[Node]  # the buffers it reads
+    siblings: list[Node] = field(default_factory=list)  # more outputs, elementwise over the domain
+
+    @property
+    def outputs(self) -> list[Node]:
+        return [self.root, *self.siblings]
+
+    @property
+    def domain(self) -> tuple:
+        """The shape the kernel's loops walk: a reduction's input, else the output."""
+        reducers = [n for n in self.nodes if _kind(n) == Kind.REDUCE]
+        return reducers[0].inputs[0].shape if self.kind == "reduce" else self.root.shape
 
     def describe(self) -> str:
         ops = " ".join(n.op for n in self.nodes if n.op != "const")
         ins = ", ".join(f"%{i.id}" for i in self.inputs)
-        return f"{self.kind} -> %{self.root.id}:{type_str(self.root)} reads ({ins}) ops: {ops}"
+        outs = ", ".join(f"%{o.id}:{type_str(o)}" for o in self.outputs)
+        return f"{self.kind} -> {outs} reads ({ins}) ops: {ops}"
 
 
 @dataclass
@@ -160,4 +178,46 @@ def schedule(graph: Graph) -> Schedule:
         kinds = {_kind(n) for n in nodes}
         kind = "rowwise" if Kind.ROWWISE in kinds else "reduce" if Kind.REDUCE in kinds else "elementwise"
         kernels.append(Kernel(kind, root, nodes, inputs))
-    return Schedule(graph, kernels, buffers)
+    return Schedule(graph, _merge_siblings(kernels), buffers)
+
+
+def _can_host(host: Kernel, guest: Kernel) -> bool:
+    """Can elementwise `guest` be computed inside `host`'s loops, writing one more output?"""
+    return (
+        guest.kind == "elementwise"
+        and not guest.siblings
+        and host.kind in ("elementwise", "reduce")
+        and host.domain == guest.root.shape
+        and bool(set(host.inputs) & set(guest.inputs))
+        and not set(host.outputs) & set(guest.inputs)
+        and guest.root not in host.inputs
+    )
+
+
+def _merge_siblings(kernels: list[Kernel]) -> list[Kernel]:
+    """Merge each elementwise kernel into the first kernel that can host it, when no kernel between
+    the two reads either's outputs: the merged kernel runs at the later one's place."""
+    kernels = list(kernels)
+    i = 0
+    while i < len(kernels):
+        guest = kernels[i]
+        for j, host in enumerate(kernels):
+            if j == i or not _can_host(host, guest):
+                continue
+            lo, hi = min(i, j), max(i, j)
+            early = kernels[lo]
+            if any(set(early.outputs) & set(k.inputs) for k in kernels[lo + 1 : hi]):
+                continue
+            merged = Kernel(
+                host.kind,
+                host.root,
+                host.nodes + [n for n in guest.nodes if n not in set(host.nodes)],
+                host.inputs + [n for n in guest.inputs if n not in set(host.inputs)],
+                host.siblings + [guest.root],
+            )
+            kernels[hi] = merged
+            del kernels[lo]
+            i = -1  # start over: the merged kernel may host more
+            break
+        i += 1
+    return kernels

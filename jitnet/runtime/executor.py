@@ -17,11 +17,9 @@ from jitnet.runtime.device import Device
 
 @dataclass
 class Step:
-    fn: Callable  # fn(out, *inputs) on flat buffers
-    out: int  # slot written
+    fn: Callable  # fn(*outputs, *inputs) on flat buffers
+    outs: tuple[tuple[int, int, np.dtype], ...]  # (slot, size, dtype) of each buffer written
     args: tuple[int, ...]  # slots read
-    size: int
-    dtype: np.dtype
     release: tuple[int, ...]  # intermediate slots whose last reader is this step
 
 
@@ -47,9 +45,11 @@ class Program:
             slots[slot] = buf
         take, give = self.device.pool.take, self.device.pool.give
         for step in self.steps:
-            out = take(step.size, step.dtype)
-            slots[step.out] = out
-            step.fn(out, *[slots[a] for a in step.args])
+            outs = []
+            for slot, size, dtype in step.outs:
+                outs.append(take(size, dtype))
+                slots[slot] = outs[-1]
+            step.fn(*outs, *[slots[a] for a in step.args])
             for r in step.release:
                 give(slots[r])
                 slots[r] = None

@@ -69,14 +69,15 @@ def generate(kernel: Kernel) -> str:
     work = _work(kernel)
     parallel = work >= PARALLEL_MIN_WORK
     {"elementwise": _elementwise, "reduce": _reduce, "rowwise": _rowwise}[kernel.kind](src, parallel)
-    args = ["out"] + list(src.params.values())
-    sig = f"void({numba_type(kernel.root.dtype)}[::1], {', '.join(f'readonly({numba_type(n.dtype)})' for n in kernel.inputs)})"
+    args = list(src.outputs.values()) + list(src.params.values())
+    types = [f"{numba_type(n.dtype)}[::1]" for n in kernel.outputs] + [f"readonly({numba_type(n.dtype)})" for n in kernel.inputs]
+    sig = f"void({', '.join(types)})"
     flags = f'parallel={parallel}, cache=True, error_model="numpy"'
     if kernel.kind != "elementwise":
         flags += ', fastmath={"reassoc"}'
     header = [
         f"# jitnet cpu kernel: {kernel.kind}, {work} elements of work, {'parallel' if parallel else 'serial'}",
-        f"# out: {type_str(kernel.root)}",
+        *(f"# {name}: {type_str(n)}" for n, name in src.outputs.items()),
         *(f"# {name}: {type_str(n)}" for n, name in src.params.items()),
         "# " + " ".join(n.op for n in kernel.nodes if n.op != "const"),
         "import numpy as np",
@@ -106,6 +107,7 @@ def _elementwise(src: KernelSource, parallel: bool) -> None:
     body = src.scope(indent)
     value = body.value(root, idx)
     body.emit(f"{DIALECT.element('out', idx, root.shape)} = {value}")
+    src.store_siblings(body, idx)
     src.close(body)
 
 
@@ -202,6 +204,8 @@ def _reduce(src: KernelSource, parallel: bool) -> None:
                 acc.first_pass(body.emit, v)
             else:
                 acc.update(body.emit, v, "r")
+        if not first_pass:
+            src.store_siblings(body, idx)
         src.close(body)
 
     r_var = Idx.var("r", red_size)

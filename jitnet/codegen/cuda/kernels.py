@@ -58,20 +58,20 @@ class _Source(KernelSource):
         super().__init__(kernel, DIALECT)
 
     def args(self) -> str:
-        return ", ".join(["out", *self.params.values()])
+        return ", ".join([*self.outputs.values(), *self.params.values()])
 
     def signature(self) -> str:
-        types = [self.kernel.root.dtype] + [n.dtype for n in self.kernel.inputs]
+        types = [n.dtype for n in self.kernel.outputs] + [n.dtype for n in self.kernel.inputs]
         return f"void({', '.join(numba_type(t) + '[::1]' for t in types)})"
 
 
 def generate(kernel: Kernel) -> str:
-    """Module source defining `launch(out, in0, ...)`."""
+    """Module source defining `launch(out, out1, ..., in0, ...)`."""
     src = _Source(kernel)
     body = {"elementwise": _elementwise, "reduce": _reduce, "rowwise": _rowwise}[kernel.kind](src)
     header = [
         f"# jitnet cuda kernel: {kernel.kind}",
-        f"# out: {type_str(kernel.root)}",
+        *(f"# {name}: {type_str(n)}" for n, name in src.outputs.items()),
         *(f"# {name}: {type_str(n)}" for n, name in src.params.items()),
         "# " + " ".join(n.op for n in kernel.nodes if n.op != "const"),
         "import math",
@@ -103,6 +103,7 @@ def _elementwise(src: _Source) -> list[str]:
     body = src.scope(2)
     value = body.value(root, idx)
     body.emit(f"{DIALECT.element('out', idx, root.shape)} = {value}")
+    src.store_siblings(body, idx)
     src.close(body)
     return _kernel_def(src, "kernel") + src.lines + ["", "", f"launch = kernel[{_blocks(n)}, {BLOCK}]"]
 
@@ -234,6 +235,7 @@ def _reduce(src: _Source) -> list[str]:
                 body.emit(f"if {v} > {acc}{nan}:")
                 body.emit(f"    {acc} = {v}")
                 body.emit(f"    {arg} = r")
+        src.store_siblings(body, input_index(r_var))
         src.close(body)
         totals = []
         for node, acc, arg, m in accs:
@@ -280,8 +282,11 @@ def _reduce(src: _Source) -> list[str]:
     part_params = ", ".join(p for _, p in parts)
     part_types = ", ".join(f"{numba_type(acc_dtype(n))}[::1]" for n, _ in parts)
     input_types = ", ".join(f"{numba_type(n.dtype)}[::1]" for n in kernel.inputs)
-    partial_sig = f"void({part_types}, {input_types})"
-    partial = _kernel_def(src, "partial", f"{part_params}, {', '.join(src.params.values())}", partial_sig) + src.lines
+    siblings = "".join(f"{src.outputs[n]}, " for n in kernel.siblings)  # written by the partial pass
+    sibling_types = "".join(f"{numba_type(n.dtype)}[::1], " for n in kernel.siblings)
+    partial_sig = f"void({sibling_types}{part_types}, {input_types})"
+    partial_params = f"{siblings}{part_params}, {', '.join(src.params.values())}"
+    partial = _kernel_def(src, "partial", partial_params, partial_sig) + src.lines
 
     src.lines = []
     src.emit(1, "tid = cuda.threadIdx.x")
@@ -310,11 +315,11 @@ def _reduce(src: _Source) -> list[str]:
         "_parts = []  # the partial results' buffers, allocated once: launches on one stream run in order",
         "",
         "",
-        f"def launch(out, {ins}):",
+        f"def launch(out, {siblings}{ins}):",
         "    if not _parts:",
         *(f"        _parts.append(cuda.device_array({kept_size * n_parts}, np.{acc_dtype(n).name}))" for n, _ in parts),
         f"    ({part_params},) = _parts",
-        f"    _partial({part_params}, {ins})",
+        f"    _partial({siblings}{part_params}, {ins})",
         f"    _finish(out, {part_params}, {ins})",
     ]
     return partial + finish + launcher

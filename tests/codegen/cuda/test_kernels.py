@@ -695,3 +695,22 @@ def test_no_warnings_on_finite_data():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check(lambda x: (jn.softmax(x, 1), x.sum(0), jn.exp(x) + 1), X)
+
+
+# ---- sibling outputs: elementwise kernels sharing a reduction's or another kernel's loop ----
+
+
+@pytest.mark.parametrize("shape", [(3, 37), (2 * 300,)])  # block path; split path (>= SPLIT_MIN)
+def test_reduction_with_sibling_outputs(shape):
+    x = randn(*shape)
+    fn = jn.value_and_grad(lambda x: jn.sum(jn.tanh(x) * x))
+    check(fn, x, **TRANSCENDENTAL)
+    assert kernel_kinds(fn, x) == ["reduce"]
+    check(lambda x: (x.sum(-1), jn.exp(x) - 1, x * 2), x, **TRANSCENDENTAL)
+
+
+def test_elementwise_siblings():
+    x, r = randn(5, 7), randn(7)
+    fn = lambda x, r: (x * r, jn.exp(x) - r, x + 1)
+    check(fn, x, r, **TRANSCENDENTAL)
+    assert kernel_kinds(fn, x, r) == ["elementwise"]
