@@ -70,7 +70,9 @@ def generate(kernel: Kernel) -> str:
     parallel = work >= PARALLEL_MIN_WORK
     {"elementwise": _elementwise, "reduce": _reduce, "rowwise": _rowwise}[kernel.kind](src, parallel)
     args = list(src.outputs.values()) + list(src.params.values())
-    types = [f"{numba_type(n.dtype)}[::1]" for n in kernel.outputs] + [f"readonly({numba_type(n.dtype)})" for n in kernel.inputs]
+    types = [f"{numba_type(n.dtype)}[::1]" for n in kernel.outputs] + [
+        f"readonly({numba_type(n.dtype)})" for n in kernel.inputs
+    ]
     sig = f"void({', '.join(types)})"
     flags = f'parallel={parallel}, cache=True, error_model="numpy"'
     if kernel.kind != "elementwise":
