@@ -28,7 +28,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from jitnet.codegen.cuda.kernels import BLOCK, MAX_BLOCKS
 from jitnet.codegen.cuda.matmul import (
+    MIN_BLOCKS,
+    SIM_MIN_BLOCKS,
+    SIMULATOR,
     SMEM_LIMIT,
     SOURCE_IMPORTS,
     Epilogue,
@@ -37,9 +41,12 @@ from jitnet.codegen.cuda.matmul import (
     _cdiv,
     _layout,
     _plus,
+    emit_store,
     epilogue_signature,
     resolve_tile,
 )
+
+SPLIT_MIN_STEPS = 2 if SIMULATOR else 16  # K steps a split-K block runs at least
 
 
 def conv2d_out_shape(x_shape, w_shape, stride, padding) -> tuple[int, int, int, int]:
@@ -53,7 +60,19 @@ def conv2d_out_shape(x_shape, w_shape, stride, padding) -> tuple[int, int, int, 
     return n, o, ho, wo
 
 
-def _module(kind: str, body_cls, names: tuple[str, str], dims, geometry, dtype, tile, epilogue, describe) -> str:
+def split_count(tile: Tile, m: int, n: int, k: int) -> int:
+    """Split K across the grid's z dimension when the output has too few tiles to fill the GPU
+    (a weight gradient: O x C*kh*kw outputs, N*Ho*Wo deep): enough splits for MIN_BLOCKS blocks,
+    each keeping at least SPLIT_MIN_STEPS K steps; no split range left empty."""
+    min_blocks = SIM_MIN_BLOCKS if SIMULATOR else MIN_BLOCKS
+    blocks, steps = _cdiv(m, tile.bm) * _cdiv(n, tile.bn), _cdiv(k, tile.bk)
+    splits = min(_cdiv(min_blocks, blocks), steps // SPLIT_MIN_STEPS)
+    if blocks >= min_blocks or splits < 2:
+        return 1
+    return _cdiv(steps, _cdiv(steps, splits))
+
+
+def _module(kind: str, body_cls, names, dims, out_shape, geometry, dtype, tile, epilogue, describe) -> str:
     """The module source of one of the three implicit GEMMs (see the module doc)."""
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
@@ -72,16 +91,58 @@ def _module(kind: str, body_cls, names: tuple[str, str], dims, geometry, dtype, 
     smem = t.bk * (sa + sb) * dtype.itemsize
     if smem > SMEM_LIMIT:
         raise ValueError(f"{kind} tile {t.name} needs {smem} bytes of shared memory for {ty} (at most {SMEM_LIMIT})")
+    splits = split_count(t, m_, n_, k_)
     header.append(
         f"# tile {t.name}: {t.threads} threads, CGMA {t.cgma(dtype.itemsize):.1f} flop/byte, "
-        f"shared As[{t.bk}][{sa}] Bs[{t.bk}][{sb}]"
+        f"shared As[{t.bk}][{sa}] Bs[{t.bk}][{sb}]" + (f", K split {splits} ways" if splits > 1 else "")
     )
     body = body_cls(t, ty, sa, sb, epilogue, dims, *geometry)
-    sig = f"void({', '.join([f'{ty}[::1]'] * 3 + epi_types)})"
-    grid = (_cdiv(m_, t.bm) * _cdiv(n_, t.bn), 1, 1)
-    lines = [f"@cuda.jit({sig}, cache=True)", f"def kernel({args}):", *body.lines()]
-    lines += ["", "", f"launch = kernel[{grid}, {t.threads}]", ""]
+    size = m_ * n_
+    if splits > 1:
+        body.split_k(splits, size)
+    grid = (_cdiv(m_, t.bm) * _cdiv(n_, t.bn), 1, splits)
+    gemm_args = ", ".join(["out", *names] + ([] if splits > 1 else epi_names))
+    sig = f"void({', '.join([f'{ty}[::1]'] * 3 + ([] if splits > 1 else epi_types))})"
+    lines = [f"@cuda.jit({sig}, cache=True)", f"def kernel({gemm_args}):", *body.lines(), "", ""]
+    if splits == 1:
+        lines += [f"launch = kernel[{grid}, {t.threads}]", ""]
+        return "\n".join(header + SOURCE_IMPORTS + lines)
+    finish_sig = f"void({', '.join([f'{ty}[::1]'] * 2 + epi_types)})"
+    lines += [f"@cuda.jit({finish_sig}, cache=True)", f"def finish({', '.join(['out', 'part', *epi_names])}):"]
+    lines += _finish_body(out_shape, splits, epilogue)
+    lines += [
+        "",
+        "",
+        "_parts = []  # the partial results' buffer, allocated once: launches on one stream run in order",
+        "",
+        "",
+        f"def launch({args}):",
+        "    if not _parts:",
+        f"        _parts.append(cuda.device_array({splits * size}, np.{ty}))",
+        f"    kernel[{grid}, {t.threads}](_parts[0], {', '.join(names)})",
+        f"    finish[{max(1, min(MAX_BLOCKS, _cdiv(size, BLOCK)))}, {BLOCK}]({', '.join(['out', '_parts[0]', *epi_names])})",
+        "",
+    ]
     return "\n".join(header + SOURCE_IMPORTS + lines)
+
+
+def _finish_body(out_shape, splits: int, epilogue: Epilogue | None) -> list[str]:
+    """Sum the split-K partials of each output element in split order (deterministic), then the
+    epilogue at the element's multi-index."""
+    size = int(np.prod(out_shape))
+    lines = [
+        f"    for el in range(cuda.grid(1), {size}, cuda.gridsize(1)):",
+        "        acc = part[u64(el)]",
+        f"        for z in range(1, {splits}):",
+        f"            acc += part[u64(z * {size} + el)]",
+    ]
+    idx, inner = [], 1
+    for d in reversed(out_shape):
+        idx.insert(0, f"(el // {inner}) % {d}" if inner > 1 else f"el % {d}")
+        inner *= d
+    idx[0] = f"el // {inner // out_shape[0]}"
+    emit_store(lambda ind, line: lines.append("    " * ind + line), 2, "out[u64(el)]", "acc", idx, epilogue)
+    return lines
 
 
 def conv2d_source(
@@ -101,7 +162,7 @@ def conv2d_source(
         f"out{(n, o, ho, wo)} = x{tuple(x_shape)} * w{tuple(w_shape)}, stride {tuple(stride)}, padding {tuple(padding)}"
     )
     geometry = (tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding))
-    return _module("conv2d", _Forward, ("x", "w"), dims, geometry, dtype, tile, epilogue, describe)
+    return _module("conv2d", _Forward, ("x", "w"), dims, (n, o, ho, wo), geometry, dtype, tile, epilogue, describe)
 
 
 def conv2d_input_grad_source(
@@ -117,7 +178,9 @@ def conv2d_input_grad_source(
     dims = (c, n * h * wd, o * kh * kw)
     describe = f"out{tuple(in_shape)} from g{tuple(g_shape)}, w{tuple(w_shape)}, stride {tuple(stride)}, padding {tuple(padding)}"
     geometry = (tuple(in_shape), tuple(w_shape), tuple(stride), tuple(padding))
-    return _module("conv2d_input_grad", _InputGrad, ("g", "w"), dims, geometry, dtype, tile, epilogue, describe)
+    return _module(
+        "conv2d_input_grad", _InputGrad, ("g", "w"), dims, tuple(in_shape), geometry, dtype, tile, epilogue, describe
+    )
 
 
 def conv2d_weight_grad_source(
@@ -134,7 +197,9 @@ def conv2d_weight_grad_source(
     dims = (o, c * kh * kw, n * ho * wo)
     describe = f"out{tuple(w_shape)} from x{tuple(x_shape)}, g{tuple(g_shape)}, stride {tuple(stride)}, padding {tuple(padding)}"
     geometry = (tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding))
-    return _module("conv2d_weight_grad", _WeightGrad, ("x", "g"), dims, geometry, dtype, tile, epilogue, describe)
+    return _module(
+        "conv2d_weight_grad", _WeightGrad, ("x", "g"), dims, tuple(w_shape), geometry, dtype, tile, epilogue, describe
+    )
 
 
 def _axpb(expr: str, a: int, b: int) -> str:
@@ -215,7 +280,7 @@ class _Conv(TiledBody):
     def _pixel_target(self, j: int, row: str, width: int):
         guard = f"op{j} < {self.n}" if self.n % self.t.bn else None
         idx = [f"on{j}", f"({row})", f"(oq{j} // {width})", f"(oq{j} % {width})"]
-        return f"out[u64(ob{j} + orow)]", idx, guard
+        return f"ob{j} + orow", idx, guard
 
 
 class _Forward(_Conv):

@@ -446,6 +446,14 @@ class TiledBody:
         self.zero = f"np.{ty}(0.0)"
         self.na = _cdiv(t.bm * t.bk, t.threads)  # load slots per thread
         self.nb = _cdiv(t.bk * t.bn, t.threads)
+        self.splits, self.split_len = 1, k  # split K: see `split_k`
+        self.out_size = 0  # with splits, the size of one partial output (block z writes its own)
+
+    def split_k(self, splits: int, out_size: int) -> None:
+        """Run K in `splits` ranges of whole BK steps, one per grid z index, each block storing its
+        partial tile (no epilogue) at z * out_size + the element's output offset."""
+        self.splits, self.out_size = splits, out_size
+        self.split_len = _cdiv(_cdiv(self.k, self.t.bk), splits) * self.t.bk
 
     def emit(self, indent: int, line: str) -> None:
         self.out.append("    " * indent + line)
@@ -548,27 +556,37 @@ class TiledBody:
     def _k_loop(self, ind: int) -> None:
         """The K steps: F = K // BK full ones, then a partial one of K % BK (k-guarded loads).
         With prefetch, the global loads of step s+1 are issued into registers before the rank-1
-        updates of step s, so their latency hides behind the arithmetic."""
+        updates of step s, so their latency hides behind the arithmetic. Split K (`splits` > 1):
+        block z runs the full steps of its own K range from ks = z * split_len, k-guarded against K
+        only when the last range is short."""
         t, e, k = self.t, self.emit, self.k
+        base = "0"
         full, tail = divmod(k, t.bk)
+        if self.splits > 1:
+            base, full, tail = "ks", self.split_len // t.bk, 0
+            e(ind, f"ks = cuda.blockIdx.z * {self.split_len}")
         steps = full + (1 if tail else 0)
         if steps == 0:
             return
+
+        def at(offset: int) -> str:
+            return _plus(base, offset) if base != "0" else str(offset)
+
         if not t.prefetch:
             if full:
-                e(ind, f"for k0 in range(0, {full * t.bk}, {t.bk}):")
+                e(ind, f"for k0 in range({base}, {at(full * t.bk)}, {t.bk}):")
                 self._load(ind + 1, "k0", None)
                 self._step(ind + 1, t.bk)
             if tail:
-                self._load(ind, str(full * t.bk), tail)
+                self._load(ind, at(full * t.bk), tail)
                 self._step(ind, tail)
             return
-        self._load(ind, "0", tail if full == 0 else None)
+        self._load(ind, base, tail if full == 0 else None)
         if full >= 2:  # steps 0 .. full-2, each followed by a full step
-            e(ind, f"for k0 in range(0, {(full - 1) * t.bk}, {t.bk}):")
+            e(ind, f"for k0 in range({base}, {at((full - 1) * t.bk)}, {t.bk}):")
             self._step(ind + 1, t.bk, lambda i: self._load(i, f"k0 + {t.bk}", None))
         if full >= 1:  # the last full step, followed by the partial one if any
-            self._step(ind, t.bk, (lambda i: self._load(i, str(full * t.bk), tail)) if tail else None)
+            self._step(ind, t.bk, (lambda i: self._load(i, at(full * t.bk), tail)) if tail else None)
         if tail:
             self._step(ind, tail)
 
@@ -591,7 +609,9 @@ class TiledBody:
             for s in range(count):
                 value, extra = load(ind, s, k0)
                 slot, edge = guards[s]
-                conds = [c for c in (slot, edge, f"k{which}{s} < {tail}" if tail else None, *extra) if c]
+                kguard = f"{k0} + k{which}{s} < {self.k}" if self.split_len * self.splits > self.k else None
+                kguard = f"k{which}{s} < {tail}" if tail else kguard
+                conds = [c for c in (slot, edge, kguard, *extra) if c]
                 cond = f" if {' and '.join(conds)} else {self.zero}" if conds else ""
                 self.emit(ind, f"r{which}{s} = {value}{cond}")
 
@@ -623,6 +643,8 @@ class TiledBody:
     # test around each row's stores, so that few predicates stay live across the K loop
     def _store(self, ind: int) -> None:
         t, e = self.t, self.emit
+        if self.splits > 1:
+            e(ind, f"zoff = cuda.blockIdx.z * {self.out_size}")
         self._store_setup(ind)
         for i in range(t.tm):
             row = _plus("m0 + ty", i * t.nty)
@@ -632,10 +654,13 @@ class TiledBody:
                 inner += 1
             self._row_setup(inner, row)
             for j in range(t.tn):
-                target, idx, guard = self._target(j, row)
+                address, idx, guard = self._target(j, row)
                 if guard:
                     e(inner, f"if {guard}:")
-                emit_store(e, inner + (1 if guard else 0), target, f"c{i}_{j}", idx, self.epilogue)
+                if self.splits > 1:  # a partial result: the finishing kernel sums them and applies the epilogue
+                    e(inner + (1 if guard else 0), f"out[u64(zoff + {address})] = c{i}_{j}")
+                else:
+                    emit_store(e, inner + (1 if guard else 0), f"out[u64({address})]", f"c{i}_{j}", idx, self.epilogue)
 
     def _store_setup(self, ind: int) -> None:
         self.emit(ind, "ocol = n0 + tx")
@@ -644,10 +669,10 @@ class TiledBody:
         self.emit(ind, f"orow = ocol + ({row}) * {self.n}")
 
     def _target(self, j: int, row: str) -> tuple[str, list[str], str | None]:
-        """(the output element of accumulator column j in `row`, its multi-index, its column guard)."""
+        """(the output offset of accumulator column j in `row`, its multi-index, its column guard)."""
         col = _plus("n0 + tx", j * self.t.ntx)
         guard = f"{col} < {self.n}" if self.n % self.t.bn else None
-        return f"out[u64({_plus('orow', j * self.t.ntx)})]", ["0", f"({row})", f"({col})"], guard
+        return _plus("orow", j * self.t.ntx), ["0", f"({row})", f"({col})"], guard
 
 
 class _MatmulBody(TiledBody):

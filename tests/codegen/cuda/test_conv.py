@@ -154,3 +154,20 @@ def test_engine_lenet_stack_small_batch():
         return jn.max_pool2d(jn.relu(jn.conv2d(h, w2)), 2).sum()
 
     engine_check(jn.value_and_grad(net, argnums=(1, 2)), x, w1, w2, rtol=1e-3, atol=1e-3)
+
+
+def test_split_k_weight_gradient_with_epilogue():
+    """A weight gradient has few outputs and a long K (N*Ho*Wo): K is split over the grid's z
+    dimension and a finishing kernel sums the partials in order and applies the epilogue."""
+    xs, ws, stride, padding = (3, 2, 9, 8), (3, 2, 2, 2), (1, 1), (1, 0)
+    x, g = randn(*xs), randn(3, 3, 10, 7)
+    src = conv.conv2d_weight_grad_source(xs, g.shape, stride, padding, ws, np.float32, epilogue=ScaleResidual(ws, "f8"))
+    assert "K split" in src and "def finish(out, part, ep_res):" in src
+    res = randn(*ws, dtype=np.float64)
+    want = OPS["conv2d_weight_grad"].ref(x.astype(np.float64), g.astype(np.float64), stride, padding, ws)
+    for _ in range(2):  # the partials' buffer is allocated once and reused
+        got = run_source(src, ws, np.float32, x, g, res)
+        np.testing.assert_allclose(got, want * 0.5 + res, rtol=1e-5, atol=1e-4)
+    assert conv.split_count(mm.TILES["16x16x16_1x1"], 16, 16, 1 << 20) > 1  # one block: split
+    assert conv.split_count(mm.TILES["64x64x8_4x4"], 4096, 4096, 1 << 20) == 1  # enough blocks already
+    assert conv.split_count(mm.TILES["16x16x16_1x1"], 16, 16, 16) == 1  # one K step: nothing to split
