@@ -26,6 +26,14 @@ def acc_dtype(node: Node) -> np.dtype:
     return node.inputs[0].dtype
 
 
+def reduction_index(full: list, axes: tuple, node: Node) -> list:
+    """The index of a reduction's output (or its epilogue's) from the index of its input with the
+    reduced axes at 0: those axes kept as 0 (keepdims) or dropped, as node's rank says."""
+    if len(node.shape) == len(full):
+        return full
+    return [i for d, i in enumerate(full) if d not in axes]
+
+
 class KernelSource:
     """The lines of a kernel function under construction; inputs are parameters in0, in1, ..."""
 

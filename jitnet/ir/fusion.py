@@ -10,8 +10,9 @@ producers of its reductions, and an elementwise epilogue over a reduction's resu
 Sibling fusion then merges independent kernels that walk the same domain and read a common buffer:
 an elementwise kernel rides along in a reduction over its shape (the forward sum and the gradient
 of `value_and_grad(sum(f(x)))` read x once) or in another elementwise kernel of its shape (an
-optimizer's new parameter and its new moments are one pass over the gradient). Such a kernel has
-several outputs: its root and its siblings.
+optimizer's new parameter and its new moments are one pass over the gradient), and reductions
+over the same domain and axes share their loop. Such a kernel has several outputs: its root, more
+roots (reductions and their epilogues) and siblings (elementwise over the domain).
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ class Kernel:
     root: Node  # the value the kernel writes
     nodes: list[Node]  # the nodes it computes, producers first (root last)
     inputs: list[Node]  # the buffers it reads
+    roots: list[Node] = field(default_factory=list)  # more outputs computed like root (reductions)
     siblings: list[Node] = field(default_factory=list)  # more outputs, elementwise over the domain
 
     @property
     def outputs(self) -> list[Node]:
-        return [self.root, *self.siblings]
+        return [self.root, *self.roots, *self.siblings]
 
     @property
     def domain(self) -> tuple:
@@ -181,22 +183,29 @@ def schedule(graph: Graph) -> Schedule:
     return Schedule(graph, _merge_siblings(kernels), buffers)
 
 
+def _reduction_of(kernel: Kernel) -> tuple | None:
+    """(domain, axes) of a reduce kernel whose reductions all run over the same axes."""
+    reducers = [n for n in kernel.nodes if _kind(n) == Kind.REDUCE]
+    axes = {n.attrs["axes"] for n in reducers}
+    return (kernel.domain, axes.pop()) if kernel.kind == "reduce" and len(axes) == 1 else None
+
+
 def _can_host(host: Kernel, guest: Kernel) -> bool:
-    """Can elementwise `guest` be computed inside `host`'s loops, writing one more output?"""
-    return (
-        guest.kind == "elementwise"
-        and not guest.siblings
-        and host.kind in ("elementwise", "reduce")
-        and host.domain == guest.root.shape
-        and bool(set(host.inputs) & set(guest.inputs))
-        and not set(host.outputs) & set(guest.inputs)
-        and guest.root not in host.inputs
-    )
+    """Can `guest` run inside `host`'s loops, adding its outputs: an elementwise kernel over
+    host's domain, or a reduction over host's domain and axes?"""
+    if guest.siblings or guest.roots or not set(host.inputs) & set(guest.inputs):
+        return False
+    if set(host.outputs) & set(guest.inputs) or set(guest.outputs) & set(host.inputs):
+        return False
+    if guest.kind == "elementwise":
+        return host.kind in ("elementwise", "reduce") and host.domain == guest.root.shape
+    return guest.kind == "reduce" and _reduction_of(host) is not None and _reduction_of(host) == _reduction_of(guest)
 
 
 def _merge_siblings(kernels: list[Kernel]) -> list[Kernel]:
-    """Merge each elementwise kernel into the first kernel that can host it, when no kernel between
-    the two reads either's outputs: the merged kernel runs at the later one's place."""
+    """Merge each kernel into the first kernel that can host it, running the merged kernel at the
+    later one's place when no kernel between reads the earlier one's outputs, else at the earlier
+    one's place when no kernel between writes the later one's inputs."""
     kernels = list(kernels)
     i = 0
     while i < len(kernels):
@@ -205,18 +214,24 @@ def _merge_siblings(kernels: list[Kernel]) -> list[Kernel]:
             if j == i or not _can_host(host, guest):
                 continue
             lo, hi = min(i, j), max(i, j)
-            early = kernels[lo]
-            if any(set(early.outputs) & set(k.inputs) for k in kernels[lo + 1 : hi]):
+            between = kernels[lo + 1 : hi]
+            if not any(set(kernels[lo].outputs) & set(k.inputs) for k in between):
+                at, gone = hi, lo  # the earlier kernel's outputs can wait
+            elif not any(set(k.outputs) & set(kernels[hi].inputs) for k in between):
+                at, gone = lo, hi  # the later kernel's inputs are ready earlier
+            else:
                 continue
+            reduction = guest.kind == "reduce"
             merged = Kernel(
                 host.kind,
                 host.root,
                 host.nodes + [n for n in guest.nodes if n not in set(host.nodes)],
                 host.inputs + [n for n in guest.inputs if n not in set(host.inputs)],
-                host.siblings + [guest.root],
+                host.roots + [guest.root] * reduction,
+                host.siblings + [guest.root] * (not reduction),
             )
-            kernels[hi] = merged
-            del kernels[lo]
+            kernels[at] = merged
+            del kernels[gone]
             i = -1  # start over: the merged kernel may host more
             break
         i += 1

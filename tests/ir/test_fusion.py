@@ -199,3 +199,13 @@ def test_no_sibling_fusion_when_a_kernel_between_reads_the_first():
 def test_inputs_and_constants_need_no_kernel():
     assert kernels(lambda x: x, X) == []
     assert kernels(lambda x: (x, X * 2), X) == []
+
+
+def test_reductions_over_one_domain_share_a_loop():
+    (k,) = kernels(lambda x, y: ((x * y).sum(1), y.sum(1, keepdims=True) * 2, jn.argmax(y, 1)), X, X * 2)
+    assert k.kind == "reduce" and len(k.roots) == 2 and not k.siblings
+
+
+def test_reductions_over_other_axes_stay_apart():
+    ks = kernels(lambda x: (x.sum(1), x.sum(0)), X)
+    assert [len(k.outputs) for k in ks] == [1, 1]

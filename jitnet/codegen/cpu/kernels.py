@@ -14,7 +14,7 @@ import numpy as np
 
 from jitnet.codegen.expr import Dialect, Emitter
 from jitnet.codegen.index import Idx, flat_index, unflatten_index
-from jitnet.codegen.source import KernelSource, acc_dtype, numba_type, prod
+from jitnet.codegen.source import KernelSource, acc_dtype, numba_type, prod, reduction_index
 from jitnet.ir import dtypes
 from jitnet.ir.fusion import Kernel
 from jitnet.ir.node import Node, type_str
@@ -237,14 +237,12 @@ def _reduce(src: KernelSource, parallel: bool) -> None:
         accumulate(2, f"range({red_size})", r_var, False)
 
     epilogue = src.scope(2)
-    out_idx = [Idx() if d in axes else i for d, i in zip(range(len(shape)), input_index(Idx()))]
-    if not first.attrs["keepdims"]:
-        out_idx = [i for d, i in enumerate(out_idx) if d not in axes]
+    full = [Idx() if d in axes else i for d, i in zip(range(len(shape)), input_index(Idx()))]
     for acc in accs:
-        epilogue.bind(acc.node, out_idx, acc.result(epilogue.emit))
-    root = kernel.root
-    value = epilogue.value(root, out_idx)
-    epilogue.emit(f"{DIALECT.element('out', out_idx, root.shape)} = {value}")
+        epilogue.bind(acc.node, reduction_index(full, axes, acc.node), acc.result(epilogue.emit))
+    for root in [kernel.root, *kernel.roots]:
+        out_idx = reduction_index(full, axes, root)
+        epilogue.emit(f"{DIALECT.element(src.outputs[root], out_idx, root.shape)} = {epilogue.value(root, out_idx)}")
     src.close(epilogue)
 
 

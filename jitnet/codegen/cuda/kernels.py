@@ -20,7 +20,7 @@ import numpy as np
 
 from jitnet.codegen.expr import Dialect, Emitter
 from jitnet.codegen.index import Idx, unflatten_index
-from jitnet.codegen.source import KernelSource, acc_dtype, numba_type, prod
+from jitnet.codegen.source import KernelSource, acc_dtype, numba_type, prod, reduction_index
 from jitnet.ir import dtypes
 from jitnet.ir.fusion import Kernel
 from jitnet.ir.node import Node, type_str
@@ -178,9 +178,7 @@ def _reduce(src: _Source) -> list[str]:
         red_idx, it_kept = iter(unflatten_index(r, tuple(shape[d] for d in axes))), iter(kept_idx)
         return [next(red_idx) if d in axes else next(it_kept) for d in range(len(shape))]
 
-    out_idx = [Idx() if d in axes else i for d, i in zip(range(len(shape)), input_index(Idx()))]
-    if not first.attrs["keepdims"]:
-        out_idx = [i for d, i in enumerate(out_idx) if d not in axes]
+    full = [Idx() if d in axes else i for d, i in zip(range(len(shape)), input_index(Idx()))]
 
     split = (
         kept_size * 4 <= MAX_BLOCKS and red_size >= SPLIT_MIN and all(r.op in ("sum", "max", "min") for r in reducers)
@@ -254,9 +252,10 @@ def _reduce(src: _Source) -> list[str]:
         src.emit(indent, "if tid == 0:")
         scope = src.scope(indent + 1)
         for node, total in totals:
-            scope.bind(node, out_idx, DIALECT.cast(total, node.dtype))
-        value = scope.value(kernel.root, out_idx)
-        scope.emit(f"{DIALECT.element('out', out_idx, kernel.root.shape)} = {value}")
+            scope.bind(node, reduction_index(full, axes, node), DIALECT.cast(total, node.dtype))
+        for root in [kernel.root, *kernel.roots]:
+            out_idx = reduction_index(full, axes, root)
+            scope.emit(f"{DIALECT.element(src.outputs[root], out_idx, root.shape)} = {scope.value(root, out_idx)}")
         src.close(scope)
         src.emit(indent, "cuda.syncthreads()")
 
@@ -303,8 +302,12 @@ def _reduce(src: _Source) -> list[str]:
         src.emit(3, f"{acc} = {_combine(node.op, acc, f'{part}[o * {n_parts} + p]', acc_dt)}")
         finals.append((node, _block_reduce(src, 2, node.op, acc, acc_dt, acc_dt)))
     epilogue(2, finals)
-    finish_sig = f"void({numba_type(kernel.root.dtype)}[::1], {part_types}, {input_types})"
-    finish = _kernel_def(src, "finish", f"out, {part_params}, {', '.join(src.params.values())}", finish_sig) + src.lines
+    roots = ", ".join(src.outputs[n] for n in [kernel.root, *kernel.roots])
+    root_types = ", ".join(f"{numba_type(n.dtype)}[::1]" for n in [kernel.root, *kernel.roots])
+    finish_sig = f"void({root_types}, {part_types}, {input_types})"
+    finish = (
+        _kernel_def(src, "finish", f"{roots}, {part_params}, {', '.join(src.params.values())}", finish_sig) + src.lines
+    )
     ins = ", ".join(src.params.values())
     launcher = [
         "",
@@ -315,12 +318,12 @@ def _reduce(src: _Source) -> list[str]:
         "_parts = []  # the partial results' buffers, allocated once: launches on one stream run in order",
         "",
         "",
-        f"def launch(out, {siblings}{ins}):",
+        f"def launch({roots}, {siblings}{ins}):",
         "    if not _parts:",
         *(f"        _parts.append(cuda.device_array({kept_size * n_parts}, np.{acc_dtype(n).name}))" for n, _ in parts),
         f"    ({part_params},) = _parts",
         f"    _partial({siblings}{part_params}, {ins})",
-        f"    _finish(out, {part_params}, {ins})",
+        f"    _finish({roots}, {part_params}, {ins})",
     ]
     return partial + finish + launcher
 

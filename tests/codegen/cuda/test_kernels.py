@@ -714,3 +714,11 @@ def test_elementwise_siblings():
     fn = lambda x, r: (x * r, jn.exp(x) - r, x + 1)
     check(fn, x, r, **TRANSCENDENTAL)
     assert kernel_kinds(fn, x, r) == ["elementwise"]
+
+
+@pytest.mark.parametrize("shape", [(3, 37), (1, 600)])  # block path; split path
+def test_reductions_sharing_a_loop(shape):
+    x, y = randn(*shape), randn(*shape)
+    fn = lambda x, y: ((x * y).sum(1), y.sum(1, keepdims=True) * 2, jn.exp(y) + x)
+    check(fn, x, y, **TRANSCENDENTAL)
+    assert kernel_kinds(fn, x, y) == ["reduce"]
