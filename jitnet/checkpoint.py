@@ -30,7 +30,7 @@ def save(path: str | os.PathLike, state_dict: dict, metadata: dict[str, str] | N
     for name in sorted(state_dict):
         if not isinstance(name, str):
             raise TypeError(f"jn.save: keys must be strings, got {name!r}")
-        arr = np.ascontiguousarray(np.asarray(state_dict[name]))
+        arr = np.asarray(state_dict[name])  # tobytes() writes C order; ascontiguousarray would make 0-d 1-d
         code = _CODES.get(arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype)
         if code is None:
             raise TypeError(f"jn.save: {name!r} has dtype {arr.dtype}, which safetensors cannot store here")
