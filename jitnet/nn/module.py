@@ -107,6 +107,15 @@ class Module:
             if k in state:
                 arr.assign(np.asarray(state[k], dtype=arr.dtype))
 
+    def to(self, device) -> Module:
+        """Move every parameter and buffer to `device` ("cpu", "cuda" or a jn.device); build the
+        optimizer after moving."""
+        for _, m in self.named_modules():
+            for table in (m._params, m._buffers):
+                for name, v in table.items():
+                    table[name] = asarray(v, device=device)
+        return self
+
     def train(self, mode: bool = True) -> Module:
         for _, m in self.named_modules():
             object.__setattr__(m, "training", mode)

@@ -138,3 +138,22 @@ def test_resume_from_checkpoint_equals_uninterrupted(tmp_path):
         np.testing.assert_array_equal(np.asarray(c.optimizer.state_dict()[k]), np.asarray(v), err_msg=k)
     with pytest.raises(ValueError, match="not a Trainer checkpoint"):
         c.load_state_dict({k: v for k, v in c.state_dict().items() if not k.startswith("trainer.")})
+
+
+@pytest.mark.cuda
+def test_train_step_on_cuda_equals_cpu():
+    from jitnet.runtime.device import cuda_available
+
+    if not cuda_available():
+        pytest.skip("needs a CUDA GPU or NUMBA_ENABLE_CUDASIM=1")
+    cpu, gpu = mlp(seed=4, dropout=0.5), mlp(seed=4, dropout=0.5).to("cuda")
+    assert all(v.device is jn.device("cuda") for v in gpu.state_dict().values())
+    steps = [nn.train_step(m, nn.cross_entropy, optim.SGD(m.parameters(), lr=0.1, momentum=0.9)) for m in (cpu, gpu)]
+    for s in steps:
+        s.seed = 7  # the same dropout masks: the generator gives the same bits on every backend
+    for _ in range(2):
+        losses = [float(s(X[:8], Y[:8])) for s in steps]
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for k, v in cpu.parameters().items():
+        assert gpu.parameters()[k].device is jn.device("cuda")
+        np.testing.assert_allclose(gpu.parameters()[k].numpy(), v.numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
