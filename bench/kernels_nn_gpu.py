@@ -10,7 +10,7 @@ beside torch on the same GPU (TF32 off: cuBLAS/cuDNN in plain float32, the same 
 
     python -m bench.kernels_nn_gpu                     # all, matmul at 4096
     python -m bench.kernels_nn_gpu --n 2048 --samples 10
-    NUMBA_ENABLE_CUDASIM=1 python -m bench.kernels_nn_gpu --simulator --n 16 --batch 1 --samples 1   # checks the script
+    NUMBA_ENABLE_CUDASIM=1 python -m bench.kernels_nn_gpu --simulator --n 16 --batch 1 --image 16 --samples 1
 
 Timing as bench/matmul_gpu.py (docs: .library/device/METHOD.md): warm-up calls first (compile,
 cuDNN/cuBLAS heuristics), then batches of back-to-back calls between CUDA events, batch length
@@ -102,15 +102,17 @@ def bench_matmul(n: int, samples: int) -> bool:
     return ok
 
 
-def _lenet_shapes(batch: int):
-    return (batch, 1, 28, 28), (20, 1, 5, 5), (50, 20, 5, 5)
+def _lenet_shapes(batch: int, image: int):
+    return (batch, 1, image, image), (20, 1, 5, 5), (50, 20, 5, 5)
 
 
-def lenet_flops(batch: int, backward: bool) -> float:
+def lenet_flops(batch: int, image: int, backward: bool) -> float:
     """Convolution flops: forward 2*N*O*Ho*Wo*C*kh*kw per conv; backward adds each conv's weight
     gradient (the same count) and conv2's input gradient (x itself needs none)."""
-    conv1 = 2 * batch * 20 * 24 * 24 * 1 * 25
-    conv2 = 2 * batch * 50 * 8 * 8 * 20 * 25
+    h1 = image - 4
+    h2 = h1 // 2 - 4
+    conv1 = 2 * batch * 20 * h1 * h1 * 1 * 25
+    conv2 = 2 * batch * 50 * h2 * h2 * 20 * 25
     return conv1 + conv2 + (conv1 + 2 * conv2 if backward else 0)
 
 
@@ -132,10 +134,10 @@ def _torch_lenet(torch, x, w1, w2, backward: bool):
     return call
 
 
-def bench_lenet(batch: int, samples: int) -> bool:
+def bench_lenet(batch: int, samples: int, image: int = 28) -> bool:
     torch = _torch()
     jn = _jn()
-    xs, w1s, w2s = _lenet_shapes(batch)
+    xs, w1s, w2s = _lenet_shapes(batch, image)
     rng = np.random.default_rng(5)
     x = rng.standard_normal(xs, dtype=np.float32)
     w1 = (rng.standard_normal(w1s) * 0.2).astype(np.float32)
@@ -169,7 +171,9 @@ def bench_lenet(batch: int, samples: int) -> bool:
             impls.append(Impl(tname, tcall, _Timer("torch")))
             _check(tname, [r.double().cpu().numpy() for r in tcall()], want, errors)
         time_interleaved(impls, samples)
-        _table(f"{title}, batch {batch} (GFLOP/s of the convolutions)", impls, lenet_flops(batch, backward), errors)
+        _table(
+            f"{title}, batch {batch} (GFLOP/s of the convolutions)", impls, lenet_flops(batch, image, backward), errors
+        )
     return ok
 
 
@@ -177,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=4096, help="matmul size (n x n x n)")
     p.add_argument("--batch", type=int, default=64, help="LeNet batch")
+    p.add_argument("--image", type=int, default=28, help="LeNet input size (28; 16 for simulator checks)")
     p.add_argument("--samples", type=int, default=20, help="timed batches per implementation (median)")
     p.add_argument("--only", choices=("matmul", "lenet"), default=None)
     p.add_argument(
@@ -194,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "matmul"):
         ok &= bench_matmul(args.n, args.samples)
     if args.only in (None, "lenet"):
-        ok &= bench_lenet(args.batch, args.samples)
+        ok &= bench_lenet(args.batch, args.samples, args.image)
     print("\nall results within tolerance" if ok else "\nSOME RESULTS WRONG")
     return 0 if ok else 1
 

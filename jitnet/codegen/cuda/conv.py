@@ -113,14 +113,16 @@ def _module(kind: str, body_cls, names, dims, out_shape, geometry, dtype, tile, 
     lines += [
         "",
         "",
+        f"_gemm = kernel[{grid}, {t.threads}]",
+        f"_finish = finish[{max(1, min(MAX_BLOCKS, _cdiv(size, BLOCK)))}, {BLOCK}]",
         "_parts = []  # the partial results' buffer, allocated once: launches on one stream run in order",
         "",
         "",
         f"def launch({args}):",
         "    if not _parts:",
         f"        _parts.append(cuda.device_array({splits * size}, np.{ty}))",
-        f"    kernel[{grid}, {t.threads}](_parts[0], {', '.join(names)})",
-        f"    finish[{max(1, min(MAX_BLOCKS, _cdiv(size, BLOCK)))}, {BLOCK}]({', '.join(['out', '_parts[0]', *epi_names])})",
+        f"    _gemm(_parts[0], {', '.join(names)})",
+        f"    _finish({', '.join(['out', '_parts[0]', *epi_names])})",
         "",
     ]
     return "\n".join(header + SOURCE_IMPORTS + lines)

@@ -1,10 +1,16 @@
 """CUDA source for batched matrix products: out[z] = A[z] @ B[z], shared-memory and register tiled.
 
-`matmul_source(m, n, k, batch, dtype, a_trans, b_trans, tile=None)` returns a module whose
-`launch(out, a, b)` runs on flat, contiguous device buffers:
+`matmul_source(m, n, k, batch, dtype, a_trans, b_trans, tile=None, *, a_batch, b_batch, epilogue)`
+returns a module whose `launch(out, a, b, *epilogue.params)` runs on flat, contiguous device buffers:
 - a: (batch, m, k) row-major, or (batch, k, m) when `a_trans` (A is then read transposed, no copy);
 - b: (batch, k, n), or (batch, n, k) when `b_trans`;
 - out: (batch, m, n) row-major.
+`batch` may be a shape, and `a_batch`/`b_batch` the operands' batch shapes broadcasting against it
+(size-1 dims: each block computes its operands' batch offsets from z). An `Epilogue` (bias,
+activation, scale, residual: elementwise work the fuser hands over) runs at each element's store.
+float32/float64 take the tiled kernel below; int32/int64 a simple one (a thread per output).
+`TiledBody` is the tiled kernel's body, which conv.py's implicit GEMMs subclass; it can also split
+K over the grid's z dimension (`split_k`) for outputs with too few tiles to fill the GPU.
 Shapes, strides and the launch configuration are constants of the generated source (which is the
 kernel's cache key), so every index is constant arithmetic and every edge test that a shape makes
 unnecessary is left out of the source.
@@ -374,7 +380,7 @@ def matmul_source(
     args = ", ".join(["out", "a", "b", *names])
     sig = f"void({', '.join([f'{ty}[::1]'] * 3 + types)})"
     header = [
-        f"# jitnet cuda kernel: matmul out({', '.join(map(str, out_batch))}, {m}, {n}) = A @ B, {ty}",
+        f"# jitnet cuda kernel: matmul out{(*out_batch, m, n)} = A @ B, {ty}",
         f"# a: {(*a_batch, k, m)} read as A^T" if a_trans else f"# a: {(*a_batch, m, k)}",
         f"# b: {(*b_batch, n, k)} read as B^T" if b_trans else f"# b: {(*b_batch, k, n)}",
     ]
