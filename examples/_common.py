@@ -42,6 +42,7 @@ def run(args, name: str, model: jn.nn.Module, optimizer, data, target: float) ->
         validation_data=(x_test, y_test),
         verbose=0 if args.quiet else 1,
         checkpoint=checkpoint,
+        drop_last=True,  # the few leftover images (a new batch shape) would compile a second step
     )
     if args.quiet:
         for e in range(len(history["loss"])):

@@ -99,9 +99,10 @@ def _check_batch(x, y) -> None:
         raise ValueError(f"inputs and targets must have one batch size, got shapes {np.shape(x)} and {np.shape(y)}")
 
 
-def _batches(n: int, batch_size: int, order=None):
+def _batches(n: int, batch_size: int, order=None, drop_last: bool = False):
     idx = np.arange(n) if order is None else order
-    for start in range(0, n, batch_size):
+    end = n - n % batch_size if drop_last and n >= batch_size else n
+    for start in range(0, end, batch_size):
         yield idx[start : start + batch_size]
 
 
@@ -135,9 +136,11 @@ class Trainer:
         verbose: int = 1,
         shuffle: bool = True,
         checkpoint: str | None = None,
+        drop_last: bool = False,
     ) -> dict[str, list[float]]:
         """Train `epochs` more epochs; returns the history {"loss", metrics, "val_loss", "val_<metric>",
-        "samples_per_s"} with one entry per epoch. `checkpoint`: a path saved after every epoch."""
+        "samples_per_s"} with one entry per epoch. `checkpoint`: a path saved after every epoch.
+        `drop_last`: skip an epoch's last, smaller batch (a new shape would compile a second step)."""
         x, y = np.asarray(x), np.asarray(y)
         _check_batch(x, y)
         if int(batch_size) <= 0:
@@ -153,8 +156,10 @@ class Trainer:
             bar = _progress(n, f"epoch {self.epoch + 1}/{total}", verbose)
             start = time.perf_counter()
             self.model.train()
-            for i, idx in enumerate(_batches(n, batch_size, order)):
+            seen = 0
+            for i, idx in enumerate(_batches(n, batch_size, order, drop_last)):
                 loss, metrics = self.step.run(x[idx], y[idx])
+                seen += len(idx)
                 sums["loss"] += float(loss) * len(idx)
                 for k, v in metrics.items():
                     sums[k] += float(v) * len(idx)
@@ -164,10 +169,10 @@ class Trainer:
                         bar.set_postfix(loss=f"{float(loss):.4f}", **{k: f"{float(v):.3f}" for k, v in metrics.items()})
             seconds = time.perf_counter() - start
             for k, v in sums.items():
-                history[k].append(v / n)
-            history["samples_per_s"].append(n / seconds)
+                history[k].append(v / seen)
+            history["samples_per_s"].append(seen / seconds)
             if validation_data is not None:
-                for k, v in self.evaluate(*validation_data, batch_size=max(batch_size, 256)).items():
+                for k, v in self.evaluate(*validation_data).items():
                     history[f"val_{k}"].append(v)
             self.epoch += 1
             if bar is not None:
@@ -180,7 +185,7 @@ class Trainer:
                 self.save(checkpoint)
         return history
 
-    def evaluate(self, x, y, batch_size: int = 256) -> dict[str, float]:
+    def evaluate(self, x, y, batch_size: int = 1024) -> dict[str, float]:
         """Mean loss and metrics over (x, y) with the model in eval mode."""
         x, y = np.asarray(x), np.asarray(y)
         _check_batch(x, y)
@@ -197,7 +202,7 @@ class Trainer:
             self.model.train(was_training)
         return {k: v / len(x) for k, v in sums.items()}
 
-    def predict(self, x, batch_size: int = 256) -> np.ndarray:
+    def predict(self, x, batch_size: int = 1024) -> np.ndarray:
         """The model's outputs for x (eval mode), as one numpy array."""
         x = np.asarray(x)
         was_training = self.model.training

@@ -113,6 +113,8 @@ def test_trainer_fit_evaluate_predict(capsys):
     result = trainer.evaluate(X, Y)
     assert result["accuracy"] == pytest.approx(np.mean(logits.argmax(1) == Y))
     assert result["loss"] == pytest.approx(history["val_loss"][-1], rel=1e-5)
+    trainer.fit(X, Y, epochs=1, batch_size=16, verbose=0, drop_last=True)  # 2 batches of 16, no third of 8
+    assert trainer.step._compiled.traces == 2 and trainer.optimizer.iterations == 4 * 2 + 2  # shapes 20 and 16
 
 
 def test_resume_from_checkpoint_equals_uninterrupted(tmp_path):
