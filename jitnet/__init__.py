@@ -3,6 +3,7 @@ fused compiled kernels."""
 
 from jitnet import ir
 from jitnet.autodiff import grad, value_and_grad, vjp
+from jitnet.checkpoint import load, save
 from jitnet.compiler import compile
 from jitnet.errors import TraceError
 from jitnet.ops import (
@@ -78,6 +79,9 @@ from jitnet.runtime.array import Array, asarray
 from jitnet.runtime.device import default_device, device
 
 install_operators(Array)
+
+from jitnet import nn, optim  # noqa: E402  (they use the ops above)
+from jitnet.nn.init import manual_seed  # noqa: E402
 
 float32 = "float32"
 float64 = "float64"

@@ -73,15 +73,11 @@ class FusedEpilogue:
             lines.append(f"{name} = {expr}")
             variables.append(name)
         first = Idx.var(variables[0], prod(shape[:lead]))
-        full = unflatten_index(first, shape[:lead]) + [
-            Idx.var(name, n) for name, n in zip(variables[1:], shape[lead:])
-        ]
+        full = unflatten_index(first, shape[:lead]) + [Idx.var(name, n) for name, n in zip(variables[1:], shape[lead:])]
         emitter = Emitter(self.dialect, dict(zip(self.buffers, self.params)), names, 0)
         emitter.bind(self.op, full, v)
         value = emitter.value(self.kernel.root, full)
         return lines + emitter.lines, value
-
-
 
 
 def epilogue_of(kernel: Kernel, dialect: Dialect) -> FusedEpilogue | None:

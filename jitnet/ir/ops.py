@@ -660,23 +660,59 @@ def _matmul_vjp(jn, g, out, a, b):
 
 
 def _conv2d_vjp(jn, g, out, x, w, stride, padding):
-    """Input gradient: the dilated cotangent, padded, correlated with the flipped and transposed
-    filter. Weight gradient: the padded input correlated with the dilated cotangent, with the
-    batch in the role of channels."""
-    (_, _, h, wd), (_, _, kh, kw) = x.shape, w.shape
-    (sh, sw), (ph, pw) = stride, padding
-    gd = _dilate(jn, _dilate(jn, g, 2, sh), 3, sw)
-    rh, rw = (h + 2 * ph - kh) % sh, (wd + 2 * pw - kw) % sw  # rows no window reached
-    gp = _pad_or_crop(jn, gd, 2, kh - 1 - ph, kh - 1 - ph + rh)
-    gp = _pad_or_crop(jn, gp, 3, kw - 1 - pw, kw - 1 - pw + rw)
-    flipped = jn.transpose(
-        jn.getitem(w, (slice(None), slice(None), slice(None, None, -1), slice(None, None, -1))), (1, 0, 2, 3)
-    )
-    gx = jn.conv2d(gp, flipped)
-    xp = jn.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    gw = jn.conv2d(jn.transpose(xp, (1, 0, 2, 3)), jn.transpose(gd, (1, 0, 2, 3)))
-    gw = jn.transpose(jn.getitem(gw, (slice(None), slice(None), slice(0, kh), slice(0, kw))), (1, 0, 2, 3))
+    """The input gradient is the transposed convolution of g with w, the weight gradient the
+    correlation of x with g: ops of their own, so each is one kernel reading g, w and x in place."""
+    from jitnet.ir.trace import apply
+
+    gx = apply("conv2d_input_grad", (g, w), stride=stride, padding=padding, in_shape=x.shape)
+    gw = apply("conv2d_weight_grad", (x, g), stride=stride, padding=padding, w_shape=w.shape)
     return gx, gw
+
+
+def _conv2d_input_grad_vjp(jn, u, out, g, w, stride, padding, in_shape):
+    """gx = T(g, w) is linear in g and in w, with <u, T(g, w)> = <conv2d(u, w), g>."""
+    from jitnet.ir.trace import apply
+
+    gw = apply("conv2d_weight_grad", (u, g), stride=stride, padding=padding, w_shape=w.shape)
+    return jn.conv2d(u, w, stride=stride, padding=padding), gw
+
+
+def _conv2d_weight_grad_vjp(jn, v, out, x, g, stride, padding, w_shape):
+    """gw = T(x, g) is linear in x and in g, with <v, T(x, g)> = <conv2d(x, v), g>."""
+    from jitnet.ir.trace import apply
+
+    gx = apply("conv2d_input_grad", (g, v), stride=stride, padding=padding, in_shape=x.shape)
+    return gx, jn.conv2d(x, v, stride=stride, padding=padding)
+
+
+def _conv2d_input_grad_shape(shapes, attrs):
+    g, w = shapes
+    x = tuple(attrs["in_shape"])
+    if len(g) != 4 or len(w) != 4 or _conv2d_shape([x, w], attrs) != tuple(g):
+        raise ValueError(f"conv2d input grad: cotangent {g} and weight {w} do not fit input {x}")
+    return x
+
+
+def _conv2d_weight_grad_shape(shapes, attrs):
+    x, g = shapes
+    w = tuple(attrs["w_shape"])
+    if len(x) != 4 or len(g) != 4 or _conv2d_shape([x, w], attrs) != tuple(g):
+        raise ValueError(f"conv2d weight grad: input {x} and cotangent {g} do not fit weight {w}")
+    return w
+
+
+def _conv2d_input_grad_ref(g, w, stride, padding, in_shape):
+    """Each output cell's cotangent, spread over the input pixels its window read, times the weight."""
+    (ph, pw), (n, c, h, wd) = padding, in_shape
+    gp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw), np.result_type(g, w))
+    for window, (i, j) in zip(_window_offsets(w.shape[2:], stride, g.shape[2:]), np.ndindex(*w.shape[2:])):
+        gp[window] += np.einsum("nohw,oc->nchw", g, w[:, :, i, j], optimize=True)
+    return gp[:, :, ph : ph + h, pw : pw + wd]
+
+
+def _conv2d_weight_grad_ref(x, g, stride, padding, w_shape):
+    win = _windows(x, w_shape[2:], stride, padding, 0)
+    return np.einsum("nchwij,nohw->ocij", win, g, optimize=True).astype(x.dtype)
 
 
 def _pool_vjp(op):
@@ -726,6 +762,8 @@ def _pool_grad_shape(shapes, attrs):
 
 _extern("matmul", _matmul_shape, _no_bool, np.matmul, _matmul_vjp)
 _extern("conv2d", _conv2d_shape, _float_only, _conv2d_ref, _conv2d_vjp)
+_extern("conv2d_input_grad", _conv2d_input_grad_shape, _float_only, _conv2d_input_grad_ref, _conv2d_input_grad_vjp)
+_extern("conv2d_weight_grad", _conv2d_weight_grad_shape, _float_only, _conv2d_weight_grad_ref, _conv2d_weight_grad_vjp)
 _extern("max_pool2d", _pool_shape, _float_only, _max_pool_ref, _pool_vjp("max_pool2d_vjp"))
 _extern("avg_pool2d", _pool_shape, _float_only, _avg_pool_ref, _pool_vjp("avg_pool2d_vjp"))
 _extern("max_pool2d_vjp", _pool_grad_shape, _same_dtype, _max_pool_vjp_ref)

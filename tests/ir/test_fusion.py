@@ -113,7 +113,11 @@ def test_extern_epilogue_limits():
 
 
 def test_transposed_operands_are_read_in_place():
-    for fn, args in [(lambda x, y: x.T @ y, (X, X)), (lambda x, w: x @ w.T, (X, W.T.copy())), (lambda x: x.T @ x, (X,))]:
+    for fn, args in [
+        (lambda x, y: x.T @ y, (X, X)),
+        (lambda x, w: x @ w.T, (X, W.T.copy())),
+        (lambda x: x.T @ x, (X,)),
+    ]:
         (k,) = kernels(fn, *args)
         assert k.kind == "extern" and all(i.op == "input" for i in k.inputs)
     # a batched operand transposes its last two axes only

@@ -1,39 +1,60 @@
-"""The CPU backend: numba `njit` kernels (parallel loops) and extern ops through numpy."""
+"""The CPU backend: numba `njit` kernels (parallel loops), and the extern ops' own kernels: matmul
+(generated register-blocked kernel or BLAS, matmul.py), conv2d and its gradients (im2col + the
+matmul micro-kernel, conv.py), pooling and its gradients (pool.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
-
 from jitnet.codegen import cache
-from jitnet.codegen.cpu.kernels import generate
+from jitnet.codegen.cpu import conv, pool
+from jitnet.codegen.cpu.kernels import DIALECT, generate
+from jitnet.codegen.cpu.matmul import matmul_kernel
+from jitnet.codegen.epilogue import epilogue_of, extern_op, operand_layout, reorder_arguments
 from jitnet.ir.fusion import Kernel
-from jitnet.ir.ops import OPS
+
+POOL_OPS = ("max_pool2d", "avg_pool2d", "max_pool2d_vjp", "avg_pool2d_vjp")
 
 
 def compile_kernel(kernel: Kernel) -> tuple[Callable, str]:
-    """(fn, source) where fn(out, *inputs) runs the kernel on flat contiguous buffers."""
-    if kernel.kind == "extern":
-        return _extern(kernel), f"# extern {kernel.describe()} (numpy reference)\n"
-    source = generate(kernel)
-    return cache.load(source), source
+    """(fn, source) where fn(*outputs, *inputs) runs the kernel on flat contiguous buffers."""
+    if kernel.kind != "extern":
+        source = generate(kernel)
+        return cache.load(source), source
+    op, (operands, transposed) = extern_op(kernel), operand_layout(kernel)
+    epilogue = epilogue_of(kernel, DIALECT)
+    a_trans, b_trans = (transposed + [False])[:2]
+    fn, source = extern_kernel(
+        op.op, op.shape, op.dtype, [n.shape for n in operands], op.attrs, epilogue, a_trans, b_trans
+    )
+    return reorder_arguments(fn, kernel, epilogue), source
 
 
-def _extern(kernel: Kernel) -> Callable:
-    """matmul, conv and pools run through numpy until their tiled kernels exist."""
-    root = kernel.root
-    shapes = [n.shape for n in kernel.inputs]
-    ref, attrs = OPS[root.op].ref, root.attrs
-
-    if root.op == "matmul":
-
-        def run(out, a, b):
-            np.matmul(a.reshape(shapes[0]), b.reshape(shapes[1]), out=out.reshape(root.shape))
-
+def extern_kernel(
+    op: str, out_shape, dtype, in_shapes, attrs: dict, epilogue=None, a_trans: bool = False, b_trans: bool = False
+) -> tuple[Callable, str]:
+    """(fn(out, *inputs, *epilogue.params), source) for one extern op on flat contiguous buffers.
+    `epilogue` (matmul and conv2d; see matmul.Epilogue) is applied to each output element before
+    it is stored; `a_trans`/`b_trans` (matmul): that operand's buffer holds its transpose."""
+    if epilogue is not None and op not in ("matmul", "conv2d"):
+        raise ValueError(f"{op} takes no epilogue")
+    if (a_trans or b_trans) and op != "matmul":
+        raise ValueError(f"{op} takes no transposed operands")
+    if op == "matmul":
+        return matmul_kernel(out_shape, in_shapes[0], in_shapes[1], dtype, a_trans, b_trans, epilogue)
+    if op == "conv2d":
+        source = conv.conv2d_source(in_shapes[0], in_shapes[1], attrs["stride"], attrs["padding"], dtype, epilogue)
+    elif op == "conv2d_input_grad":
+        source = conv.conv2d_input_grad_source(
+            in_shapes[0], in_shapes[1], attrs["stride"], attrs["padding"], attrs["in_shape"], dtype
+        )
+    elif op == "conv2d_weight_grad":
+        source = conv.conv2d_weight_grad_source(
+            in_shapes[0], in_shapes[1], attrs["stride"], attrs["padding"], attrs["w_shape"], dtype
+        )
+    elif op in POOL_OPS:
+        x_shape = attrs["in_shape"] if op.endswith("_vjp") else in_shapes[0]
+        source = pool.pool_source(op, x_shape, attrs["kernel"], attrs["stride"], attrs["padding"], dtype)
     else:
-
-        def run(out, *ins):
-            out.reshape(root.shape)[...] = ref(*(x.reshape(s) for x, s in zip(ins, shapes)), **attrs)
-
-    return run
+        raise ValueError(f"the CPU backend has no kernel for extern op {op!r}")
+    return cache.load(source), source

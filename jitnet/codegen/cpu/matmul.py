@@ -50,7 +50,9 @@ numpy's 196.4, `python -m bench.matmul_cpu`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from llvmlite import ir
@@ -370,8 +372,9 @@ def thread_split(m: int, n: int, tile: Tile, threads: int = 2) -> bool:
     return rows < cols or (rows == cols and n <= m)
 
 
-def packing(m: int, n: int, k: int, a_trans: bool, b_trans: bool, tile: Tile, itemsize: int = 4,
-            threads: int = 2) -> tuple[bool, bool]:
+def packing(
+    m: int, n: int, k: int, a_trans: bool, b_trans: bool, tile: Tile, itemsize: int = 4, threads: int = 2
+) -> tuple[bool, bool]:
     """(pack A, pack B), measured (bench/matmul_cpu.py --sweep --tiles :ab :b :a :):
     - A is read in place: broadcasts from MR rows of A (or MR contiguous values of a row of A^T)
       stream fine, and packing A never won a measurement (1024^3: 10.6 ms packed, 10.4 in place).
@@ -394,8 +397,17 @@ def choose_path(m: int, n: int, k: int, batch: int = 1) -> str:
     return "blas" if m == 1 or n <= BLAS_MAX_N else "numba"
 
 
-def matmul_blas(out: np.ndarray, a: np.ndarray, b: np.ndarray, m: int, n: int, k: int, batch: int = 1,
-                a_trans: bool = False, b_trans: bool = False) -> None:
+def matmul_blas(
+    out: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    m: int,
+    n: int,
+    k: int,
+    batch: int = 1,
+    a_trans: bool = False,
+    b_trans: bool = False,
+) -> None:
     """The numpy (BLAS) route on the same flat buffers as `kernel`: no allocation; the transposes
     are views, which BLAS reads as transposed operands."""
     a3 = a.reshape(batch, k, m).transpose(0, 2, 1) if a_trans else a.reshape(batch, m, k)
@@ -406,6 +418,19 @@ def matmul_blas(out: np.ndarray, a: np.ndarray, b: np.ndarray, m: int, n: int, k
 # ---------------------------------------------------------------------------------------------
 # Source generation
 # ---------------------------------------------------------------------------------------------
+
+
+IMPORTS = [  # what a generated module (matmul's, or one that embeds `block_fn`) imports
+    "import numpy as np",
+    "from numba import njit, prange",
+    "from numba.types import void, boolean, int8, int16, int32, int64, uint8, float32, float64",
+    "",
+    "from jitnet.codegen.cpu import vmath as vm  # for fused epilogues",
+    "from jitnet.codegen.cpu.intrinsics import fmaximum, fminimum",
+    "from jitnet.codegen.cpu.signature import readonly",
+    "from jitnet.codegen.cpu.matmul import align_skip, ld, num_threads, prefetch, st",
+    "from jitnet.codegen.cpu.matmul import vadd, vfma, vload, vload_n, vsplat, vstore, vstore_n",
+]
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -424,6 +449,34 @@ def _off(base: str, const: int) -> str:
     return base if const == 0 else f"{base} + {const}"
 
 
+def _batch_offset(out_batch: tuple[int, ...], op_batch: tuple[int, ...], size: int) -> str:
+    """Source of the flat offset of operand matrix z (z indexes out_batch row-major) when the operand's
+    batch shape broadcasts against out_batch: size-1 (or missing leading) dims contribute nothing."""
+    op_batch = (1,) * (len(out_batch) - len(op_batch)) + tuple(op_batch)
+    if op_batch == out_batch:
+        return f"z * {size}"
+    terms, inner, stride = [], 1, size
+    for d in range(len(out_batch) - 1, -1, -1):
+        if op_batch[d] != 1:
+            terms.append(f"(z // {inner} % {out_batch[d]}) * {stride}")
+            stride *= op_batch[d]
+        inner *= out_batch[d]
+    return " + ".join(terms) if terms else "0"
+
+
+def _param_types(epilogue, default: str) -> list[str]:
+    """numba type names of the epilogue's buffers: `epilogue.dtypes` if it has them, else the
+    output's dtype for each."""
+    if epilogue is None:
+        return []
+    dts = getattr(epilogue, "dtypes", None)
+    if dts is None:
+        return [default] * len(epilogue.params)
+    if len(dts) != len(epilogue.params):
+        raise ValueError(f"epilogue has {len(epilogue.params)} params but {len(dts)} dtypes")
+    return [{"bool": "boolean"}.get(np.dtype(t).name, np.dtype(t).name) for t in dts]
+
+
 def matmul_source(
     m: int,
     n: int,
@@ -435,10 +488,34 @@ def matmul_source(
     tile: Tile | str | None = None,
     parallel: bool | None = None,
     pack: str | None = None,
+    epilogue=None,
+    a_batch: tuple[int, ...] | None = None,
+    b_batch: tuple[int, ...] | None = None,
+    accumulate: bool = False,
+    block_only: bool = False,
 ) -> str:
-    """The module source of `kernel(out, a, b)` for out[z] = A[z] @ B[z] (see the module docstring).
-    `parallel` forces (True) or forbids (False) threads, `pack` ("ab", "a", "b" or "") which
-    operands are packed; None decides by the rules (SERIAL_MAX_WORK, `packing`)."""
+    """The module source of `kernel(out, a, b, *epilogue.params)` for out[z] = A[z] @ B[z] (see
+    the module docstring). `parallel` forces (True) or forbids (False) threads, `pack` ("ab", "a",
+    "b" or "") which operands are packed; None decides by the rules (SERIAL_MAX_WORK, `packing`).
+
+    `batch` is the number of products or the output's batch shape; `a_batch` / `b_batch` are the
+    operands' batch shapes when they broadcast against it (numpy rules, size-1 dims are read
+    again for every index: no copy). `epilogue` (see `Epilogue`) rewrites each finished element
+    of C while its tile is in L1. `accumulate`: C += A @ B instead of C = A @ B. `block_only`:
+    only the function `block_fn(out, coff, a, aoff, b, boff, r_lo, r_hi, j_lo, j_hi, *params)`
+    (one thread, rows panels [r_lo, r_hi) x column panels [j_lo, j_hi) of one product, C at
+    out[coff:], z = coff // (M * N)), without imports, for other generators to call."""
+    out_batch = tuple(batch) if isinstance(batch, (tuple, list)) else (int(batch),)
+    batch = int(np.prod(out_batch, dtype=np.int64))
+    a_batch = out_batch if a_batch is None else tuple(a_batch)
+    b_batch = out_batch if b_batch is None else tuple(b_batch)
+    for name, shape in (("a", a_batch), ("b", b_batch)):
+        padded = (1,) * (len(out_batch) - len(shape)) + shape
+        if len(shape) > len(out_batch) or any(s not in (1, o) for s, o in zip(padded, out_batch)):
+            raise ValueError(f"matmul {name} batch {shape} does not broadcast to {out_batch}")
+    if accumulate and epilogue is not None:
+        raise ValueError("an epilogue needs the final C: not with accumulate")
+    params = list(epilogue.params) if epilogue is not None else []
     dt = np.dtype(dtype)
     if dt not in (np.float32, np.float64):
         raise ValueError(f"cpu matmul kernel supports float32 and float64, not {dt}")
@@ -467,26 +544,32 @@ def matmul_source(
     mode = "parallel" if parallel else "serial"
     packed = " and ".join(x for x, f in (("A", pack_a), ("B", pack_b)) if f) or "nothing"
     e = _Lines()
+    pdecl = "".join(f", {p}" for p in params)  # epilogue buffers, after the kernel's own arguments
+    ptypes = "".join(f", readonly({t})" for t in _param_types(epilogue, T))
     header = [
         f"# jitnet cpu matmul: out ({B}, {M}, {N}) {T} = A @ B; {a_str}; {b_str}",
         f"# tile MR={MR} NR={NR} KC={t.kc} MC={MCP * MR}; {NBLK} K block(s) of <= {KCM}; {mode}; packed: {packed}",
-        "import numpy as np",
-        "from numba import njit, prange",
-        "from numba.types import void, boolean, int64, float32, float64",
-        "",
-        "from jitnet.codegen.cpu.signature import readonly",
-        "from jitnet.codegen.cpu.matmul import align_skip, ld, num_threads, prefetch, st",
-        "from jitnet.codegen.cpu.matmul import vadd, vfma, vload, vload_n, vsplat, vstore, vstore_n",
+        *IMPORTS,
         "",
         f"BUF = {T}[::1]",
         f"IN = readonly({T})",
         "",
     ]
-    if M == 0 or N == 0 or K == 0:  # nothing to multiply: out is empty, or all zeros
-        e(0, "@njit(void(BUF, IN, IN), cache=True)")
-        e(0, "def kernel(out, a, b):")
-        e(1, f"for i in range({B * M * N}):")
-        e(2, "st(out, i, 0.0)")
+    if M == 0 or N == 0 or K == 0:  # nothing to multiply: out is empty, or all zeros (or unchanged)
+        if block_only:
+            raise ValueError("block_only needs M, N, K > 0")
+        e(0, f"@njit(void(BUF, IN, IN{ptypes}), cache=True)")
+        e(0, f"def kernel(out, a, b{pdecl}):")
+        e(1, f"for z in range({B}):")
+        e(2, f"for i in range({M}):")
+        e(3, f"for j in range({N}):")
+        e(4, f"v_ep = {'ld(out, (z * ' + str(M) + ' + i) * ' + str(N) + ' + j)' if accumulate else T + '(0)'}")
+        ep_val = "v_ep"
+        if epilogue is not None:
+            lines, ep_val = epilogue.render("v_ep", ["z", "i", "j"])
+            for line in lines:
+                e(4, line)
+        e(4, f"st(out, (z * {M} + i) * {N} + j, {ep_val})")
         return "\n".join(header + e.lines) + "\n"
 
     flags = 'cache=True, error_model="numpy"'
@@ -559,7 +642,7 @@ def matmul_source(
         e(i3 + 1, f"nr = min({NR}, {N} - j * {NR})")
         for v in range(NV):  # lanes of C stored (n) and loaded (l: none on the first K block)
             e(i3 + 1, f"n{v} = min(max(nr - {v * W}, 0), {W})")
-            e(i3 + 1, f"l{v} = 0 if blk == 0 else n{v}")
+            e(i3 + 1, f"l{v} = n{v}" if accumulate else f"l{v} = 0 if blk == 0 else n{v}")
         e(i3 + 1, "for r in range(ic, ie):")
         ME = M % MR  # rows of the last row panel, when it is not full: a micro-kernel of its own
         if ME == 0:
@@ -611,6 +694,19 @@ def matmul_source(
                 idx = _off("co", i * N + v * W)
                 cnt = f", n{v}" if N % NR else ""
                 e(ind, f"{store}(out, {idx}, vadd(vload_n(out, {idx}, l{v}, {W}), c{i}_{v}){cnt})")
+        if epilogue is not None:  # the finished tile, still in L1: element by element
+            ind2 = ind
+            if NBLK > 1:
+                e(ind, f"if blk == {NBLK - 1}:")
+                ind2 += 1
+            e(ind2, f"for ii in range({rows}):")
+            e(ind2 + 1, "for jj in range(nr):")
+            e(ind2 + 2, f"o_ep = co + ii * {N} + jj")
+            e(ind2 + 2, "v_ep = ld(out, o_ep)")
+            lines, val = epilogue.render("v_ep", ["z", f"(r * {MR} + ii)", f"(j * {NR} + jj)"])
+            for line in lines:
+                e(ind2 + 2, line)
+            e(ind2 + 2, f"st(out, o_ep, {val})")
 
     # ---- the kernel ----
     # A serial kernel is one function with everything inline. numba compiles every prange body into
@@ -619,15 +715,20 @@ def matmul_source(
     # thread packs the B panels it uses itself: one parallel region per call, no barrier between
     # packing and computing (on a shared machine, a barrier can wait a scheduler tick for a
     # descheduled thread).
-    if parallel:
-        e(0, f"@njit(void(BUF, int64, IN, int64, IN, int64, int64, int64, int64, int64), {flags})")
-        e(0, "def block_fn(out, coff, a, aoff, b, boff, r_lo, r_hi, j_lo, j_hi):")
+    if parallel or block_only:
+        e(0, f"@njit(void(BUF, int64, IN, int64, IN, int64, int64, int64, int64, int64{ptypes}), {flags})")
+        e(0, f"def block_fn(out, coff, a, aoff, b, boff, r_lo, r_hi, j_lo, j_hi{pdecl}):")
+        if epilogue is not None:
+            e(1, f"z = coff // {M * N}")
         emit_block(1, "coff", "aoff", "boff", "r_lo", "r_hi", "j_lo", "j_hi")
+        if block_only:
+            return "\n".join(e.lines) + "\n"
         e(0, "")
         e(0, "")
-    e(0, f"@njit(void(BUF, IN, IN), parallel={bool(parallel)}, {flags})")
-    e(0, "def kernel(out, a, b):")
-    zo = (f"z * {M * N}", f"z * {M * K}", f"z * {K * N}")  # offsets of out[z], a[z], b[z]
+    e(0, f"@njit(void(BUF, IN, IN{ptypes}), parallel={bool(parallel)}, {flags})")
+    e(0, f"def kernel(out, a, b{pdecl}):")
+    # offsets of out[z], a[z], b[z] (a broadcast batch dim adds nothing)
+    zo = (f"z * {M * N}", _batch_offset(out_batch, a_batch, M * K), _batch_offset(out_batch, b_batch, K * N))
     if not parallel:
         e(1, f"for z in range({B}):")
         emit_block(2, *zo, "0", str(MP), "0", str(NP))
@@ -644,6 +745,124 @@ def matmul_source(
         e(2, "ti = t // tn")
         e(2, "tj = t - ti * tn")
         e(2, f"for z in range({B}):")
-        e(3, f"block_fn(out, {zo[0]}, a, {zo[1]}, b, {zo[2]}, ti * {MP} // tm, (ti + 1) * {MP} // tm, "
-             f"tj * {NP} // tn, (tj + 1) * {NP} // tn)")
+        e(
+            3,
+            f"block_fn(out, {zo[0]}, a, {zo[1]}, b, {zo[2]}, ti * {MP} // tm, (ti + 1) * {MP} // tm, "
+            f"tj * {NP} // tn, (tj + 1) * {NP} // tn{pdecl})",
+        )
     return "\n".join(header + e.lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine's entry: one matmul node -> a function on flat buffers
+# ---------------------------------------------------------------------------------------------
+
+
+class Epilogue(Protocol):
+    """What a generator needs of a fused elementwise epilogue (the fuser builds these).
+
+    `params`: names of extra flat buffers, appended to the kernel's arguments after its own;
+    `dtypes` (optional attribute): their dtypes, else the output's. `render(v, idx)`: given
+    the name of a scalar variable holding a finished output element and the source expressions of
+    its multi-index (matmul: [z, i, j] = flat batch, row, column; conv: [n, o, y, x]), the Python
+    statements to insert (no indent; names they bind should start with `ep_`) and the expression
+    of the value to store."""
+
+    params: list[str]
+
+    def render(self, v: str, idx: list[str]) -> tuple[list[str], str]: ...
+
+
+class _FoldedRows:
+    """An epilogue seen through a folded product (B*M, K) @ (K, N): row r is [r // M, r % M]."""
+
+    def __init__(self, epilogue, m: int):
+        self.epilogue, self.m = epilogue, m
+        self.params = list(epilogue.params)
+        self.dtypes = getattr(epilogue, "dtypes", None)
+
+    def render(self, v: str, idx: list[str]) -> tuple[list[str], str]:
+        _, i, j = idx
+        return self.epilogue.render(v, [f"({i}) // {self.m}", f"({i}) % {self.m}", j])
+
+
+def epilogue_source(batch: int, m: int, n: int, dtype, epilogue) -> str:
+    """Module source of `kernel(out, *params)`: the epilogue applied in place to out (batch, m, n),
+    one pass with rows in parallel: the BLAS and numpy routes' epilogue, right after the product."""
+    dt = np.dtype(dtype)
+    t = {"bool": "boolean"}.get(dt.name, dt.name)
+    ptypes = "".join(f", readonly({p})" for p in _param_types(epilogue, t))
+    pdecl = "".join(f", {p}" for p in epilogue.params)
+    parallel = batch * m * n >= 1 << 15
+    e = _Lines()
+    for line in [f"# jitnet cpu matmul epilogue over out ({batch}, {m}, {n}) {dt.name}", *IMPORTS, ""]:
+        e(0, line)
+    e(0, f'@njit(void({t}[::1]{ptypes}), parallel={parallel}, cache=True, error_model="numpy")')
+    e(0, f"def kernel(out{pdecl}):")
+    e(1, f"for r in {'prange' if parallel else 'range'}({batch * m}):")
+    e(2, f"z = r // {m}")
+    e(2, f"i = r - z * {m}")
+    e(2, f"for j in range({n}):")
+    e(3, f"o_ep = r * {n} + j")
+    e(3, "v_ep = out[o_ep]")
+    lines, val = epilogue.render("v_ep", ["z", "i", "j"])
+    for line in lines:
+        e(3, line)
+    e(3, f"out[o_ep] = {val}")
+    return "\n".join(e.lines) + "\n"
+
+
+def matmul_kernel(
+    out_shape, a_shape, b_shape, dtype, a_trans: bool = False, b_trans: bool = False, epilogue: Epilogue | None = None
+) -> tuple[Callable, str]:
+    """(fn(out, a, b, *epilogue.params), source) for out = a @ b on flat contiguous buffers, with
+    numpy's batch broadcasting (operands of equal rank, size-1 batch dims broadcast). `a_shape` /
+    `b_shape` are the buffers' shapes: with `a_trans` a's buffer holds (..., K, M) and is read as
+    its transpose in place (likewise `b_trans`: (..., N, K)).
+
+    Route: float32/float64 products run the generated kernel, except those `choose_path` sends to
+    BLAS (np.matmul on views of the buffers, no copy); integer products run np.matmul (numpy's
+    own loops: BLAS has no integer GEMM). An epilogue runs inside the generated kernel's stores,
+    or, on the numpy routes, as one generated pass right after the product. A product (B, M, K) @
+    (K, N) whose B operand is shared by the whole batch runs as one (B*M, K) @ (K, N)."""
+    from jitnet.codegen import cache
+
+    dt = np.dtype(dtype)
+    out_shape, a_shape, b_shape = tuple(out_shape), tuple(a_shape), tuple(b_shape)
+    sa = a_shape[:-2] + a_shape[-2:][::-1] if a_trans else a_shape  # logical (..., M, K)
+    sb = b_shape[:-2] + b_shape[-2:][::-1] if b_trans else b_shape  # logical (..., K, N)
+    m, k, n = sa[-2], sa[-1], sb[-1]
+    if sb[-2] != k or out_shape[-2:] != (m, n):
+        raise ValueError(f"matmul shapes do not fit: {sa} @ {sb} -> {out_shape}")
+    out_batch = out_shape[:-2]
+    batch = int(np.prod(out_batch, dtype=np.int64))
+    if dt in (np.float32, np.float64) and choose_path(m, n, k, batch) == "numba":
+        ep = epilogue
+        a_full = sa[:-2] == out_batch
+        if batch > 1 and a_full and not a_trans and int(np.prod(sb[:-2], dtype=np.int64)) == 1:
+            if ep is not None:
+                ep = _FoldedRows(ep, m)
+            source = matmul_source(batch * m, n, k, 1, dt, False, b_trans, epilogue=ep)
+        else:
+            source = matmul_source(
+                m, n, k, out_batch or 1, dt, a_trans, b_trans, epilogue=ep, a_batch=sa[:-2], b_batch=sb[:-2]
+            )
+        return cache.load(source), source
+
+    ep_fn = cache.load(epilogue_source(batch, m, n, dt, epilogue)) if epilogue is not None else None
+    route = "BLAS" if dt in (np.float32, np.float64) else "numpy's integer loops"
+
+    def run(out, a, b, *params):
+        av, bv = a.reshape(a_shape), b.reshape(b_shape)
+        np.matmul(
+            np.swapaxes(av, -1, -2) if a_trans else av,
+            np.swapaxes(bv, -1, -2) if b_trans else bv,
+            out=out.reshape(out_shape),
+        )
+        if ep_fn is not None:
+            ep_fn(out, *params)
+
+    source = f"# extern matmul {sa} @ {sb} -> {out_shape} {dt.name}: np.matmul ({route}), choose_path\n"
+    if epilogue is not None:
+        source += epilogue_source(batch, m, n, dt, epilogue)
+    return run, source

@@ -62,8 +62,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}b{c[3]}-{np.dtype(c[4]).name}"
-                         f"{'-aT' if c[5] else ''}{'-bT' if c[6] else ''}")
+@pytest.mark.parametrize(
+    "case",
+    CASES,
+    ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}b{c[3]}-{np.dtype(c[4]).name}{'-aT' if c[5] else ''}{'-bT' if c[6] else ''}",
+)
 def test_against_numpy(case):
     m, n, k, batch, dtype, a_trans, b_trans = case
     a, b, A, B = operands(m, n, k, batch, dtype, a_trans, b_trans)

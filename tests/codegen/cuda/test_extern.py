@@ -9,13 +9,17 @@ tile, 1 x N, N x 1, K = 1, batched with broadcasting batch dims, 1-D operands, f
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from helpers import assert_same
 from simhelpers import BiasRelu, ScaleResidual, fast_simulator_barriers, run_source
 
 import jitnet as jn
+from jitnet.codegen.cuda import extern_source
 from jitnet.codegen.cuda import matmul as mm
+from jitnet.ir.ops import OPS
 from jitnet.runtime.device import cuda_available
 
 pytestmark = [
@@ -140,3 +144,35 @@ def test_epilogue_dtypes_must_match_params():
 
     with pytest.raises(ValueError, match="2 params"):
         mm.matmul_source(2, 2, 2, 1, np.float32, epilogue=Bad())
+
+
+# ---- the fuser's door: extern_source with transposed buffers and epilogues ----
+
+
+def fake_op(op, out_shape, dtype, **attrs):
+    """The parts of an extern op's node that extern_source reads."""
+    return SimpleNamespace(op=op, shape=out_shape, dtype=np.dtype(dtype), attrs=attrs)
+
+
+def test_extern_source_transposed_buffers_and_epilogue():
+    m, n, k = 5, 6, 7
+    a_t, b_t, bias = randn(2, k, m), randn(1, n, k), randn(n)  # buffers holding A^T and B^T
+    op = fake_op("matmul", (2, m, n), np.float32)
+    src = extern_source(op, [(2, k, m), (1, n, k)], a_trans=True, b_trans=True, epilogue=BiasRelu(axis=2))
+    got = run_source(src, (2, m, n), np.float32, a_t, b_t, bias)
+    want = np.maximum(a_t.transpose(0, 2, 1).astype(np.float64) @ b_t.transpose(0, 2, 1) + bias, 0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+    x, w, bias = randn(2, 3, 6, 5), randn(4, 3, 3, 3), randn(4)
+    op = fake_op("conv2d", (2, 4, 3, 3), np.float32, stride=(2, 2), padding=(1, 1))
+    got = run_source(
+        extern_source(op, [x.shape, w.shape], epilogue=BiasRelu(axis=1)), (2, 4, 3, 3), np.float32, x, w, bias
+    )
+    y = OPS["conv2d"].ref(x.astype(np.float64), w.astype(np.float64), stride=(2, 2), padding=(1, 1))
+    np.testing.assert_allclose(got, np.maximum(y + bias[:, None, None], 0), rtol=1e-5, atol=1e-5)
+
+    pool = fake_op("max_pool2d", (1, 1, 2, 2), np.float32, kernel=(2, 2), stride=(2, 2), padding=(0, 0))
+    with pytest.raises(ValueError, match="no epilogue"):
+        extern_source(pool, [(1, 1, 4, 4)], epilogue=BiasRelu(axis=1))
+    with pytest.raises(ValueError, match="no transposed"):
+        extern_source(pool, [(1, 1, 4, 4)], a_trans=True)

@@ -734,7 +734,10 @@ EXTERN_FUSIONS = {
     "both_transposed": (lambda x, w: jn.tanh(w.T @ x.T), ((5, 7), (7, 3))),
     "operand_in_epilogue": (lambda x: x @ x.T + x[:, :5], ((5, 7),)),
     "batched_transposed": (lambda a, b: jn.transpose(a, (0, 2, 1)) @ b + 1, ((2, 3, 4), (1, 3, 5))),
-    "conv_bias_relu": (lambda x, w, b: jn.relu(jn.conv2d(x, w, padding=1) + b.reshape(3, 1, 1)), ((2, 2, 5, 5), (3, 2, 3, 3), (3,))),
+    "conv_bias_relu": (
+        lambda x, w, b: jn.relu(jn.conv2d(x, w, padding=1) + b.reshape(3, 1, 1)),
+        ((2, 2, 5, 5), (3, 2, 3, 3), (3,)),
+    ),
 }
 
 

@@ -1,0 +1,38 @@
+"""Train a multilayer perceptron on handwritten digits: the embedded 8x8 digits by default, MNIST
+with --data DIR.
+
+    python examples/train_mlp.py [--data DIR] [--epochs N] [--plot curves.png]
+
+Runs on the GPU when one is usable (jn.default_device()), else on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common
+
+import jitnet as jn
+from jitnet import nn
+
+
+def main() -> None:
+    args = _common.parse_args(__doc__.splitlines()[0], epochs=30, lr=0.05, batch_size=32)
+    jn.manual_seed(args.seed)
+    data = jn.nn.data.load(args.data, flatten=True)
+    n_in = data[0][0].shape[1]
+    hidden = 256 if n_in <= 64 else 512
+    model = nn.Sequential(
+        nn.Linear(n_in, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 10)
+    )
+    steps_per_epoch = -(-len(data[0][0]) // args.batch_size)
+    lr = jn.optim.schedules.cosine(args.lr, args.epochs * steps_per_epoch)
+    optimizer = jn.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    _common.run(args, "mlp", model, optimizer, data, target=0.97)
+
+
+if __name__ == "__main__":
+    main()

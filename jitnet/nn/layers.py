@@ -1,0 +1,226 @@
+"""The layers, with PyTorch's parameter names, shapes, defaults and initialisation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import jitnet as jn
+from jitnet.nn import init
+from jitnet.nn.module import Module, next_dropout_seed, update_buffer
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))
+
+
+def _check_positive(layer: str, **sizes) -> None:
+    for name, v in sizes.items():
+        if int(v) <= 0:
+            raise ValueError(f"{layer}: {name} must be a positive integer, got {v}")
+
+
+def _check_input(layer: str, x, ndim: int, dim: int, size: int) -> None:
+    shape = tuple(np.shape(x)) if not hasattr(x, "shape") else tuple(x.shape)
+    if len(shape) != ndim or shape[dim] != size:
+        raise ValueError(f"{layer}: expected input of {ndim} dims with size {size} at dim {dim}, got shape {shape}")
+
+
+class Linear(Module):
+    """y = x @ weight.T + bias; weight (out_features, in_features)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        _check_positive("Linear", in_features=in_features, out_features=out_features)
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.register_parameter("weight", init.kaiming_uniform((out_features, in_features), in_features))
+        if bias:
+            self.register_parameter("bias", init.fan_in_bias((out_features,), in_features))
+
+    def forward(self, x):
+        _check_input("Linear", x, len(x.shape), -1, self.in_features)
+        y = jn.matmul(x, jn.transpose(self.weight))
+        return y + self.bias if "bias" in self._params else y
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={'bias' in self._params}"
+
+
+class Conv2d(Module):
+    """Cross-correlation over NCHW input; weight (out_channels, in_channels, kh, kw)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True):
+        super().__init__()
+        _check_positive("Conv2d", in_channels=in_channels, out_channels=out_channels)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
+        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        shape = (self.out_channels, self.in_channels, *self.kernel_size)
+        self.register_parameter("weight", init.kaiming_uniform(shape, fan_in))
+        if bias:
+            self.register_parameter("bias", init.fan_in_bias((out_channels,), fan_in))
+
+    def forward(self, x):
+        _check_input("Conv2d", x, 4, 1, self.in_channels)
+        y = jn.conv2d(x, self.weight, stride=self.stride, padding=self.padding)
+        return y + jn.reshape(self.bias, (1, -1, 1, 1)) if "bias" in self._params else y
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}"
+        )
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x):
+        return jn.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AvgPool2d(MaxPool2d):
+    def forward(self, x):
+        return jn.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class Flatten(Module):
+    """Merge all dims after the batch dim (PyTorch's start_dim=1)."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x):
+        return jn.flatten(x, self.start_dim, self.end_dim)
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return jn.relu(x)
+
+
+class LeakyReLU(Module):
+    def __init__(self, slope: float = 0.01):
+        super().__init__()
+        self.slope = float(slope)
+
+    def forward(self, x):
+        return jn.leaky_relu(x, self.slope)
+
+
+class ELU(Module):
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def forward(self, x):
+        return jn.elu(x, self.alpha)
+
+
+class Sigmoid(Module):
+    def forward(self, x):
+        return jn.sigmoid(x)
+
+
+class Tanh(Module):
+    def forward(self, x):
+        return jn.tanh(x)
+
+
+class Dropout(Module):
+    """Zero each element with probability p in training (the kept ones scaled by 1/(1-p)); identity
+    in eval. Inside `train_step` the mask comes from the step's seed, fresh every step."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+        self.p = float(p)
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        return jn.dropout(x, self.p, next_dropout_seed())
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class _BatchNorm(Module):
+    """Batch statistics in training (running statistics updated with PyTorch's momentum and the
+    unbiased batch variance), running statistics in eval."""
+
+    ndim: int = 2
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__()
+        _check_positive(type(self).__name__, num_features=num_features)
+        self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
+        self.register_parameter("weight", np.ones(num_features, np.float32))
+        self.register_parameter("bias", np.zeros(num_features, np.float32))
+        self.register_buffer("running_mean", np.zeros(num_features, np.float32))
+        self.register_buffer("running_var", np.ones(num_features, np.float32))
+        self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
+
+    def forward(self, x):
+        _check_input(type(self).__name__, x, self.ndim, 1, self.num_features)
+        axes = (0,) if self.ndim == 2 else (0, 2, 3)
+        shape = (1, -1) if self.ndim == 2 else (1, -1, 1, 1)
+        if self.training:
+            n = int(np.prod([x.shape[a] for a in axes]))
+            if n < 2:
+                raise ValueError(f"{type(self).__name__}: training needs more than 1 value per channel, got {x.shape}")
+            mean = jn.mean(x, axes)
+            centered = x - jn.reshape(mean, shape)
+            var = jn.mean(centered * centered, axes)
+            m = self.momentum
+            update_buffer(self, "running_mean", (1 - m) * self.running_mean + m * mean)
+            update_buffer(self, "running_var", (1 - m) * self.running_var + m * var * (n / (n - 1)))
+            update_buffer(self, "num_batches_tracked", self.num_batches_tracked + 1)
+        else:
+            mean, var = self.running_mean, self.running_var
+            centered = x - jn.reshape(mean, shape)
+        scale = self.weight * jn.rsqrt(var + self.eps)
+        return centered * jn.reshape(scale, shape) + jn.reshape(self.bias, shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Over (N, C) input."""
+
+    ndim = 2
+
+
+class BatchNorm2d(_BatchNorm):
+    """Over (N, C, H, W) input, statistics per channel."""
+
+    ndim = 4
+
+
+class Sequential(Module):
+    """Layers applied in order, named "0", "1", ... as PyTorch's."""
+
+    def __init__(self, *layers: Module):
+        super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: layer {i} is a {type(layer).__name__}, not a Module")
+            setattr(self, str(i), layer)
+
+    def __getitem__(self, i: int) -> Module:
+        return list(self._modules.values())[i]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def forward(self, x):
+        for layer in self._modules.values():
+            x = layer(x)
+        return x

@@ -1,0 +1,235 @@
+"""One-program training: `train_step` and the `Trainer` built on it.
+
+`train_step` traces forward, loss, backward and the optimizer update into ONE compiled program
+`(params, buffers, state, hyper, seed, x, y) -> (loss, metrics, new params, new buffers, new state)`.
+Parameters, buffers and optimizer state are device Arrays passed in place (no copies); the results
+are moved into them with `Array.assign(..., move=True)`. Per step only the batch goes in and the
+loss (a 0-d Array) comes out; the learning rate, Adam's bias corrections and the dropout seed are
+runtime scalars, so nothing recompiles while they change.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+import jitnet as jn
+from jitnet.nn import init
+from jitnet.nn.losses import accuracy
+from jitnet.nn.module import Module
+from jitnet.optim.optimizers import Optimizer
+
+METRICS: dict[str, Callable] = {"accuracy": accuracy}
+
+
+def _metric_fns(metrics: Sequence[str]) -> dict[str, Callable]:
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; known: {sorted(METRICS)}")
+    return {m: METRICS[m] for m in metrics}
+
+
+class TrainStep:
+    """`loss = step(x, y)`: one update of `model` by `optimizer` on the batch (see the module doc)."""
+
+    def __init__(self, model: Module, loss_fn: Callable, optimizer: Optimizer, metrics: Sequence[str] = ()):
+        if not isinstance(model, Module):
+            raise TypeError(f"train_step: model must be a jn.nn.Module, got {type(model).__name__}")
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"train_step: optimizer must be a jn.optim optimizer, got {type(optimizer).__name__}")
+        params = model.parameters()
+        if set(params) != set(optimizer.params) or any(params[k] is not optimizer.params[k] for k in params):
+            raise ValueError("train_step: the optimizer must be built on this model's parameters (model.parameters())")
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.metrics = _metric_fns(metrics)
+        self.seed = int(init.generator().integers(0, 2**31))
+        self._compiled = jn.compile(self._program, static_argnums=(6,))
+
+    def _program(self, params, buffers, state, hyper, seed, batch, training):
+        x, y = batch
+
+        def loss_of(p):
+            out, new_buffers = self.model.functional_call(p, buffers, x, seed=seed if training else None)
+            return self.loss_fn(out, y), (out, new_buffers)
+
+        (loss, (out, new_buffers)), grads = jn.value_and_grad(loss_of, has_aux=True)(params)
+        new_params, new_state = self.optimizer.update(params, grads, state, hyper)
+        metrics = {name: fn(out, y) for name, fn in self.metrics.items()}
+        return loss, metrics, new_params, new_buffers, new_state
+
+    def run(self, x, y) -> tuple:
+        """(loss, {metric: value}) as 0-d Arrays, after updating the model in place."""
+        model, opt = self.model, self.optimizer
+        _check_batch(x, y)
+        buffers = model.buffers()
+        hyper = opt.hyper(opt.iterations)
+        seed = (self.seed + 1_000_003 * opt.iterations) % 2**31
+        loss, metrics, new_params, new_buffers, new_state = self._compiled(
+            model.parameters(), buffers, opt.state, hyper, seed, (x, y), model.training
+        )
+        for k, v in new_buffers.items():
+            buffers[k].assign(v, move=True)
+        opt.commit(new_params, new_state)
+        return loss, metrics
+
+    def __call__(self, x, y):
+        return self.run(x, y)[0]
+
+
+def train_step(model: Module, loss_fn: Callable, optimizer: Optimizer) -> TrainStep:
+    """`step(x, y) -> loss`: forward, backward and update compiled into one program (see TrainStep)."""
+    return TrainStep(model, loss_fn, optimizer)
+
+
+def _check_batch(x, y) -> None:
+    nx, ny = np.shape(x)[:1], np.shape(y)[:1]
+    if not nx or not ny or nx != ny:
+        raise ValueError(f"inputs and targets must have one batch size, got shapes {np.shape(x)} and {np.shape(y)}")
+
+
+def _batches(n: int, batch_size: int, order=None):
+    idx = np.arange(n) if order is None else order
+    for start in range(0, n, batch_size):
+        yield idx[start : start + batch_size]
+
+
+class Trainer:
+    """fit / evaluate / predict around a `TrainStep`, with a progress bar, a history and checkpoints.
+
+    Shuffling draws epoch e's order from a generator seeded by (the trainer's seed, e), and dropout
+    seeds come from the optimizer's iteration count, so training resumed from a checkpoint (model,
+    optimizer state, epoch, seed) continues exactly as if it had not stopped."""
+
+    def __init__(self, model: Module, loss_fn: Callable, optimizer: Optimizer, metrics: Sequence[str] = ("accuracy",)):
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.metrics = _metric_fns(metrics)
+        self.step = TrainStep(model, loss_fn, optimizer, metrics)
+        self.seed = self.step.seed
+        self.epoch = 0
+        self._eval = jn.compile(self._eval_program)
+        self._predict = jn.compile(lambda x: self.model(x))
+
+    def _eval_program(self, x, y):
+        out = self.model(x)
+        return self.loss_fn(out, y), {name: fn(out, y) for name, fn in self.metrics.items()}
+
+    def fit(
+        self,
+        x,
+        y,
+        epochs: int = 1,
+        batch_size: int = 32,
+        validation_data: tuple | None = None,
+        verbose: int = 1,
+        shuffle: bool = True,
+        checkpoint: str | None = None,
+    ) -> dict[str, list[float]]:
+        """Train `epochs` more epochs; returns the history {"loss", metrics, "val_loss", "val_<metric>",
+        "samples_per_s"} with one entry per epoch. `checkpoint`: a path saved after every epoch."""
+        x, y = np.asarray(x), np.asarray(y)
+        _check_batch(x, y)
+        if int(batch_size) <= 0:
+            raise ValueError(f"fit: batch_size must be positive, got {batch_size}")
+        keys = ["loss", *self.metrics]
+        if validation_data is not None:
+            keys += [f"val_{k}" for k in ["loss", *self.metrics]]
+        history = {k: [] for k in [*keys, "samples_per_s"]}
+        n, total = len(x), self.epoch + int(epochs)
+        while self.epoch < total:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if shuffle else None
+            sums = dict.fromkeys(["loss", *self.metrics], 0.0)
+            bar = _progress(n, f"epoch {self.epoch + 1}/{total}", verbose)
+            start = time.perf_counter()
+            self.model.train()
+            for i, idx in enumerate(_batches(n, batch_size, order)):
+                loss, metrics = self.step.run(x[idx], y[idx])
+                sums["loss"] += float(loss) * len(idx)
+                for k, v in metrics.items():
+                    sums[k] += float(v) * len(idx)
+                if bar is not None:
+                    bar.update(len(idx))
+                    if i % 10 == 0:
+                        bar.set_postfix(loss=f"{float(loss):.4f}", **{k: f"{float(v):.3f}" for k, v in metrics.items()})
+            seconds = time.perf_counter() - start
+            for k, v in sums.items():
+                history[k].append(v / n)
+            history["samples_per_s"].append(n / seconds)
+            if validation_data is not None:
+                for k, v in self.evaluate(*validation_data, batch_size=max(batch_size, 256)).items():
+                    history[f"val_{k}"].append(v)
+            self.epoch += 1
+            if bar is not None:
+                bar.set_postfix({k: f"{history[k][-1]:.4f}" for k in keys})
+                bar.close()
+            if verbose:
+                line = "  ".join(f"{k} {history[k][-1]:.4f}" for k in keys)
+                print(f"epoch {self.epoch}/{total}  {line}  {history['samples_per_s'][-1]:.0f} samples/s")
+            if checkpoint:
+                self.save(checkpoint)
+        return history
+
+    def evaluate(self, x, y, batch_size: int = 256) -> dict[str, float]:
+        """Mean loss and metrics over (x, y) with the model in eval mode."""
+        x, y = np.asarray(x), np.asarray(y)
+        _check_batch(x, y)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            sums = dict.fromkeys(["loss", *self.metrics], 0.0)
+            for idx in _batches(len(x), batch_size):
+                loss, metrics = self._eval(x[idx], y[idx])
+                sums["loss"] += float(loss) * len(idx)
+                for k, v in metrics.items():
+                    sums[k] += float(v) * len(idx)
+        finally:
+            self.model.train(was_training)
+        return {k: v / len(x) for k, v in sums.items()}
+
+    def predict(self, x, batch_size: int = 256) -> np.ndarray:
+        """The model's outputs for x (eval mode), as one numpy array."""
+        x = np.asarray(x)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return np.concatenate([np.array(self._predict(x[idx])) for idx in _batches(len(x), batch_size)])
+        finally:
+            self.model.train(was_training)
+
+    def state_dict(self) -> dict:
+        """Model, optimizer state and the trainer's position: everything a resume needs."""
+        out = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        out.update({f"optimizer.{k}": v for k, v in self.optimizer.state_dict().items()})
+        out["trainer.epoch"] = np.array(self.epoch, np.int64)
+        out["trainer.seed"] = np.array(self.seed, np.int64)
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        def part(prefix):
+            return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+        missing = [k for k in ("trainer.epoch", "trainer.seed") if k not in state]
+        if missing:
+            raise ValueError(f"Trainer.load_state_dict: missing keys {missing}: not a Trainer checkpoint")
+        self.model.load_state_dict(part("model."))
+        self.optimizer.load_state_dict(part("optimizer."))
+        self.epoch = int(state["trainer.epoch"])
+        self.seed = self.step.seed = int(state["trainer.seed"])
+
+    def save(self, path: str) -> None:
+        jn.save(path, self.state_dict())
+
+    def load(self, path: str) -> None:
+        self.load_state_dict(jn.load(path))
+
+
+def _progress(total: int, desc: str, verbose: int):
+    if not verbose:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="sample", file=sys.stderr, leave=False, dynamic_ncols=True)

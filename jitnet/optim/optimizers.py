@@ -1,0 +1,210 @@
+"""Optimizers with PyTorch's update rules, written as pure functions of traced values.
+
+`update(params, grads, state, hyper)` returns new parameters and state: `train_step` traces it into
+the same program as the forward and backward, so the update of the whole model fuses into a few
+kernels. Per-step scalars (the learning rate from a schedule, Adam's bias corrections) come from
+`hyper(it)`, computed on the host in float64 and passed as runtime scalars: they never recompile.
+`step(grads)` applies one update eagerly (one compiled program) to the parameters in place.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import jitnet as jn
+from jitnet.runtime.array import Array
+
+
+def _number(owner: str, name: str, value, low: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or value < low:
+        raise ValueError(f"{owner}: {name} must be a number >= {low}, got {value!r}")
+    return float(value)
+
+
+class Optimizer:
+    """Parameters (name -> Array, usually `model.parameters()`), per-parameter state Arrays, an
+    iteration counter, and the learning rate (a float or a schedule `it -> lr`)."""
+
+    slots: tuple[str, ...] = ()
+
+    def __init__(self, params: dict, lr, weight_decay: float = 0.0, clip_grad_norm: float | None = None):
+        name = type(self).__name__
+        if not isinstance(params, dict) or not params:
+            raise TypeError(f"{name}: params must be a non-empty dict name -> Array (model.parameters())")
+        bad = [k for k, v in params.items() if not isinstance(v, Array) or v.dtype.kind != "f"]
+        if bad:
+            raise TypeError(f"{name}: parameters {bad} are not float jn.Arrays")
+        if not callable(lr):
+            _number(name, "lr", lr)
+        self.params = dict(params)
+        self.lr = lr
+        self.weight_decay = _number(name, "weight_decay", weight_decay)
+        self.clip_grad_norm = None if clip_grad_norm is None else _number(name, "clip_grad_norm", clip_grad_norm)
+        self.iterations = 0
+        self.state = {
+            k: {s: jn.asarray(np.zeros(p.shape, p.dtype), device=p.device) for s in self.slots}
+            for k, p in self.params.items()
+        }
+        self._step_fn = None
+
+    def lr_at(self, it: int) -> float:
+        return float(self.lr(it)) if callable(self.lr) else float(self.lr)
+
+    def hyper(self, it: int) -> dict[str, float]:
+        """The runtime scalars of update number `it` (0-based)."""
+        return {"lr": self.lr_at(it)}
+
+    def update(self, params: dict, grads: dict, state: dict, hyper: dict) -> tuple[dict, dict]:
+        """(new params, new state); the rule per parameter is `_rule`."""
+        grads = self._clip(grads)
+        new_params, new_state = {}, {}
+        for k, p in params.items():
+            g = grads[k]
+            if self.weight_decay:
+                g = g + self.weight_decay * p
+            new_params[k], new_state[k] = self._rule(p, g, state[k], hyper)
+        return new_params, new_state
+
+    def _clip(self, grads: dict) -> dict:
+        """PyTorch's clip_grad_norm_: scale all gradients by min(1, max_norm / (total 2-norm + 1e-6))."""
+        if self.clip_grad_norm is None:
+            return grads
+        total = jn.sqrt(sum(jn.sum(jn.square(g)) for g in grads.values()))
+        scale = jn.minimum(self.clip_grad_norm / (total + 1e-6), 1.0)
+        return {k: g * scale for k, g in grads.items()}
+
+    def _rule(self, p, g, state: dict, hyper: dict) -> tuple:
+        raise NotImplementedError
+
+    def step(self, grads: dict) -> None:
+        """Apply one update with these gradients (name -> array), in place."""
+        missing = [k for k in self.params if k not in grads]
+        if missing or len(grads) != len(self.params):
+            raise ValueError(f"{type(self).__name__}.step: gradients missing for {missing} or given for unknown names")
+        if self._step_fn is None:
+            self._step_fn = jn.compile(self.update)
+        new_params, new_state = self._step_fn(self.params, grads, self.state, self.hyper(self.iterations))
+        self.commit(new_params, new_state)
+
+    def commit(self, new_params: dict, new_state: dict) -> None:
+        """Move freshly computed parameters and state into the existing Arrays (no copies)."""
+        for k, p in self.params.items():
+            p.assign(new_params[k], move=True)
+            for s, arr in self.state[k].items():
+                arr.assign(new_state[k][s], move=True)
+        self.iterations += 1
+
+    def state_dict(self) -> dict:
+        out = {f"{k}.{s}": arr for k, slots in self.state.items() for s, arr in slots.items()}
+        out["iterations"] = np.array(self.iterations, np.int64)
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore state and iteration count saved by `state_dict` (strict, like Module's)."""
+        own = self.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if missing or unexpected:
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
+            )
+        for k, slots in self.state.items():
+            for s, arr in slots.items():
+                value = np.asarray(state[f"{k}.{s}"])
+                if value.shape != arr.shape:
+                    raise ValueError(f"load_state_dict: {k}.{s} has shape {value.shape}, expected {arr.shape}")
+                arr.assign(value.astype(arr.dtype))
+        self.iterations = int(np.asarray(state["iterations"]))
+
+
+class SGD(Optimizer):
+    """p -= lr * g, or with momentum: buf = momentum * buf + g; p -= lr * (g + momentum * buf if
+    nesterov else buf) (PyTorch's SGD, dampening 0)."""
+
+    def __init__(self, params, lr, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0, **kw):
+        self.momentum = _number("SGD", "momentum", momentum)
+        if nesterov and not self.momentum:
+            raise ValueError("SGD: nesterov needs a momentum > 0")
+        self.nesterov = bool(nesterov)
+        self.slots = ("momentum_buffer",) if self.momentum else ()
+        super().__init__(params, lr, weight_decay, **kw)
+
+    def _rule(self, p, g, state, hyper):
+        if not self.momentum:
+            return p - hyper["lr"] * g, {}
+        buf = self.momentum * state["momentum_buffer"] + g
+        d = g + self.momentum * buf if self.nesterov else buf
+        return p - hyper["lr"] * d, {"momentum_buffer": buf}
+
+
+class AdaGrad(Optimizer):
+    """sum += g**2; p -= lr * g / (sqrt(sum) + eps) (PyTorch's Adagrad)."""
+
+    slots = ("sum",)
+
+    def __init__(self, params, lr=0.01, eps: float = 1e-10, weight_decay: float = 0.0, **kw):
+        self.eps = _number("AdaGrad", "eps", eps)
+        super().__init__(params, lr, weight_decay, **kw)
+
+    def _rule(self, p, g, state, hyper):
+        s = state["sum"] + g * g
+        return p - hyper["lr"] * g / (jn.sqrt(s) + self.eps), {"sum": s}
+
+
+class RMSProp(Optimizer):
+    """sq = alpha * sq + (1 - alpha) * g**2; p -= lr * g / (sqrt(sq) + eps) (PyTorch's RMSprop)."""
+
+    slots = ("square_avg",)
+
+    def __init__(self, params, lr=0.01, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0, **kw):
+        self.alpha, self.eps = _number("RMSProp", "alpha", alpha), _number("RMSProp", "eps", eps)
+        super().__init__(params, lr, weight_decay, **kw)
+
+    def _rule(self, p, g, state, hyper):
+        sq = self.alpha * state["square_avg"] + (1 - self.alpha) * g * g
+        return p - hyper["lr"] * g / (jn.sqrt(sq) + self.eps), {"square_avg": sq}
+
+
+class AdaDelta(Optimizer):
+    """sq = rho * sq + (1 - rho) * g**2; d = sqrt(acc + eps) / sqrt(sq + eps) * g;
+    acc = rho * acc + (1 - rho) * d**2; p -= lr * d (PyTorch's Adadelta)."""
+
+    slots = ("square_avg", "acc_delta")
+
+    def __init__(self, params, lr=1.0, rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0.0, **kw):
+        self.rho, self.eps = _number("AdaDelta", "rho", rho), _number("AdaDelta", "eps", eps)
+        super().__init__(params, lr, weight_decay, **kw)
+
+    def _rule(self, p, g, state, hyper):
+        sq = self.rho * state["square_avg"] + (1 - self.rho) * g * g
+        d = jn.sqrt(state["acc_delta"] + self.eps) / jn.sqrt(sq + self.eps) * g
+        acc = self.rho * state["acc_delta"] + (1 - self.rho) * d * d
+        return p - hyper["lr"] * d, {"square_avg": sq, "acc_delta": acc}
+
+
+class Adam(Optimizer):
+    """m, v: moving averages of g and g**2; p -= lr / (1 - b1**t) * m / (sqrt(v) / sqrt(1 - b2**t) + eps)
+    (PyTorch's Adam; weight decay is added to the gradient, L2)."""
+
+    slots = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0, **kw):
+        b1, b2 = betas
+        self.beta1, self.beta2 = _number("Adam", "betas[0]", b1), _number("Adam", "betas[1]", b2)
+        if self.beta1 >= 1 or self.beta2 >= 1:
+            raise ValueError(f"Adam: betas must be in [0, 1), got {betas}")
+        self.eps = _number("Adam", "eps", eps)
+        super().__init__(params, lr, weight_decay, **kw)
+
+    def hyper(self, it: int) -> dict[str, float]:
+        t = it + 1
+        lr = self.lr_at(it)
+        return {"step_size": lr / (1 - self.beta1**t), "inv_sqrt_bc2": 1 / math.sqrt(1 - self.beta2**t)}
+
+    def _rule(self, p, g, state, hyper):
+        m = self.beta1 * state["exp_avg"] + (1 - self.beta1) * g
+        v = self.beta2 * state["exp_avg_sq"] + (1 - self.beta2) * g * g
+        denom = jn.sqrt(v) * hyper["inv_sqrt_bc2"] + self.eps
+        return p - hyper["step_size"] * m / denom, {"exp_avg": m, "exp_avg_sq": v}

@@ -1,0 +1,141 @@
+"""train_step (one program: forward, backward, update) and the Trainer (fit, evaluate, predict,
+checkpoints and exact resume)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jitnet as jn
+from jitnet import nn, optim
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((40, 6)).astype(np.float32)
+Y = RNG.integers(0, 3, 40).astype(np.int64)
+
+
+def mlp(seed=0, batchnorm=False, dropout=0.0):
+    jn.manual_seed(seed)
+    layers = [nn.Linear(6, 8)]
+    layers += [nn.BatchNorm1d(8)] if batchnorm else []
+    layers += [nn.ReLU()]
+    layers += [nn.Dropout(dropout)] if dropout else []
+    return nn.Sequential(*layers, nn.Linear(8, 3))
+
+
+def values(d):
+    return {k: np.array(v) for k, v in d.items()}
+
+
+def test_train_step_equals_separate_forward_grad_update():
+    a, b = mlp(), mlp()
+    opt_a = optim.Adam(a.parameters(), lr=optim.schedules.exp(0.01, 0.9), weight_decay=0.01)
+    opt_b = optim.Adam(b.parameters(), lr=optim.schedules.exp(0.01, 0.9), weight_decay=0.01)
+    step = nn.train_step(a, nn.cross_entropy, opt_a)
+
+    def loss_of(params, x, y):
+        return nn.cross_entropy(b.functional_call(params, {}, x)[0], y)
+
+    grad_b = jn.compile(jn.value_and_grad(loss_of), backend="cpu")
+    for i in range(3):
+        x, y = X[i * 10 : i * 10 + 10], Y[i * 10 : i * 10 + 10]
+        loss_a = float(step(x, y))
+        loss_b, grads = grad_b(b.parameters(), x, y)
+        opt_b.step(grads)
+        assert loss_a == pytest.approx(float(loss_b), rel=1e-5)
+        for k, v in values(a.parameters()).items():
+            np.testing.assert_allclose(v, b.parameters()[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+    assert step._compiled.traces == 1  # the scheduled lr and Adam's corrections are runtime scalars
+
+
+def test_parameters_are_updated_in_place_on_the_device():
+    model = mlp()
+    before = model.parameters()
+    ids = {k: id(v) for k, v in before.items()}
+    old = values(before)
+    step = nn.train_step(model, nn.cross_entropy, optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    loss = step(X[:10], Y[:10])
+    assert isinstance(loss, jn.Array) and loss.shape == ()
+    after = model.parameters()
+    assert {k: id(v) for k, v in after.items()} == ids
+    assert all(not np.array_equal(old[k], after[k].numpy()) for k in old)
+
+
+def test_one_program_fuses_the_update():
+    model = mlp()
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    step = nn.train_step(model, nn.cross_entropy, opt)
+    args = (model.parameters(), model.buffers(), opt.state, opt.hyper(0), 1, (X[:10], Y[:10]), True)
+    kernels = step._compiled.lower(*args).schedule.kernels
+    # forward + backward + the momentum update of 4 parameters, far fewer than one kernel per op
+    assert len(kernels) < 30, len(kernels)
+
+
+def test_batchnorm_buffers_and_dropout_in_train_step():
+    model = mlp(batchnorm=True, dropout=0.5)
+    step = nn.train_step(model, nn.cross_entropy, optim.SGD(model.parameters(), lr=0.0))
+    step(X[:10], Y[:10])
+    h = X[:10] @ model.parameters()["0.weight"].numpy().T + model.parameters()["0.bias"].numpy()
+    np.testing.assert_allclose(model.buffers()["1.running_mean"].numpy(), 0.1 * h.mean(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        model.buffers()["1.running_var"].numpy(), 0.9 + 0.1 * h.var(0, ddof=1), rtol=1e-4, atol=1e-6
+    )
+    assert int(model.buffers()["1.num_batches_tracked"].numpy()) == 1
+    # with lr 0 only the dropout mask changes between steps: a fresh mask gives a new loss
+    losses = {round(float(step(X[:10], Y[:10])), 6) for _ in range(3)}
+    assert len(losses) == 3 and step._compiled.traces == 1
+    model.eval()  # eval: no dropout, running statistics: the same loss every step
+    assert float(step(X[:10], Y[:10])) == float(step(X[:10], Y[:10]))
+
+
+def test_bad_inputs():
+    model = mlp()
+    step = nn.train_step(model, nn.cross_entropy, optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match="one batch size"):
+        step(X[:10], Y[:9])
+    with pytest.raises(TypeError, match="labels must be integer"):
+        step(X[:10], Y[:10].astype(np.float32))
+    with pytest.raises(ValueError, match="built on this model's parameters"):
+        nn.train_step(model, nn.cross_entropy, optim.SGD(mlp().parameters(), lr=0.1))
+    with pytest.raises(ValueError, match="unknown metrics"):
+        nn.Trainer(model, nn.cross_entropy, optim.SGD(model.parameters(), lr=0.1), metrics=("f1",))
+
+
+def test_trainer_fit_evaluate_predict(capsys):
+    model = mlp()
+    trainer = nn.Trainer(model, nn.cross_entropy, optim.SGD(model.parameters(), lr=0.2, momentum=0.9))
+    history = trainer.fit(X, Y, epochs=4, batch_size=20, validation_data=(X, Y), verbose=0)
+    assert sorted(history) == ["accuracy", "loss", "samples_per_s", "val_accuracy", "val_loss"]
+    assert all(len(v) == 4 for v in history.values())
+    assert history["loss"][-1] < history["loss"][0]
+    assert capsys.readouterr().out == ""  # verbose=0 is silent
+    logits = trainer.predict(X)
+    assert isinstance(logits, np.ndarray) and logits.shape == (40, 3)
+    result = trainer.evaluate(X, Y)
+    assert result["accuracy"] == pytest.approx(np.mean(logits.argmax(1) == Y))
+    assert result["loss"] == pytest.approx(history["val_loss"][-1], rel=1e-5)
+
+
+def test_resume_from_checkpoint_equals_uninterrupted(tmp_path):
+    def make():
+        model = mlp(seed=3, dropout=0.3)
+        opt = optim.Adam(model.parameters(), lr=optim.schedules.cosine(0.01, 20))
+        return model, nn.Trainer(model, nn.cross_entropy, opt)
+
+    model_a, a = make()
+    a.fit(X, Y, epochs=3, batch_size=20, verbose=0)
+
+    _, b = make()
+    path = tmp_path / "run.safetensors"
+    b.fit(X, Y, epochs=2, batch_size=20, verbose=0, checkpoint=str(path))
+    model_c, c = make()
+    jn.manual_seed(99)  # a different seed now must not matter: the checkpoint carries it
+    c.load(str(path))
+    assert c.epoch == 2 and c.optimizer.iterations == b.optimizer.iterations
+    c.fit(X, Y, epochs=1, batch_size=20, verbose=0)
+    for k, v in model_a.state_dict().items():
+        np.testing.assert_array_equal(model_c.state_dict()[k].numpy(), v.numpy(), err_msg=k)
+    for k, v in a.optimizer.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(c.optimizer.state_dict()[k]), np.asarray(v), err_msg=k)
+    with pytest.raises(ValueError, match="not a Trainer checkpoint"):
+        c.load_state_dict({k: v for k, v in c.state_dict().items() if not k.startswith("trainer.")})

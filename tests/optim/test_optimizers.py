@@ -1,0 +1,154 @@
+"""Optimizers against numpy references of PyTorch's update rules over several steps (state
+included), and against torch.optim where installed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import jitnet as jn
+from jitnet import optim
+
+RNG = np.random.default_rng(0)
+P0 = {"w": RNG.standard_normal((5, 3)).astype(np.float32), "b": RNG.standard_normal(3).astype(np.float32)}
+GRADS = [{k: RNG.standard_normal(v.shape).astype(np.float32) for k, v in P0.items()} for _ in range(4)]
+
+
+def sgd_ref(p, g, s, t, lr, momentum=0.0, nesterov=False, wd=0.0):
+    g = g + wd * p
+    if momentum:
+        s["buf"] = momentum * s.get("buf", 0) + g
+        g = g + momentum * s["buf"] if nesterov else s["buf"]
+    return p - lr * g
+
+
+def adagrad_ref(p, g, s, t, lr=0.01, eps=1e-10, wd=0.0):
+    g = g + wd * p
+    s["sum"] = s.get("sum", 0) + g * g
+    return p - lr * g / (np.sqrt(s["sum"]) + eps)
+
+
+def rmsprop_ref(p, g, s, t, lr=0.01, alpha=0.99, eps=1e-8, wd=0.0):
+    g = g + wd * p
+    s["sq"] = alpha * s.get("sq", 0) + (1 - alpha) * g * g
+    return p - lr * g / (np.sqrt(s["sq"]) + eps)
+
+
+def adadelta_ref(p, g, s, t, lr=1.0, rho=0.9, eps=1e-6, wd=0.0):
+    g = g + wd * p
+    s["sq"] = rho * s.get("sq", 0) + (1 - rho) * g * g
+    d = np.sqrt(s.get("acc", 0) + eps) / np.sqrt(s["sq"] + eps) * g
+    s["acc"] = rho * s.get("acc", 0) + (1 - rho) * d * d
+    return p - lr * d
+
+
+def adam_ref(p, g, s, t, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, wd=0.0):
+    g = g + wd * p
+    s["m"] = b1 * s.get("m", 0) + (1 - b1) * g
+    s["v"] = b2 * s.get("v", 0) + (1 - b2) * g * g
+    denom = np.sqrt(s["v"]) / math.sqrt(1 - b2**t) + eps
+    return p - lr / (1 - b1**t) * s["m"] / denom
+
+
+CASES = [
+    (lambda ps: optim.SGD(ps, lr=0.1), lambda *a: sgd_ref(*a, lr=0.1)),
+    (lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), lambda *a: sgd_ref(*a, lr=0.1, momentum=0.9)),
+    (
+        lambda ps: optim.SGD(ps, lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.01),
+        lambda *a: sgd_ref(*a, lr=0.05, momentum=0.8, nesterov=True, wd=0.01),
+    ),
+    (lambda ps: optim.AdaGrad(ps, lr=0.1, weight_decay=0.1), lambda *a: adagrad_ref(*a, lr=0.1, wd=0.1)),
+    (lambda ps: optim.RMSProp(ps, lr=0.01, alpha=0.9), lambda *a: rmsprop_ref(*a, lr=0.01, alpha=0.9)),
+    (lambda ps: optim.AdaDelta(ps, weight_decay=0.05), lambda *a: adadelta_ref(*a, wd=0.05)),
+    (lambda ps: optim.Adam(ps, lr=0.01, betas=(0.8, 0.99)), lambda *a: adam_ref(*a, lr=0.01, b1=0.8, b2=0.99)),
+    (lambda ps: optim.Adam(ps, weight_decay=0.1), lambda *a: adam_ref(*a, wd=0.1)),
+]
+
+
+def fresh_params():
+    return {k: jn.asarray(v.copy()) for k, v in P0.items()}
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_rule_over_several_steps(case):
+    make, ref = CASES[case]
+    params = fresh_params()
+    opt = make(params)
+    want = {k: v.astype(np.float64) for k, v in P0.items()}
+    states = {k: {} for k in P0}
+    for t, grads in enumerate(GRADS, start=1):
+        opt.step(grads)
+        for k in P0:
+            want[k] = ref(want[k], grads[k].astype(np.float64), states[k], t)
+            np.testing.assert_allclose(params[k].numpy(), want[k], rtol=2e-5, atol=2e-6, err_msg=f"step {t} {k}")
+    assert opt.iterations == len(GRADS)
+    assert opt._step_fn.traces == 1
+
+
+def test_schedule_lr_and_gradient_clipping():
+    params = fresh_params()
+    opt = optim.SGD(params, lr=optim.schedules.step(0.1, 2, 0.5), clip_grad_norm=1.0)
+    want = {k: v.astype(np.float64) for k, v in P0.items()}
+    for it, grads in enumerate(GRADS):
+        norm = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads.values()))
+        scale = min(1.0, 1.0 / (norm + 1e-6))
+        opt.step(grads)
+        for k in P0:
+            want[k] = want[k] - 0.1 * 0.5 ** (it // 2) * scale * grads[k]
+            np.testing.assert_allclose(params[k].numpy(), want[k], rtol=1e-5, atol=1e-6)
+    assert opt._step_fn.traces == 1  # the changing rate is a runtime scalar
+
+
+def test_state_dict_round_trip_and_errors():
+    params = fresh_params()
+    opt = optim.Adam(params)
+    opt.step(GRADS[0])
+    state = {k: np.array(v) for k, v in opt.state_dict().items()}
+    assert sorted(state) == ["b.exp_avg", "b.exp_avg_sq", "iterations", "w.exp_avg", "w.exp_avg_sq"]
+    other = optim.Adam(fresh_params())
+    other.load_state_dict(state)
+    assert other.iterations == 1
+    np.testing.assert_array_equal(other.state["w"]["exp_avg"].numpy(), state["w.exp_avg"])
+    with pytest.raises(ValueError, match=r"missing keys \['iterations'\]"):
+        other.load_state_dict({k: v for k, v in state.items() if k != "iterations"})
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="non-empty dict"):
+        optim.SGD([], lr=0.1)
+    with pytest.raises(ValueError, match="lr must be a number"):
+        optim.SGD(fresh_params(), lr=-1.0)
+    with pytest.raises(ValueError, match="nesterov needs a momentum"):
+        optim.SGD(fresh_params(), lr=0.1, nesterov=True)
+    with pytest.raises(ValueError, match="betas must be in"):
+        optim.Adam(fresh_params(), betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="gradients missing"):
+        optim.SGD(fresh_params(), lr=0.1).step({"w": GRADS[0]["w"]})
+
+
+TORCH_CASES = [
+    ("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}, "SGD", {}),
+    ("AdaGrad", {"lr": 0.1, "weight_decay": 0.01}, "Adagrad", {}),
+    ("RMSProp", {"lr": 0.01, "alpha": 0.95}, "RMSprop", {}),
+    ("AdaDelta", {"lr": 1.0, "rho": 0.9}, "Adadelta", {}),
+    ("Adam", {"lr": 0.01, "betas": (0.9, 0.99), "weight_decay": 0.01}, "Adam", {}),
+]
+
+
+@pytest.mark.parametrize("case", TORCH_CASES, ids=[c[0] for c in TORCH_CASES])
+def test_against_torch(case):
+    torch = pytest.importorskip("torch")
+    ours, kwargs, theirs, _ = case
+    params = fresh_params()
+    opt = getattr(optim, ours)(params, **kwargs)
+    tparams = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in P0.items()}
+    topt = getattr(torch.optim, theirs)(list(tparams.values()), **kwargs)
+    for grads in GRADS:
+        opt.step(grads)
+        for k, tp in tparams.items():
+            tp.grad = torch.from_numpy(grads[k])
+        topt.step()
+    for k in P0:
+        np.testing.assert_allclose(params[k].numpy(), tparams[k].detach().numpy(), rtol=1e-5, atol=1e-6)
