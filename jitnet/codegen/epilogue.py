@@ -66,12 +66,8 @@ class FusedEpilogue:
         shape = self.op.shape
         lead = len(shape) - len(idx) + 1
         names = _Names()
-        lines = []
-        variables = []
-        for k, expr in enumerate(idx):
-            name = names("i")
-            lines.append(f"{name} = {expr}")
-            variables.append(name)
+        variables = [names("i") for _ in idx]
+        lines = [f"{name} = {expr}" for name, expr in zip(variables, idx)]
         first = Idx.var(variables[0], prod(shape[:lead]))
         full = unflatten_index(first, shape[:lead]) + [Idx.var(name, n) for name, n in zip(variables[1:], shape[lead:])]
         emitter = Emitter(self.dialect, dict(zip(self.buffers, self.params)), names, 0)

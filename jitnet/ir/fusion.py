@@ -31,6 +31,8 @@ BROADCAST_LIMIT = 8  # a value broadcast to a larger shape is recomputed per ele
 # store, and read an operand that is its buffer with the last two axes swapped (a_trans, b_trans).
 EPILOGUE_EXTERNS = ("matmul", "conv2d")
 TRANSPOSED_OPERANDS = ("matmul",)
+SPLIT_REDUCTIONS = ("sum", "max", "min")  # split across threads (blocks) when a kernel has few outputs
+FEW_OUTPUTS = 16
 
 
 @dataclass
@@ -220,8 +222,21 @@ def _can_host(host: Kernel, guest: Kernel) -> bool:
     if set(host.outputs) & set(guest.inputs) or set(guest.outputs) & set(host.inputs):
         return False
     if guest.kind == "elementwise":
+        if host.kind == "reduce" and not _splits(host) and host.root.size < FEW_OUTPUTS:
+            return False  # a serial loop would take the guest's parallelism away
         return host.kind in ("elementwise", "reduce") and host.domain == guest.root.shape
-    return guest.kind == "reduce" and _reduction_of(host) is not None and _reduction_of(host) == _reduction_of(guest)
+    return (
+        guest.kind == "reduce"
+        and _reduction_of(host) is not None
+        and _reduction_of(host) == _reduction_of(guest)
+        and (_splits(host) == _splits(guest) or host.root.size >= FEW_OUTPUTS)
+    )
+
+
+def _splits(kernel: Kernel) -> bool:
+    """Whether the backends split this kernel's reductions across threads when they have few
+    outputs: sums and extrema combine in any order; argmax and logsumexp are not split."""
+    return all(n.op in SPLIT_REDUCTIONS for n in kernel.nodes if _kind(n) == Kind.REDUCE)
 
 
 def _merge_siblings(kernels: list[Kernel]) -> list[Kernel]:

@@ -237,10 +237,19 @@ def test_inputs_and_constants_need_no_kernel():
 
 
 def test_reductions_over_one_domain_share_a_loop():
-    (k,) = kernels(lambda x, y: ((x * y).sum(1), y.sum(1, keepdims=True) * 2, jn.argmax(y, 1)), X, X * 2)
+    y = rng.standard_normal((20, 4)).astype(np.float32)  # 20 outputs: argmax joins the sums
+    (k,) = kernels(lambda x, y: ((x * y).sum(1), y.sum(1, keepdims=True) * 2, jn.argmax(y, 1)), y * 2, y)
     assert k.kind == "reduce" and len(k.roots) == 2 and not k.siblings
 
 
 def test_reductions_over_other_axes_stay_apart():
     ks = kernels(lambda x: (x.sum(1), x.sum(0)), X)
     assert [len(k.outputs) for k in ks] == [1, 1]
+
+
+def test_few_output_reductions_keep_their_parallel_split():
+    # whole-array sum/max/min split across threads; argmax and logsumexp do not, so they neither
+    # join those nor take in an elementwise sibling that would lose its parallel loop
+    ks = kernels(lambda x: (x.sum(), x.max(), jn.argmax(x), jn.logsumexp(x), jn.exp(x)), X)
+    groups = sorted(sorted(o.op for o in k.outputs) for k in ks)
+    assert groups == [["argmax"], ["exp", "max", "sum"], ["logsumexp"]]
