@@ -519,3 +519,5 @@ register(
         ],
     )
 )
+
+from bench import kernels_nn  # noqa: E402, F401  (registers matmul, matmul_bias_relu, conv_lenet, conv_lenet_bwd)

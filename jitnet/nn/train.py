@@ -60,19 +60,28 @@ class TrainStep:
         metrics = {name: fn(out, y) for name, fn in self.metrics.items()}
         return loss, metrics, new_params, new_buffers, new_state
 
-    def run(self, x, y) -> tuple:
-        """(loss, {metric: value}) as 0-d Arrays, after updating the model in place."""
+    def _args(self, x, y) -> tuple:
         model, opt = self.model, self.optimizer
         _check_batch(x, y)
-        buffers = model.buffers()
-        hyper = opt.hyper(opt.iterations)
         seed = (self.seed + 1_000_003 * opt.iterations) % 2**31
-        loss, metrics, new_params, new_buffers, new_state = self._compiled(
-            model.parameters(), buffers, opt.state, hyper, seed, (x, y), model.training
-        )
+        return model.parameters(), model.buffers(), opt.state, opt.hyper(opt.iterations), seed, (x, y), model.training
+
+    def lower(self, x, y):
+        """The traced graph, fusion schedule and kernel sources of the step for this batch's shapes."""
+        return self._compiled.lower(*self._args(x, y))
+
+    def inspect(self, x, y) -> str:
+        """The step's IR, fused kernels and their generated source, as `CompiledFunction.inspect`."""
+        return self._compiled.inspect(*self._args(x, y))
+
+    def run(self, x, y) -> tuple:
+        """(loss, {metric: value}) as 0-d Arrays, after updating the model in place."""
+        args = self._args(x, y)
+        buffers = args[1]
+        loss, metrics, new_params, new_buffers, new_state = self._compiled(*args)
         for k, v in new_buffers.items():
             buffers[k].assign(v, move=True)
-        opt.commit(new_params, new_state)
+        self.optimizer.commit(new_params, new_state)
         return loss, metrics
 
     def __call__(self, x, y):

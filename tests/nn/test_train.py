@@ -65,8 +65,7 @@ def test_one_program_fuses_the_update():
     model = mlp()
     opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     step = nn.train_step(model, nn.cross_entropy, opt)
-    args = (model.parameters(), model.buffers(), opt.state, opt.hyper(0), 1, (X[:10], Y[:10]), True)
-    kernels = step._compiled.lower(*args).schedule.kernels
+    kernels = step.lower(X[:10], Y[:10]).schedule.kernels
     # forward + backward + the momentum update of 4 parameters, far fewer than one kernel per op
     assert len(kernels) < 30, len(kernels)
 

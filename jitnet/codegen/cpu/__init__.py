@@ -14,6 +14,7 @@ from jitnet.codegen.epilogue import epilogue_of, extern_op, operand_layout, reor
 from jitnet.ir.fusion import Kernel
 
 POOL_OPS = ("max_pool2d", "avg_pool2d", "max_pool2d_vjp", "avg_pool2d_vjp")
+EPILOGUE_OPS = ("matmul", "conv2d", "conv2d_input_grad", "conv2d_weight_grad")
 
 
 def compile_kernel(kernel: Kernel) -> tuple[Callable, str]:
@@ -34,9 +35,9 @@ def extern_kernel(
     op: str, out_shape, dtype, in_shapes, attrs: dict, epilogue=None, a_trans: bool = False, b_trans: bool = False
 ) -> tuple[Callable, str]:
     """(fn(out, *inputs, *epilogue.params), source) for one extern op on flat contiguous buffers.
-    `epilogue` (matmul and conv2d; see matmul.Epilogue) is applied to each output element before
+    `epilogue` (EPILOGUE_OPS; see matmul.Epilogue) is applied to each output element before
     it is stored; `a_trans`/`b_trans` (matmul): that operand's buffer holds its transpose."""
-    if epilogue is not None and op not in ("matmul", "conv2d"):
+    if epilogue is not None and op not in EPILOGUE_OPS:
         raise ValueError(f"{op} takes no epilogue")
     if (a_trans or b_trans) and op != "matmul":
         raise ValueError(f"{op} takes no transposed operands")
@@ -46,11 +47,11 @@ def extern_kernel(
         source = conv.conv2d_source(in_shapes[0], in_shapes[1], attrs["stride"], attrs["padding"], dtype, epilogue)
     elif op == "conv2d_input_grad":
         source = conv.conv2d_input_grad_source(
-            in_shapes[0], in_shapes[1], attrs["stride"], attrs["padding"], attrs["in_shape"], dtype
+            in_shapes[0], in_shapes[1], attrs["stride"], attrs["padding"], attrs["in_shape"], dtype, epilogue
         )
     elif op == "conv2d_weight_grad":
         source = conv.conv2d_weight_grad_source(
-            in_shapes[0], in_shapes[1], attrs["stride"], attrs["padding"], attrs["w_shape"], dtype
+            in_shapes[0], in_shapes[1], attrs["stride"], attrs["padding"], attrs["w_shape"], dtype, epilogue
         )
     elif op in POOL_OPS:
         x_shape = attrs["in_shape"] if op.endswith("_vjp") else in_shapes[0]

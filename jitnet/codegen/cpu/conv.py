@@ -73,6 +73,26 @@ def _geometry(x_shape, w_shape, stride, padding) -> Geometry:
     return Geometry(n, c, h, w, o, kh, kw, sh, sw, ph, pw, ho, wo)
 
 
+def _epilogue_args(epilogue, dt: np.dtype) -> tuple[str, str]:
+    """(", p1, p2", ", readonly(t1), readonly(t2)"): the epilogue's buffers in a kernel's parameters
+    and signature."""
+    if epilogue is None:
+        return "", ""
+    return "".join(f", {p}" for p in epilogue.params), "".join(
+        f", readonly({t})" for t in mm._param_types(epilogue, dt.name)
+    )
+
+
+def _apply_epilogue(e, ind: int, epilogue, target: str, offset: str, idx: list[str]) -> None:
+    """target[offset] = epilogue(target[offset]) at the output index idx."""
+    e(ind, f"o_ep = {offset}")
+    e(ind, f"v_ep = ld({target}, o_ep)")
+    lines, val = epilogue.render("v_ep", idx)
+    for line in lines:
+        e(ind, line)
+    e(ind, f"st({target}, o_ep, {val})")
+
+
 def _header(kind: str, dt: np.dtype, lines: list[str]) -> list[str]:
     return [
         f"# jitnet cpu conv2d {kind}",
@@ -170,9 +190,10 @@ def conv2d_source(x_shape, w_shape, stride, padding, dtype, epilogue=None) -> st
     return "\n".join(head + block.splitlines() + ["", ""] + e.lines) + "\n"
 
 
-def conv2d_input_grad_source(g_shape, w_shape, stride, padding, in_shape, dtype) -> str:
-    """Module source of `kernel(out, g, w)`: out (N, C, H, W) = the gradient of conv2d's input for
-    the output cotangent g (the transposed convolution)."""
+def conv2d_input_grad_source(g_shape, w_shape, stride, padding, in_shape, dtype, epilogue=None) -> str:
+    """Module source of `kernel(out, g, w, *epilogue.params)`: out (N, C, H, W) = the gradient of
+    conv2d's input for the output cotangent g (the transposed convolution). The epilogue renders
+    with the index [n, c, h, w], over each image's gradient right after its col2im."""
     dt = np.dtype(dtype)
     geo = _geometry(in_shape, w_shape, stride, padding)
     n, c, h, w, o, kh, kw, ho, wo = geo.n, geo.c, geo.h, geo.w, geo.o, geo.kh, geo.kw, geo.ho, geo.wo
@@ -182,13 +203,19 @@ def conv2d_input_grad_source(g_shape, w_shape, stride, padding, in_shape, dtype)
     t = mm.choose_tile(ckk, yx, o, dt)
     block = mm.matmul_source(ckk, yx, o, 1, dt, a_trans=True, tile=t, parallel=False, block_only=True)
     e = mm._Lines()
-    e(0, f'@njit(void(BUF, IN, IN), parallel={n > 1}, cache=True, error_model="numpy")')
-    e(0, "def kernel(out, g, w):")
+    params, ptypes = _epilogue_args(epilogue, dt)
+    e(0, f'@njit(void(BUF, IN, IN{ptypes}), parallel={n > 1}, cache=True, error_model="numpy")')
+    e(0, f"def kernel(out, g, w{params}):")
     e(1, f"for nn in {'prange' if n > 1 else 'range'}({n}):")
     e(2, f"col = np.empty({ckk * yx}, np.{dt.name})")
     e(2, f"block_fn(col, 0, w, 0, g, nn * {o * yx}, 0, {-(-ckk // t.mr)}, 0, {-(-yx // t.nr)})")
     e(2, f"xoff = nn * {c * h * w}")
     _col2im(e, 2, geo)
+    if epilogue is not None:
+        e(2, f"for q in range({c * h * w}):")
+        e(3, f"cc = q // {h * w}")
+        e(3, f"hh = q // {w} - cc * {h}")
+        _apply_epilogue(e, 3, epilogue, "out", "xoff + q", ["nn", "cc", "hh", f"q % {w}"])
     head = _header(
         "input gradient",
         dt,
@@ -200,9 +227,10 @@ def conv2d_input_grad_source(g_shape, w_shape, stride, padding, in_shape, dtype)
     return "\n".join(head + block.splitlines() + ["", ""] + e.lines) + "\n"
 
 
-def conv2d_weight_grad_source(x_shape, g_shape, stride, padding, w_shape, dtype) -> str:
-    """Module source of `kernel(out, x, g)`: out (O, C, kh, kw) = the gradient of conv2d's weight for
-    the input x and the output cotangent g."""
+def conv2d_weight_grad_source(x_shape, g_shape, stride, padding, w_shape, dtype, epilogue=None) -> str:
+    """Module source of `kernel(out, x, g, *epilogue.params)`: out (O, C, kh, kw) = the gradient of
+    conv2d's weight for the input x and the output cotangent g. The epilogue renders with the index
+    [o, c, i, j], where the threads' partial sums are added."""
     dt = np.dtype(dtype)
     geo = _geometry(x_shape, w_shape, stride, padding)
     n, c, h, w, o, kh, kw, ho, wo = geo.n, geo.c, geo.h, geo.w, geo.o, geo.kh, geo.kw, geo.ho, geo.wo
@@ -212,8 +240,9 @@ def conv2d_weight_grad_source(x_shape, g_shape, stride, padding, w_shape, dtype)
     t = mm.choose_tile(o, ckk, yx, dt)
     block = mm.matmul_source(o, ckk, yx, 1, dt, tile=t, parallel=False, block_only=True, accumulate=True)
     e = mm._Lines()
-    e(0, '@njit(void(BUF, IN, IN), parallel=True, cache=True, error_model="numpy")')
-    e(0, "def kernel(out, x, g):")
+    params, ptypes = _epilogue_args(epilogue, dt)
+    e(0, f'@njit(void(BUF, IN, IN{ptypes}), parallel=True, cache=True, error_model="numpy")')
+    e(0, f"def kernel(out, x, g{params}):")
     e(1, f"nt = min(num_threads(), {n})")
     e(1, f"part = np.zeros((nt, {o * ckk}), np.{dt.name})")
     e(1, "for t in prange(nt):")
@@ -227,7 +256,10 @@ def conv2d_weight_grad_source(x_shape, g_shape, stride, padding, w_shape, dtype)
     e(2, "s = part[0, q]")
     e(2, "for t in range(1, nt):")
     e(3, "s += part[t, q]")
-    e(2, "out[q] = s")
+    e(2, "st(out, q, s)")
+    if epilogue is not None:
+        idx = [f"q // {ckk}", f"q // {kh * kw} % {c}", f"q // {kw} % {kh}", f"q % {kw}"]
+        _apply_epilogue(e, 2, epilogue, "out", "q", idx)
     head = _header(
         "weight gradient",
         dt,

@@ -108,6 +108,40 @@ def test_epilogue():
     close(out.reshape(want.shape), want + res, np.float32, 18)
 
 
+class HalfPlus:
+    """0.5 * v + extra[idx] over an output of `shape` (any rank-4 index order)."""
+
+    params = ["extra"]
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def render(self, v, idx):
+        flat = "0"
+        for d, i in enumerate(idx):
+            flat = f"({flat}) * {self.shape[d]} + ({i})"
+        return [f"ep_e = extra[{flat}]"], f"0.5 * {v} + ep_e"
+
+
+def test_gradient_epilogues():
+    """The gradient kernels take an epilogue too: index [n, c, h, w] for the input's gradient,
+    [o, c, i, j] for the weight's."""
+    xs, ws, stride, padding = (3, 2, 9, 8), (5, 2, 3, 2), (2, 1), (1, 1)
+    x, w = randn(*xs), randn(*ws)
+    out_shape = OPS["conv2d"].shape([xs, ws], {"stride": stride, "padding": padding})
+    g = randn(*out_shape)
+    _, want_gx, want_gw = refs(x, w, g, stride, padding)
+    ex, ew = randn(*xs), randn(*ws)
+    fn = cache.load(conv.conv2d_input_grad_source(out_shape, ws, stride, padding, xs, np.float32, HalfPlus(xs)))
+    gx = np.full(x.size, np.nan, np.float32)
+    fn(gx, g.ravel(), w.ravel(), ex.ravel())
+    close(gx.reshape(xs), 0.5 * want_gx + ex, np.float32, 30)
+    fn = cache.load(conv.conv2d_weight_grad_source(xs, out_shape, stride, padding, ws, np.float32, HalfPlus(ws)))
+    gw = np.full(w.size, np.nan, np.float32)
+    fn(gw, x.ravel(), g.ravel(), ew.ravel())
+    close(gw.reshape(ws), 0.5 * want_gw + ew, np.float32, 100)
+
+
 def test_engine_forward_and_gradients():
     stride, padding = (3, 1), (0, 2)
     x, w = randn(3, 2, 9, 7), randn(4, 2, 3, 3)
