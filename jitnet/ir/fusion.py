@@ -27,6 +27,12 @@ from jitnet.ir.ops import OPS, Kind
 # memory-bound kernels a little arithmetic is cheaper than a round trip through memory.
 RECOMPUTE_LIMIT = 24
 BROADCAST_LIMIT = 8  # a value broadcast to a larger shape is recomputed per element below this cost
+# Extern ops whose kernels (on both backends) run an elementwise epilogue at each output element's
+# store, and read an operand that is its buffer with the last two axes swapped (a_trans, b_trans).
+EPILOGUE_EXTERNS = ("matmul", "conv2d")
+TRANSPOSED_OPERANDS = ("matmul",)
+SPLIT_REDUCTIONS = ("sum", "max", "min")  # split across threads (blocks) when a kernel has few outputs
+FEW_OUTPUTS = 16
 
 
 @dataclass
@@ -83,12 +89,27 @@ def _same_reduction(a: Node, b: Node) -> bool:
     )
 
 
+def is_swap_of_last_axes(node: Node) -> bool:
+    axes = node.attrs.get("axes", ()) if node.op == "permute" else ()
+    r = len(axes)
+    return r >= 2 and tuple(axes) == (*range(r - 2), r - 1, r - 2)
+
+
+def extern_operands(kernel: Kernel) -> list[tuple[Node, bool]]:
+    """(buffer, transposed) of each operand of an extern kernel's op: a matmul operand may be its
+    buffer read with the last two axes swapped, never copied."""
+    (op,) = [n for n in kernel.nodes if _kind(n) == Kind.EXTERN]
+    return [(i.inputs[0], True) if i not in kernel.inputs else (i, False) for i in op.inputs]
+
+
 def _materialised(graph: Graph, order: list[Node]) -> set[Node]:
     users: dict[Node, list[Node]] = {n: [] for n in order}
     for node in order:
         for i in node.inputs:
             users[i].append(node)
     outputs = set(graph.outputs)
+    # transposed views that extern kernels read in place: not copied, their source is a buffer
+    views = {i for n in order if n.op in TRANSPOSED_OPERANDS for i in n.inputs if is_swap_of_last_axes(i)} - outputs
     mat: set[Node] = set()
     roots_of: dict[Node, frozenset] = {}  # unmaterialised node -> the kernel roots that compute it
     clean: dict[Node, bool] = {}  # within its kernel, n is elementwise over the root's whole shape
@@ -100,19 +121,22 @@ def _materialised(graph: Graph, order: list[Node]) -> set[Node]:
         if is_buffer_source(node):
             continue
         roots = frozenset().union(*({c} if c in mat else roots_of[c] for c in users[node]))
-        must = node in outputs or kind == Kind.EXTERN or any(_kind(c) == Kind.EXTERN for c in users[node])
-        if not must and kind in (Kind.REDUCE, Kind.ROWWISE):
+        read_by_extern = any(
+            (_kind(c) == Kind.EXTERN and node not in views) or (c in views and c not in mat) for c in users[node]
+        )
+        must = node in outputs or read_by_extern or (kind == Kind.EXTERN and node.op not in EPILOGUE_EXTERNS)
+        if not must and kind in (Kind.REDUCE, Kind.ROWWISE, Kind.EXTERN):  # fused under an epilogue?
             root = next(iter(roots)) if len(roots) == 1 else None
-            must = not (
-                root is not None
-                and root.shape == node.shape
-                and all(_kind(c) == Kind.ELEMENTWISE and clean[c] for c in users[node])
-                and all(_same_reduction(node, r) for r in reducers.get(root, []))
-            )
+            fits = root is not None and root.shape == node.shape
+            fits = fits and all(_kind(c) == Kind.ELEMENTWISE and clean[c] for c in users[node])
+            if kind == Kind.EXTERN:  # alone in its kernel, writing its own dtype
+                must = not (fits and root.dtype == node.dtype and not reducers.get(root))
+            else:
+                must = not (fits and all(_same_reduction(node, r) for r in reducers.get(root, [])))
         if must:
             mat.add(node)
             clean[node] = kind == Kind.ELEMENTWISE
-            if kind in (Kind.REDUCE, Kind.ROWWISE):
+            if kind in (Kind.REDUCE, Kind.ROWWISE, Kind.EXTERN):
                 reducers[node] = [node]
             continue
         roots_of[node] = roots
@@ -123,7 +147,7 @@ def _materialised(graph: Graph, order: list[Node]) -> set[Node]:
             and node.shape == root.shape
             and all(clean[c] for c in users[node])
         )
-        if kind in (Kind.REDUCE, Kind.ROWWISE):
+        if kind in (Kind.REDUCE, Kind.ROWWISE, Kind.EXTERN):
             reducers.setdefault(root, []).append(node)
 
     # Producers first: keep the values too costly to recompute where several kernels (or a
@@ -173,12 +197,12 @@ def schedule(graph: Graph) -> Schedule:
     for root in order:
         if root not in mat:
             continue
-        if _kind(root) == Kind.EXTERN:
-            kernels.append(Kernel("extern", root, [root], list(root.inputs)))
-            continue
         nodes, inputs = _collect(root, buffer_set)
         kinds = {_kind(n) for n in nodes}
-        kind = "rowwise" if Kind.ROWWISE in kinds else "reduce" if Kind.REDUCE in kinds else "elementwise"
+        if Kind.EXTERN in kinds:
+            kind = "extern"
+        else:
+            kind = "rowwise" if Kind.ROWWISE in kinds else "reduce" if Kind.REDUCE in kinds else "elementwise"
         kernels.append(Kernel(kind, root, nodes, inputs))
     return Schedule(graph, _merge_siblings(kernels), buffers)
 
@@ -198,8 +222,21 @@ def _can_host(host: Kernel, guest: Kernel) -> bool:
     if set(host.outputs) & set(guest.inputs) or set(guest.outputs) & set(host.inputs):
         return False
     if guest.kind == "elementwise":
+        if host.kind == "reduce" and not _splits(host) and host.root.size < FEW_OUTPUTS:
+            return False  # a serial loop would take the guest's parallelism away
         return host.kind in ("elementwise", "reduce") and host.domain == guest.root.shape
-    return guest.kind == "reduce" and _reduction_of(host) is not None and _reduction_of(host) == _reduction_of(guest)
+    return (
+        guest.kind == "reduce"
+        and _reduction_of(host) is not None
+        and _reduction_of(host) == _reduction_of(guest)
+        and (_splits(host) == _splits(guest) or host.root.size >= FEW_OUTPUTS)
+    )
+
+
+def _splits(kernel: Kernel) -> bool:
+    """Whether the backends split this kernel's reductions across threads when they have few
+    outputs: sums and extrema combine in any order; argmax and logsumexp are not split."""
+    return all(n.op in SPLIT_REDUCTIONS for n in kernel.nodes if _kind(n) == Kind.REDUCE)
 
 
 def _merge_siblings(kernels: list[Kernel]) -> list[Kernel]:

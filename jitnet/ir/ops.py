@@ -177,7 +177,9 @@ _elementwise(
     lambda x: np.where(x < 0, 0, x).astype(x.dtype),
     "select({0} < lit(0), lit(0), {0})",
     _no_bool,
-    vjp=lambda jn, g, out, x: (jn.where(x > 0, g, 0),),
+    # in terms of the output (out > 0 exactly where x > 0): the backward then needs only what the
+    # forward stores, so a matmul/conv's bias and relu stay fused in its epilogue
+    vjp=lambda jn, g, out, x: (jn.where(out > 0, g, 0),),
 )
 _elementwise(
     "leaky_relu",

@@ -96,11 +96,54 @@ def _identities(node: Node) -> Node | None:
 RULES: list[Callable[[Node], Node | None]] = [_fold_constants, _pow_by_constant, _collapse_movement, _identities]
 
 
+def _swap_axes(rank: int) -> tuple:
+    return (*range(rank - 2), rank - 1, rank - 2)
+
+
+def _swap_last_axes(x: Node) -> Node:
+    axes = _swap_axes(x.ndim)
+    if x.op == "permute" and x.attrs["axes"] == axes:
+        return x.inputs[0]
+    return Node("permute", (x,), {"axes": axes}, (*x.shape[:-2], x.shape[-1], x.shape[-2]), x.dtype)
+
+
+def _transposed_product(node: Node) -> Node | None:
+    """(a @ b)^T = b^T @ a^T: the product comes out in the layout its reader wants (a weight
+    gradient, say), and the operands' transposes are views the matmul kernel reads in place."""
+    if node.op != "permute" or node.inputs[0].op != "matmul" or node.attrs["axes"] != _swap_axes(node.ndim):
+        return None
+    a, b = node.inputs[0].inputs
+    return Node("matmul", (_swap_last_axes(b), _swap_last_axes(a)), node.inputs[0].attrs, node.shape, node.dtype)
+
+
+def _reduce_without_keepdims(node: Node) -> Node | None:
+    """reshape(sum(x, axes, keepdims=True)) to the reduced shape is sum(x, axes): an elementwise
+    consumer (a bias gradient's update) can then be the reduction's epilogue."""
+    x = node.inputs[0] if node.op == "reshape" else None
+    if x is None or OPS[x.op].kind != Kind.REDUCE or not x.attrs["keepdims"]:
+        return None
+    axes = x.attrs["axes"]
+    if node.shape != tuple(n for d, n in enumerate(x.shape) if d not in axes):
+        return None
+    return Node(x.op, x.inputs, {**x.attrs, "keepdims": False}, node.shape, node.dtype)
+
+
+SINGLE_USE_RULES = [_transposed_product, _reduce_without_keepdims]  # they rebuild their input's node
+
+
 def simplify(graph: Graph) -> Graph:
     new: dict[Node, Node] = {}
-    for node in toposort(graph.outputs):
+    order = toposort(graph.outputs)
+    uses = {n: 0 for n in order}
+    for n in order:
+        for i in n.inputs:
+            uses[i] += 1
+    for node in order:
         inputs = tuple(new[i] for i in node.inputs)
         current = node if inputs == node.inputs else Node(node.op, inputs, node.attrs, node.shape, node.dtype)
+        if node.inputs and uses[node.inputs[0]] == 1 and node.inputs[0] not in graph.outputs:
+            for rule in SINGLE_USE_RULES:  # the input has no other reader: rebuilding it duplicates nothing
+                current = rule(current) or current
         changed = True
         while changed:
             changed = False

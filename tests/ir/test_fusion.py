@@ -89,13 +89,48 @@ def test_views_between_elementwise_ops_add_no_kernel(fn):
     assert [i.op for i in k.inputs] == ["input"]
 
 
-def test_matmul_is_extern_and_its_epilogue_one_more_kernel():
-    ks = kernels(lambda x, w, b: jn.relu(x @ w + b), X, W, B)
-    assert [k.kind for k in ks] == ["extern", "elementwise"]
-    mm, epi = ks
-    assert mm.root.op == "matmul"
-    assert mm.root in epi.inputs
-    assert {"add", "relu"} <= set(ops_of(epi))
+def test_matmul_takes_its_epilogue():
+    (k,) = kernels(lambda x, w, b: jn.relu(x @ w + b), X, W, B)
+    assert k.kind == "extern" and k.root.op == "relu"
+    assert {"matmul", "add", "relu"} <= set(ops_of(k))
+
+
+def test_conv_takes_its_epilogue():
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    (k,) = kernels(lambda x, w, b: jn.relu(jn.conv2d(x, w) + b.reshape(4, 1, 1)), x, w, b)
+    assert k.kind == "extern" and k.root.op == "relu"
+
+
+def test_extern_epilogue_limits():
+    # a pool takes no epilogue; a dtype change or a reduction stays out of the matmul's kernel
+    x = rng.standard_normal((1, 2, 4, 4)).astype(np.float32)
+    assert len(kernels(lambda x: jn.max_pool2d(x, 2) * 2, x)) == 2
+    assert len(kernels(lambda x, w: (x @ w) > 0, X, W)) == 2
+    assert len(kernels(lambda x, w: jn.sum(x @ w), X, W)) == 2
+    assert len(kernels(lambda x, w: (x @ w, jn.relu(x @ w)), X, W)) == 2  # an output is stored as it is
+
+
+def test_transposed_operands_are_read_in_place():
+    for fn, args in [
+        (lambda x, y: x.T @ y, (X, X)),
+        (lambda x, w: x @ w.T, (X, W.T.copy())),
+        (lambda x: x.T @ x, (X,)),
+    ]:
+        (k,) = kernels(fn, *args)
+        assert k.kind == "extern" and all(i.op == "input" for i in k.inputs)
+    # a batched operand transposes its last two axes only
+    a = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    (k,) = kernels(lambda a: jn.transpose(a, (0, 2, 1)) @ a, a)
+    assert [i.op for i in k.inputs] == ["input"]
+
+
+def test_matmul_backward_reads_operands_in_place():
+    grads = jn.grad(lambda w, x: jn.sum(jn.tanh(x @ w)), argnums=(0, 1))
+    ks = kernels(grads, W, X)
+    assert [k.kind for k in ks].count("elementwise") <= 1  # tanh's derivative only
+    assert not any(k.root.op == "permute" for k in ks)
 
 
 def test_extern_inputs_are_materialised():
@@ -202,10 +237,19 @@ def test_inputs_and_constants_need_no_kernel():
 
 
 def test_reductions_over_one_domain_share_a_loop():
-    (k,) = kernels(lambda x, y: ((x * y).sum(1), y.sum(1, keepdims=True) * 2, jn.argmax(y, 1)), X, X * 2)
+    y = rng.standard_normal((20, 4)).astype(np.float32)  # 20 outputs: argmax joins the sums
+    (k,) = kernels(lambda x, y: ((x * y).sum(1), y.sum(1, keepdims=True) * 2, jn.argmax(y, 1)), y * 2, y)
     assert k.kind == "reduce" and len(k.roots) == 2 and not k.siblings
 
 
 def test_reductions_over_other_axes_stay_apart():
     ks = kernels(lambda x: (x.sum(1), x.sum(0)), X)
     assert [len(k.outputs) for k in ks] == [1, 1]
+
+
+def test_few_output_reductions_keep_their_parallel_split():
+    # whole-array sum/max/min split across threads; argmax and logsumexp do not, so they neither
+    # join those nor take in an elementwise sibling that would lose its parallel loop
+    ks = kernels(lambda x: (x.sum(), x.max(), jn.argmax(x), jn.logsumexp(x), jn.exp(x)), X)
+    groups = sorted(sorted(o.op for o in k.outputs) for k in ks)
+    assert groups == [["argmax"], ["exp", "max", "sum"], ["logsumexp"]]

@@ -452,6 +452,8 @@ def _graphs():
     yield (lambda x: jn.avg_pool2d(x, 2)), (x,)
     yield _pool_grad("max", 2, None, 0), (x, x[:, :, ::2, ::2])
     yield _pool_grad("avg", 2, None, 0), (x, x[:, :, ::2, ::2])
+    yield jn.grad(lambda x, w: jn.sum(jn.conv2d(x, w)), argnums=(0, 1)), _conv_inputs(*CONV_CASES[0][:2])
+    yield (lambda x: jn.dropout(x, 0.5, 7)), (x,)
 
 
 def test_every_op_is_exercised():

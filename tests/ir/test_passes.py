@@ -188,3 +188,22 @@ def test_unused_argument_is_still_an_input():
     g = lowered(lambda x, y: x * 2, X, X3)
     assert len(g.inputs) == 2
     assert all(n.op != "input" or n.shape == X.shape for n in g.nodes())
+
+
+# ---- rewrites of a node whose input has no other reader ----
+
+
+def test_transpose_of_a_product_is_the_product_of_transposes():
+    a, b = np.ones((3, 4), np.float32), np.ones((4, 5), np.float32)
+    graph = jn.compile(lambda a, b: (a @ b).T).lower(a, b).graph
+    (mm,) = [n for n in graph.nodes() if n.op == "matmul"]
+    assert graph.outputs[0] is mm and mm.shape == (5, 3)
+    # a product read elsewhere too is not computed twice
+    graph = jn.compile(lambda a, b: ((a @ b).T, a @ b)).lower(a, b).graph
+    assert [n.op for n in graph.nodes()].count("matmul") == 1
+
+
+def test_reshaped_keepdims_reduction_drops_its_kept_axes():
+    x = np.ones((3, 4), np.float32)
+    graph = jn.compile(lambda x: x.sum(0, keepdims=True).reshape(4)).lower(x).graph
+    assert graph.outputs[0].op == "sum" and graph.outputs[0].attrs["keepdims"] is False

@@ -224,6 +224,15 @@ for _sx, _sw, _stride, _pad in CONVS:
         lambda x, w, _s=_stride, _p=_pad: jn.conv2d(x, w, stride=_s, padding=_p),
         shaped(anyv, _sx, _sw),
     )
+for _sx, _sw, _stride, _pad in CONVS[:2]:  # the gradient ops' own VJPs (second derivatives of conv2d)
+    for _arg in (0, 1):
+        case(
+            f"conv2d-grad{_arg}-{_sx}-{_sw}-s{_stride}-p{_pad}",
+            lambda x, w, _s=_stride, _p=_pad, _a=_arg: jn.grad(
+                lambda x, w: jn.sum(jn.conv2d(x, w, stride=_s, padding=_p) ** 2), argnums=_a
+            )(x, w),
+            shaped(anyv, _sx, _sw),
+        )
 POOLS = [  # x shape, kernel, stride, padding
     ((1, 2, 4, 4), 2, None, 0),
     ((2, 1, 5, 5), 2, None, 0),  # windows that do not divide the input

@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 from jitnet.codegen import cache
 from jitnet.codegen.cpu import conv, pool
-from jitnet.codegen.cpu.kernels import generate
+from jitnet.codegen.cpu.kernels import DIALECT, generate
 from jitnet.codegen.cpu.matmul import matmul_kernel
+from jitnet.codegen.epilogue import epilogue_of, extern_op, operand_layout, reorder_arguments
 from jitnet.ir.fusion import Kernel
 
 POOL_OPS = ("max_pool2d", "avg_pool2d", "max_pool2d_vjp", "avg_pool2d_vjp")
@@ -17,12 +18,17 @@ EPILOGUE_OPS = ("matmul", "conv2d", "conv2d_input_grad", "conv2d_weight_grad")
 
 
 def compile_kernel(kernel: Kernel) -> tuple[Callable, str]:
-    """(fn, source) where fn(out, *inputs) runs the kernel on flat contiguous buffers."""
-    if kernel.kind == "extern":
-        root = kernel.root
-        return extern_kernel(root.op, root.shape, root.dtype, [n.shape for n in kernel.inputs], root.attrs)
-    source = generate(kernel)
-    return cache.load(source), source
+    """(fn, source) where fn(*outputs, *inputs) runs the kernel on flat contiguous buffers."""
+    if kernel.kind != "extern":
+        source = generate(kernel)
+        return cache.load(source), source
+    op, (operands, transposed) = extern_op(kernel), operand_layout(kernel)
+    epilogue = epilogue_of(kernel, DIALECT)
+    a_trans, b_trans = (transposed + [False])[:2]
+    fn, source = extern_kernel(
+        op.op, op.shape, op.dtype, [n.shape for n in operands], op.attrs, epilogue, a_trans, b_trans
+    )
+    return reorder_arguments(fn, kernel, epilogue), source
 
 
 def extern_kernel(

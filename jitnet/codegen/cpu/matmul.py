@@ -425,6 +425,8 @@ IMPORTS = [  # what a generated module (matmul's, or one that embeds `block_fn`)
     "from numba import njit, prange",
     "from numba.types import void, boolean, int8, int16, int32, int64, uint8, float32, float64",
     "",
+    "from jitnet.codegen.cpu import vmath as vm  # for fused epilogues",
+    "from jitnet.codegen.cpu.intrinsics import fmaximum, fminimum",
     "from jitnet.codegen.cpu.signature import readonly",
     "from jitnet.codegen.cpu.matmul import align_skip, ld, num_threads, prefetch, st",
     "from jitnet.codegen.cpu.matmul import vadd, vfma, vload, vload_n, vsplat, vstore, vstore_n",

@@ -6,29 +6,35 @@ from collections.abc import Callable
 
 from jitnet.codegen import cache
 from jitnet.codegen.cuda.conv import conv2d_input_grad_source, conv2d_source, conv2d_weight_grad_source
-from jitnet.codegen.cuda.kernels import generate
+from jitnet.codegen.cuda.kernels import DIALECT, generate
 from jitnet.codegen.cuda.matmul import Epilogue, matmul_source
 from jitnet.codegen.cuda.pool import OPS as POOL_OPS
 from jitnet.codegen.cuda.pool import pool2d_source
+from jitnet.codegen.epilogue import epilogue_of, extern_op, operand_layout, reorder_arguments
 from jitnet.ir.fusion import Kernel
+from jitnet.ir.node import Node
 
 
 def compile_kernel(kernel: Kernel) -> tuple[Callable, str]:
-    """(launch, source) where launch(out, *inputs) runs the kernel on flat device buffers."""
-    source = extern_source(kernel) if kernel.kind == "extern" else generate(kernel)
-    return cache.load(source, "launch"), source
+    """(launch, source) where launch(*outputs, *inputs) runs the kernel on flat device buffers."""
+    if kernel.kind != "extern":
+        source = generate(kernel)
+        return cache.load(source, "launch"), source
+    op, (operands, transposed) = extern_op(kernel), operand_layout(kernel)
+    epilogue = epilogue_of(kernel, DIALECT)
+    a_trans, b_trans = (transposed + [False])[:2]
+    source = extern_source(op, [n.shape for n in operands], a_trans, b_trans, epilogue)
+    return reorder_arguments(cache.load(source, "launch"), kernel, epilogue), source
 
 
 def extern_source(
-    kernel: Kernel, a_trans: bool = False, b_trans: bool = False, epilogue: Epilogue | None = None
+    root: Node, shapes: list[tuple], a_trans: bool = False, b_trans: bool = False, epilogue: Epilogue | None = None
 ) -> str:
     """The generated kernel of an extern op (matmul, conv2d and its two gradients, pools and their
-    VJPs) over its materialised, contiguous inputs. For the fuser: matmul operands may be buffers
-    holding the transpose of the operand (a_trans: a buffer (..., K, M) read as A; b_trans: (..., N, K)),
-    and matmul and the three convolutions take an elementwise epilogue run at each output element's
+    VJPs) over its operand buffers of these shapes. matmul operands may be buffers holding the
+    transpose of the operand (a_trans: a buffer (..., K, M) read as A; b_trans: (..., N, K)), and
+    matmul and the three convolutions take an elementwise epilogue run at each output element's
     store (see `matmul.Epilogue`), its params appended to the launch's arguments."""
-    root = kernel.root
-    shapes = [n.shape for n in kernel.inputs]
     attrs = root.attrs
     if epilogue is not None and root.op not in ("matmul", "conv2d", "conv2d_input_grad", "conv2d_weight_grad"):
         raise ValueError(f"{root.op} takes no epilogue")
@@ -61,4 +67,4 @@ def extern_source(
     if root.op in POOL_OPS:
         in_shape = attrs.get("in_shape", shapes[0])
         return pool2d_source(root.op, in_shape, attrs["kernel"], stride, padding, root.dtype)
-    raise NotImplementedError(f"no CUDA kernel for the extern op {root.op!r} ({kernel.describe()})")
+    raise NotImplementedError(f"no CUDA kernel for the extern op {root.op!r}")

@@ -306,10 +306,14 @@ def emit_store(emit, indent: int, target: str, value: str, idx: list[str], epilo
 
 
 SOURCE_IMPORTS = [
+    "import math",
+    "",
     "import numpy as np",
     "from numba import cuda",
     "from numpy import uint64 as u64  # unsigned indices: no negative-index wraparound code",
     "from numba.types import void, boolean, int32, int64, float32, float64",
+    "",
+    "from jitnet.codegen.cuda import devmath as dm  # for fused epilogues",
     "",
     "",
 ]

@@ -563,8 +563,8 @@ WHOLE = jn.compile(_whole, backend="cpu")
 
 def test_parallel_whole_reductions():
     assert_same(WHOLE(BIG), jn.compile(_whole, backend="interpret")(BIG), rtol=1e-4, atol=1e-4)
-    split = [src for src in WHOLE.lower(BIG).sources if PARALLEL_LOOP.search(src)]
-    assert len(split) >= 3, "whole-array sum, max and min are split across threads"
+    (split,) = [src for src in WHOLE.lower(BIG).sources if "part_acc" in src]
+    assert PARALLEL_LOOP.search(split) and "# max sum min" in split, "whole-array sum, max and min share one split loop"
 
 
 @pytest.mark.parametrize("where", [0, 9000, 40000, BIG.size - 1])
@@ -598,6 +598,7 @@ def test_every_elementwise_op_is_covered():
 
     covered = set(FLOAT_UNARY) | set(BINARY) | {"logical_not", "logical_and", "logical_or", "cast", "where"}
     covered |= {"tag"}  # autodiff's identity marker, removed by simplify before codegen
+    covered |= {"mix32"}  # dropout's hash rounds: bit-exact against the interpreter in tests/nn/test_dropout.py
     elementwise = {name for name, op in OPS.items() if op.kind == Kind.ELEMENTWISE}
     assert elementwise - covered == set()
 

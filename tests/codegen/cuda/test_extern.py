@@ -149,31 +149,30 @@ def test_epilogue_dtypes_must_match_params():
 # ---- the fuser's door: extern_source with transposed buffers and epilogues ----
 
 
-def fake_kernel(op, out_shape, dtype, in_shapes, **attrs):
-    """The parts of a fusion Kernel that extern_source reads."""
-    root = SimpleNamespace(op=op, shape=out_shape, dtype=np.dtype(dtype), attrs=attrs)
-    return SimpleNamespace(root=root, inputs=[SimpleNamespace(shape=s) for s in in_shapes], describe=lambda: op)
+def fake_op(op, out_shape, dtype, **attrs):
+    """The parts of an extern op's node that extern_source reads."""
+    return SimpleNamespace(op=op, shape=out_shape, dtype=np.dtype(dtype), attrs=attrs)
 
 
 def test_extern_source_transposed_buffers_and_epilogue():
     m, n, k = 5, 6, 7
     a_t, b_t, bias = randn(2, k, m), randn(1, n, k), randn(n)  # buffers holding A^T and B^T
-    kernel = fake_kernel("matmul", (2, m, n), np.float32, [(2, k, m), (1, n, k)])
-    src = extern_source(kernel, a_trans=True, b_trans=True, epilogue=BiasRelu(axis=2))
+    op = fake_op("matmul", (2, m, n), np.float32)
+    src = extern_source(op, [(2, k, m), (1, n, k)], a_trans=True, b_trans=True, epilogue=BiasRelu(axis=2))
     got = run_source(src, (2, m, n), np.float32, a_t, b_t, bias)
     want = np.maximum(a_t.transpose(0, 2, 1).astype(np.float64) @ b_t.transpose(0, 2, 1) + bias, 0)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
     x, w, bias = randn(2, 3, 6, 5), randn(4, 3, 3, 3), randn(4)
-    kernel = fake_kernel("conv2d", (2, 4, 3, 3), np.float32, [x.shape, w.shape], stride=(2, 2), padding=(1, 1))
-    got = run_source(extern_source(kernel, epilogue=BiasRelu(axis=1)), (2, 4, 3, 3), np.float32, x, w, bias)
+    op = fake_op("conv2d", (2, 4, 3, 3), np.float32, stride=(2, 2), padding=(1, 1))
+    got = run_source(
+        extern_source(op, [x.shape, w.shape], epilogue=BiasRelu(axis=1)), (2, 4, 3, 3), np.float32, x, w, bias
+    )
     y = OPS["conv2d"].ref(x.astype(np.float64), w.astype(np.float64), stride=(2, 2), padding=(1, 1))
     np.testing.assert_allclose(got, np.maximum(y + bias[:, None, None], 0), rtol=1e-5, atol=1e-5)
 
-    pool = fake_kernel(
-        "max_pool2d", (1, 1, 2, 2), np.float32, [(1, 1, 4, 4)], kernel=(2, 2), stride=(2, 2), padding=(0, 0)
-    )
+    pool = fake_op("max_pool2d", (1, 1, 2, 2), np.float32, kernel=(2, 2), stride=(2, 2), padding=(0, 0))
     with pytest.raises(ValueError, match="no epilogue"):
-        extern_source(pool, epilogue=BiasRelu(axis=1))
+        extern_source(pool, [(1, 1, 4, 4)], epilogue=BiasRelu(axis=1))
     with pytest.raises(ValueError, match="no transposed"):
-        extern_source(pool, a_trans=True)
+        extern_source(pool, [(1, 1, 4, 4)], a_trans=True)

@@ -722,3 +722,33 @@ def test_reductions_sharing_a_loop(shape):
     fn = lambda x, y: ((x * y).sum(1), y.sum(1, keepdims=True) * 2, jn.exp(y) + x)
     check(fn, x, y, **TRANSCENDENTAL)
     assert kernel_kinds(fn, x, y) == ["reduce"]
+
+
+# ---- extern kernels with fused epilogues and transposed operands ----
+
+EXTERN_FUSIONS = {
+    "bias_relu": (lambda x, w, b: jn.relu(x @ w + b), ((5, 7), (7, 3), (3,))),
+    "scale_residual": (lambda x, w, r: (x @ w) * 2 + r, ((5, 7), (7, 3), (5, 3))),
+    "a_transposed": (lambda x, r: x.T @ r, ((5, 7), (5, 3))),
+    "b_transposed": (lambda r, w: r @ w.T, ((5, 3), (7, 3))),
+    "both_transposed": (lambda x, w: jn.tanh(w.T @ x.T), ((5, 7), (7, 3))),
+    "operand_in_epilogue": (lambda x: x @ x.T + x[:, :5], ((5, 7),)),
+    "batched_transposed": (lambda a, b: jn.transpose(a, (0, 2, 1)) @ b + 1, ((2, 3, 4), (1, 3, 5))),
+    "conv_bias_relu": (
+        lambda x, w, b: jn.relu(jn.conv2d(x, w, padding=1) + b.reshape(3, 1, 1)),
+        ((2, 2, 5, 5), (3, 2, 3, 3), (3,)),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(EXTERN_FUSIONS))
+def test_extern_epilogues_and_transposed_operands(name):
+    fn, shapes = EXTERN_FUSIONS[name]
+    args = [randn(*s) for s in shapes]
+    check(fn, *args, rtol=1e-4, atol=1e-5)
+    assert kernel_kinds(fn, *args) == ["extern"]
+
+
+def test_matmul_gradients_read_operands_in_place():
+    w, x, b = randn(7, 3), randn(5, 7), randn(3)
+    check(jn.grad(lambda w, x, b: jn.sum(jn.relu(x @ w + b) ** 2), argnums=(0, 1, 2)), w, x, b, rtol=1e-4, atol=1e-5)
