@@ -1,7 +1,8 @@
 """CPU source for conv2d (NCHW x OIHW, stride, padding) and its two gradients, as im2col + the
 generated matmul micro-kernels (jitnet/codegen/cpu/matmul.py).
 
-Each kernel is a `prange` over images (or over threads, each owning a run of images), and per image
+Each kernel is a `prange` over images (or over threads, each owning a run of images; the forward
+splits an image's output channels among threads when there are fewer images than threads), and per image
 one column matrix in a thread-private buffer (C*kh*kw x Ho*Wo: about 128 KB for LeNet's second conv,
 so it stays in L2) that the serial matmul `block_fn` multiplies in place:
 - forward:       out[n] (O x HoWo)     = W (O x CKK) @ col(x[n]) (CKK x HoWo), epilogue at the store;
@@ -184,13 +185,25 @@ def conv2d_source(x_shape, w_shape, stride, padding, dtype, epilogue=None) -> st
     params = "".join(f", {p}" for p in (ep.params if ep else []))
     ptypes = "".join(f", readonly({t_})" for t_ in mm._param_types(ep, dt.name))
     e = mm._Lines()
-    e(0, f'@njit(void(BUF, IN, IN, int64{ptypes}), cache=True, error_model="numpy")')
-    e(0, f"def image_fn(out, x, w, nn{params}):")
+    mp = -(-o // t.mr)
+    e(0, f'@njit(void(BUF, IN, IN, int64, int64, int64{ptypes}), cache=True, error_model="numpy")')
+    e(0, f"def image_fn(out, x, w, nn, part, parts{params}):")
     e(1, f"col = np.empty({ckk * yx}, np.{dt.name})")
     e(1, f"xoff = nn * {c * h * w}")
     _im2col(e, 1, g, transposed=False)
-    e(1, f"block_fn(out, nn * {o * yx}, w, 0, col, 0, 0, {-(-o // t.mr)}, 0, {-(-yx // t.nr)}{params})")
-    _per_image_kernel(e, n, "x, w", params, ptypes)
+    e(1, f"r_lo = part * {mp} // parts")
+    e(1, f"r_hi = (part + 1) * {mp} // parts")
+    e(1, f"block_fn(out, nn * {o * yx}, w, 0, col, 0, r_lo, r_hi, 0, {-(-yx // t.nr)}{params})")
+    e(0, "")
+    e(0, "")
+    # fewer images than threads: each image's output channels are split into `parts` (each part
+    # builds the image's column matrix itself)
+    e(0, f'@njit(void(BUF, IN, IN{ptypes}), parallel=True, cache=True, error_model="numpy")')
+    e(0, f"def kernel(out, x, w{params}):")
+    e(1, f"parts = min(max(1, num_threads() // {max(n, 1)}), {mp})")
+    e(1, f"for task in prange({n} * parts):")
+    e(2, "nn = task // parts")
+    e(2, f"image_fn(out, x, w, nn, task - nn * parts, parts{params})")
     head = _header(
         "forward",
         dt,

@@ -93,6 +93,18 @@ class HalfPlus:
         return [f"ep_e = extra[{flat}]"], f"0.5 * {v} + ep_e"
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_forward_epilogue(batch):
+    """relu(v + bias[o]) at the store; with one image the output channels are split among threads."""
+    xs, ws, stride, padding = (batch, 2, 9, 8), (9, 2, 3, 3), (2, 1), (1, 1)
+    x, w, bias = randn(*xs), randn(*ws), randn(ws[0])
+    want = OPS["conv2d"].ref(x.astype(np.float64), w.astype(np.float64), stride=stride, padding=padding)
+    fn = cache.load(conv.conv2d_source(xs, ws, stride, padding, np.float32, BiasRelu()))
+    out = np.full(want.size, np.nan, np.float32)
+    fn(out, x.ravel(), w.ravel(), bias)
+    close(out.reshape(want.shape), np.maximum(want + bias[None, :, None, None], 0), np.float32, 18)
+
+
 def test_gradient_epilogues():
     """The gradient kernels take an epilogue too: index [n, c, h, w] for the input's gradient,
     [o, c, i, j] for the weight's."""
