@@ -521,3 +521,4 @@ register(
 )
 
 from bench import kernels_nn  # noqa: E402, F401  (registers matmul, matmul_bias_relu, conv_lenet, conv_lenet_bwd)
+from bench import training  # noqa: E402, F401  (registers mlp_train_step, lenet_train_step)
