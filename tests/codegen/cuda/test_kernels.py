@@ -606,7 +606,7 @@ def test_grad_of_long_reduction():
     check(jn.value_and_grad(lambda v: (v * v).sum() + v.max()), v, rtol=1e-4, atol=1e-4)
 
 
-# ---- extern (matmul through the host) and programs of several kernels ----
+# ---- extern kernels (matmul, conv, pools) and programs of several kernels ----
 
 
 @pytest.mark.parametrize("to", [np.bool_, np.int32, np.int64, np.float32, np.float64], ids=lambda t: np.dtype(t).name)
@@ -633,7 +633,7 @@ def test_zero_dim():
     check(lambda a, b: (a * b, jn.exp(a) + 1, jn.maximum(a, b), a.sum(), jn.argmax(a)), a, b)
 
 
-def test_conv_and_pools_through_the_host():
+def test_conv_and_pools():
     x, w, b = randn(2, 3, 6, 6), randn(4, 3, 3, 3), randn(4)
     check(lambda x, w, b: jn.relu(jn.conv2d(x, w, padding=1) + b[:, None, None]), x, w, b, rtol=1e-4, atol=1e-5)
     check(lambda x: (jn.max_pool2d(x, 2), jn.avg_pool2d(x, 3, stride=1, padding=1) * 2), x)
@@ -647,7 +647,7 @@ def test_conv_and_pools_through_the_host():
 
 
 def test_matmul_with_epilogue():
-    """matmul (today an extern kernel through the host; whatever runs it, the result stays on the GPU)."""
+    """matmul with its fused epilogue and transposed operands; the result stays on the GPU."""
     x, w, b = randn(5, 7), randn(7, 3), randn(3)
     check(lambda x, w, b: jn.relu(x @ w + b), x, w, b, rtol=1e-4, atol=1e-5)
     check(lambda x, w: x.T @ x[:, :3] + w[:7], x, randn(33, 3), rtol=1e-4, atol=1e-5)
