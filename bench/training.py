@@ -1,4 +1,7 @@
-"""Training-step workloads: one SGD-with-momentum step of an MLP and of LeNet-5, beside torch eager.
+"""Training-step workloads: one SGD-with-momentum step of an MLP and of LeNet, beside torch eager.
+
+LeNet is Caffe's (the layers of `conv_lenet`): conv 1->20 5x5, max-pool 2, conv 20->50 5x5,
+max-pool 2, fully connected 800->500, relu, 500->10.
 
 `python -m bench --only mlp_train_step,lenet_train_step` times them with the suite (the table shows
 ms per step; samples/s = batch / time). `python -m bench.training` prints samples/s directly, and
@@ -40,18 +43,14 @@ def _lenet_model():
     from jitnet import nn
 
     return nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2),
-        nn.ReLU(),
+        nn.Conv2d(1, 20, 5),
         nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5),
-        nn.ReLU(),
+        nn.Conv2d(20, 50, 5),
         nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(400, 120),
+        nn.Linear(800, 500),
         nn.ReLU(),
-        nn.Linear(120, 84),
-        nn.ReLU(),
-        nn.Linear(84, 10),
+        nn.Linear(500, 10),
     )
 
 
@@ -99,18 +98,14 @@ def _torch_model(torch, make_model):
         model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
     else:
         model = nn.Sequential(
-            nn.Conv2d(1, 6, 5, padding=2),
-            nn.ReLU(),
+            nn.Conv2d(1, 20, 5),
             nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5),
-            nn.ReLU(),
+            nn.Conv2d(20, 50, 5),
             nn.MaxPool2d(2),
             nn.Flatten(),
-            nn.Linear(400, 120),
+            nn.Linear(800, 500),
             nn.ReLU(),
-            nn.Linear(120, 84),
-            nn.ReLU(),
-            nn.Linear(84, 10),
+            nn.Linear(500, 10),
         )
     model.load_state_dict({k: torch.from_numpy(v) for k, v in _params(make_model).items()})
     return model
@@ -145,11 +140,10 @@ def _reference(make_model):
             from jitnet.ir.ops import OPS
 
             conv, pool = OPS["conv2d"].ref, OPS["max_pool2d"].ref
-            h = np.maximum(conv(h, p["0.weight"], (1, 1), (2, 2)) + p["0.bias"][:, None, None], 0)
-            h = pool(h, (2, 2), (2, 2), (0, 0))
-            h = np.maximum(conv(h, p["3.weight"], (1, 1), (0, 0)) + p["3.bias"][:, None, None], 0)
-            h = pool(h, (2, 2), (2, 2), (0, 0)).reshape(len(h), -1)
-            names = ["7", "9", "11"]
+            h = pool(conv(h, p["0.weight"], (1, 1), (0, 0)) + p["0.bias"][:, None, None], (2, 2), (2, 2), (0, 0))
+            h = pool(conv(h, p["2.weight"], (1, 1), (0, 0)) + p["2.bias"][:, None, None], (2, 2), (2, 2), (0, 0))
+            h = h.reshape(len(h), -1)
+            names = ["5", "7"]
         else:
             names = ["0", "2", "4"]
         for i, n in enumerate(names):
@@ -171,7 +165,7 @@ def _mlp_flops(inputs) -> float:
 
 def _lenet_flops(inputs) -> float:
     b = len(inputs["x"])
-    macs = 28 * 28 * 6 * 25 + 10 * 10 * 16 * 6 * 25 + 400 * 120 + 120 * 84 + 84 * 10
+    macs = 24 * 24 * 20 * 25 + 8 * 8 * 50 * 20 * 25 + 800 * 500 + 500 * 10
     return 3 * 2 * b * macs
 
 
@@ -224,7 +218,7 @@ _workload(
 )
 _workload(
     "lenet_train_step",
-    f"one SGD-momentum training step of LeNet-5 on 1x28x28, batch {LENET_BATCH} (samples/s = {LENET_BATCH} / time)",
+    f"one SGD-momentum training step of Caffe's LeNet on 1x28x28, batch {LENET_BATCH} (samples/s = {LENET_BATCH} / time)",
     _lenet_model,
     (1, 28, 28),
     LENET_BATCH,
