@@ -23,6 +23,7 @@ from jitnet.ir.ops import OPS, Kind
 PARALLEL_MIN_WORK = 1 << 15  # elements of work below which a kernel runs serially
 INNER_MIN = 512  # the innermost loop covers at least this many elements when the shape allows
 CHUNKS_MIN = 8192  # elements per chunk when a whole reduction is split across threads
+BLOCK_SUM = 4096  # float32 terms a float32 partial sum takes before it is added to the float64 total
 
 
 class CpuDialect(Dialect):
@@ -133,6 +134,9 @@ class _Reduction:
         self.acc = src.names("acc")
         self.arg = src.names("arg")  # argmax's index
         self.max = src.names("m")  # logsumexp's running maximum
+        self.part = src.names("p")  # a block's float32 partial sum
+        # float32 terms summed into a float64 accumulator: in float32 blocks (see accumulate)
+        self.narrow = self.op in ("sum", "logsumexp") and self.in_dtype == np.float32 and self.acc_dtype == np.float64
 
     def init(self, emit) -> None:
         if self.op == "sum":
@@ -154,12 +158,13 @@ class _Reduction:
         if self.op == "logsumexp":
             emit(f"{self.max} = {self.max} if {self.max} - {self.max} == 0 else {DIALECT.literal(0, self.in_dtype)}")
 
-    def update(self, emit, v: str, position: str) -> None:
+    def update(self, emit, v: str, position: str, partial: bool = False) -> None:
+        target, dt = (self.part, self.in_dtype) if partial and self.narrow else (self.acc, self.acc_dtype)
         if self.op == "sum":
-            emit(f"{self.acc} += {DIALECT.cast(v, self.acc_dtype)}")
+            emit(f"{target} += {DIALECT.cast(v, dt)}")
         elif self.op == "logsumexp":
             t = dtypes.short_name(self.in_dtype)
-            emit(f"{self.acc} += {DIALECT.cast(f'vm.exp_{t}({v} - {self.max})', self.acc_dtype)}")
+            emit(f"{target} += {DIALECT.cast(f'vm.exp_{t}({v} - {self.max})', dt)}")
         elif self.op in ("max", "min"):
             emit(f"{self.acc} = {DIALECT.extremum(self.op + 'imum', self.acc, v, self.in_dtype)}")
         else:
@@ -196,8 +201,18 @@ def _reduce(src: KernelSource, parallel: bool) -> None:
         it_kept, it_red = iter(kept_idx), iter(red_idx)
         return [next(it_red) if d in axes else next(it_kept) for d in range(len(shape))]
 
-    def accumulate(indent: int, r_range: str, r_var: Idx, first_pass: bool) -> None:
-        emit(indent, f"for r in {r_range}:")
+    def accumulate(indent: int, lo: str, hi: str, r_var: Idx, first_pass: bool) -> None:
+        """The loop over r in [lo, hi). float32 sums add up blocks of BLOCK_SUM terms in float32
+        (vectorised 16 lanes wide, ~BLOCK_SUM/16 terms per lane) and the blocks in float64."""
+        blocked = [] if first_pass else [acc for acc in accs if acc.narrow]
+        if blocked:
+            emit(indent, f"for rb in range({lo}, {hi}, {BLOCK_SUM}):")
+            for acc in blocked:
+                emit(indent + 1, f"{acc.part} = {DIALECT.literal(0, acc.in_dtype)}")
+            emit(indent + 1, f"for r in range(rb, min(rb + {BLOCK_SUM}, {hi})):")
+            indent += 1
+        else:
+            emit(indent, f"for r in range({lo}, {hi}):")
         body = src.scope(indent + 1)
         idx = input_index(r_var)
         for acc in accs:
@@ -205,10 +220,12 @@ def _reduce(src: KernelSource, parallel: bool) -> None:
             if first_pass:
                 acc.first_pass(body.emit, v)
             else:
-                acc.update(body.emit, v, "r")
+                acc.update(body.emit, v, "r", partial=bool(blocked))
         if not first_pass:
             src.store_siblings(body, idx)
         src.close(body)
+        for acc in blocked:
+            emit(indent, f"{acc.acc} += {DIALECT.cast(acc.part, acc.acc_dtype)}")
 
     r_var = Idx.var("r", red_size)
     if chunked:
@@ -219,7 +236,7 @@ def _reduce(src: KernelSource, parallel: bool) -> None:
         emit(2, f"for c in prange({n_chunks}):")
         for acc in accs:
             acc.init(lambda line: emit(3, line))
-        accumulate(3, f"range(c * {chunk}, min({red_size}, (c + 1) * {chunk}))", r_var, False)
+        accumulate(3, f"c * {chunk}", f"min({red_size}, (c + 1) * {chunk})", r_var, False)
         for acc in accs:
             emit(3, f"part_{acc.acc}[c] = {acc.acc}")
         for acc in accs:
@@ -231,10 +248,10 @@ def _reduce(src: KernelSource, parallel: bool) -> None:
         for acc in accs:
             acc.init(lambda line: emit(2, line))
         if any(acc.op == "logsumexp" for acc in accs):
-            accumulate(2, f"range({red_size})", r_var, True)
+            accumulate(2, "0", str(red_size), r_var, True)
             for acc in accs:
                 acc.shift(lambda line: emit(2, line))
-        accumulate(2, f"range({red_size})", r_var, False)
+        accumulate(2, "0", str(red_size), r_var, False)
 
     epilogue = src.scope(2)
     full = [Idx() if d in axes else i for d, i in zip(range(len(shape)), input_index(Idx()))]
