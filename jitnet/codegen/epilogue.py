@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from jitnet.codegen.expr import Dialect, Emitter
+from jitnet.codegen.expr import Dialect, Emitter, NameCounter
 from jitnet.codegen.index import Idx, unflatten_index
 from jitnet.codegen.source import prod
 from jitnet.ir.fusion import Kernel, extern_operands
@@ -41,15 +41,10 @@ def _epilogue_buffers(kernel: Kernel, op: Node) -> list[Node]:
     return sorted(found, key=kernel.inputs.index)
 
 
-class _Names:
+def _prefixed_names() -> Callable[..., str]:
     """Fresh names that cannot shadow the generators' own short names."""
-
-    def __init__(self):
-        self.n = 0
-
-    def __call__(self, prefix: str = "v") -> str:
-        self.n += 1
-        return f"ep_{prefix}{self.n}"
+    counter = NameCounter()
+    return lambda prefix="v": "ep_" + counter(prefix)
 
 
 class FusedEpilogue:
@@ -65,7 +60,7 @@ class FusedEpilogue:
         the leading axes (matmul's flattened batch)."""
         shape = self.op.shape
         lead = len(shape) - len(idx) + 1
-        names = _Names()
+        names = _prefixed_names()
         variables = [names("i") for _ in idx]
         lines = [f"{name} = {expr}" for name, expr in zip(variables, idx)]
         first = Idx.var(variables[0], prod(shape[:lead]))
