@@ -44,7 +44,7 @@ def lenet(side: int) -> nn.Module:
 
 
 def main() -> None:
-    args = _common.parse_args(__doc__.splitlines()[0], epochs=30, lr=0.05, batch_size=32)
+    args = _common.parse_args(__doc__.splitlines()[0], epochs=60, lr=0.05, batch_size=32)
     jn.manual_seed(args.seed)
     data = jn.nn.data.load(args.data)
     model = lenet(data[0][0].shape[-1])
