@@ -187,25 +187,27 @@ def _build_program(sched: Schedule, dev: Device) -> tuple[Program, list[str]]:
         from jitnet.codegen.cpu import compile_kernel
 
     graph = sched.graph
-    slot = {node: i for i, node in enumerate(sched.buffers)}
+    slot: dict = {}
+    for node in sched.buffers:  # a reshaped buffer (an alias) shares its source's slot
+        slot[node] = slot[sched.aliases[node]] if node in sched.aliases else len(set(slot.values()))
     for node in graph.outputs:  # outputs that are small constants or inputs still need a slot
-        slot.setdefault(node, len(slot))
-    last_read: dict = {}
+        slot.setdefault(node, len(set(slot.values())))
+    last_read: dict = {}  # slot -> the last kernel reading it
     for k, kernel in enumerate(sched.kernels):
         for i in kernel.inputs:
-            last_read[i] = k
-    keep = set(graph.outputs) | {n for n in slot if n.op in ("input", "capture", "const")}
+            last_read[slot[i]] = k
+    keep = {slot[n] for n in slot if n in graph.outputs or n.op in ("input", "capture", "const")}
     steps, sources = [], []
     for k, kernel in enumerate(sched.kernels):
         fn, source = compile_kernel(kernel)
         sources.append(f"# k{k}\n{source}")
-        release = tuple(sorted({slot[i] for i in kernel.inputs if last_read[i] == k and i not in keep}))
+        release = tuple(sorted({slot[i] for i in kernel.inputs if last_read[slot[i]] == k and slot[i] not in keep}))
         outs = tuple((slot[o], o.size, o.dtype) for o in kernel.outputs)
         steps.append(Step(fn, outs, tuple(slot[i] for i in kernel.inputs), release))
     consts = [(slot[n], dev.put(n.attrs["value"].value.reshape(-1))) for n in slot if n.op == "const"]
     captures = [n for n in graph.nodes() if n.op == "capture"]
     program = Program(
-        n_slots=len(slot),
+        n_slots=len(set(slot.values())),
         input_slots=[(i, slot[n]) for i, n in enumerate(graph.inputs) if n in slot],
         capture_slots=[(n.attrs["slot"], slot[n]) for n in captures],
         consts=consts,

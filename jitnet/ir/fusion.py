@@ -66,9 +66,12 @@ class Schedule:
     graph: Graph
     kernels: list[Kernel]
     buffers: list[Node] = field(default_factory=list)  # every node that lives in memory
+    aliases: dict[Node, Node] = field(default_factory=dict)  # a reshape of a buffer -> that buffer
 
     def __str__(self) -> str:
-        return "\n".join(f"  k{i}: {k.describe()}" for i, k in enumerate(self.kernels))
+        lines = [f"  k{i}: {k.describe()}" for i, k in enumerate(self.kernels)]
+        lines += [f"  %{a.id}:{type_str(a)} is %{b.id} reshaped (no copy)" for a, b in self.aliases.items()]
+        return "\n".join(lines)
 
 
 def is_buffer_source(node: Node) -> bool:
@@ -193,9 +196,16 @@ def schedule(graph: Graph) -> Schedule:
     mat = _materialised(graph, order)
     buffers = [n for n in order if n in mat or is_buffer_source(n)]
     buffer_set = set(buffers)
+    # Buffers are flat and contiguous, so a reshape of one is the same memory: no kernel, no copy
+    # (a Flatten before a matmul, and its gradient's reshape back). Outputs keep their own buffer.
+    aliases: dict[Node, Node] = {}
+    for node in buffers:
+        src = node.inputs[0] if node.op == "reshape" else None
+        if src is not None and src in buffer_set and node not in graph.outputs:
+            aliases[node] = aliases.get(src, src)
     kernels = []
     for root in order:
-        if root not in mat:
+        if root not in mat or root in aliases:
             continue
         nodes, inputs = _collect(root, buffer_set)
         kinds = {_kind(n) for n in nodes}
@@ -204,7 +214,7 @@ def schedule(graph: Graph) -> Schedule:
         else:
             kind = "rowwise" if Kind.ROWWISE in kinds else "reduce" if Kind.REDUCE in kinds else "elementwise"
         kernels.append(Kernel(kind, root, nodes, inputs))
-    return Schedule(graph, _merge_siblings(kernels), buffers)
+    return Schedule(graph, _merge_siblings(kernels), buffers, aliases)
 
 
 def _reduction_of(kernel: Kernel) -> tuple | None:

@@ -112,12 +112,12 @@ class Array:
         for i in range(len(self)):
             yield self[i]
 
-    def __del__(self):
+    def __del__(self, _refcount=sys.getrefcount):  # bound early: at interpreter exit `sys` may be gone
         if self._owned and self._buf is not None:
             buf = self._buf
             # Recycle only when nothing else holds the buffer (slot + local + argument); a numpy
             # view of a CPU buffer keeps a reference to it.
-            if sys.getrefcount(buf) <= 3:
+            if _refcount(buf) <= 3:
                 self.device.pool.give(buf)
 
 

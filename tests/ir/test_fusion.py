@@ -253,3 +253,18 @@ def test_few_output_reductions_keep_their_parallel_split():
     ks = kernels(lambda x: (x.sum(), x.max(), jn.argmax(x), jn.logsumexp(x), jn.exp(x)), X)
     groups = sorted(sorted(o.op for o in k.outputs) for k in ks)
     assert groups == [["argmax"], ["exp", "max", "sum"], ["logsumexp"]]
+
+
+def test_a_reshaped_buffer_is_the_same_memory():
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    w = rng.standard_normal((12, 5)).astype(np.float32)
+    f = jn.compile(lambda x, w: jn.max_pool2d(x, 2).reshape(2, 12) @ w, backend="cpu")
+    sched = f.lower(x, w).schedule
+    assert [k.root.op for k in sched.kernels] == ["max_pool2d", "matmul"]
+    ((alias, src),) = sched.aliases.items()
+    assert alias.op == "reshape" and src.op == "max_pool2d"
+    assert_same(f(x, w), jn.compile(f.fn, backend="interpret")(x, w), rtol=1e-5, atol=1e-5)
+    # its gradient reshapes back: no copy either way
+    g = jn.compile(jn.grad(lambda x, w: jn.sum(jn.max_pool2d(x, 2).reshape(2, 12) @ w)), backend="cpu")
+    assert not any(k.root.op == "reshape" for k in g.lower(x, w).schedule.kernels)
+    assert_same(g(x, w), jn.compile(g.fn, backend="interpret")(x, w), rtol=1e-5, atol=1e-5)
