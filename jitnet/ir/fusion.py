@@ -111,8 +111,15 @@ def _materialised(graph: Graph, order: list[Node]) -> set[Node]:
         for i in node.inputs:
             users[i].append(node)
     outputs = set(graph.outputs)
-    # transposed views that extern kernels read in place: not copied, their source is a buffer
-    views = {i for n in order if n.op in TRANSPOSED_OPERANDS for i in n.inputs if is_swap_of_last_axes(i)} - outputs
+    # transposed views that extern kernels read in place (every extern reading them can): not
+    # copied, their source is a buffer
+    views = {
+        i
+        for n in order
+        if n.op in TRANSPOSED_OPERANDS
+        for i in n.inputs
+        if is_swap_of_last_axes(i) and all(c.op in TRANSPOSED_OPERANDS for c in users[i] if _kind(c) == Kind.EXTERN)
+    } - outputs
     mat: set[Node] = set()
     roots_of: dict[Node, frozenset] = {}  # unmaterialised node -> the kernel roots that compute it
     clean: dict[Node, bool] = {}  # within its kernel, n is elementwise over the root's whole shape

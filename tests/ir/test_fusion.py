@@ -268,3 +268,16 @@ def test_a_reshaped_buffer_is_the_same_memory():
     g = jn.compile(jn.grad(lambda x, w: jn.sum(jn.max_pool2d(x, 2).reshape(2, 12) @ w)), backend="cpu")
     assert not any(k.root.op == "reshape" for k in g.lower(x, w).schedule.kernels)
     assert_same(g(x, w), jn.compile(g.fn, backend="interpret")(x, w), rtol=1e-5, atol=1e-5)
+
+
+def test_a_transposed_view_read_by_a_conv_too_is_materialised():
+    x = rng.standard_normal((1, 1, 4, 5)).astype(np.float32)
+    k = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
+    w = rng.standard_normal((1, 1, 4, 3)).astype(np.float32)
+
+    def f(x, k, w):
+        xt = jn.transpose(x, (0, 1, 3, 2))  # (1, 1, 5, 4): conv2d cannot read it transposed
+        return xt @ w, jn.conv2d(xt, k)
+
+    ks = kernels(f, x, k, w)
+    assert any(k.root.op == "permute" for k in ks)
