@@ -16,10 +16,14 @@ from jitnet.runtime.device import simulator
 
 
 def fast_simulator_barriers() -> Iterator[None]:
-    """As in test_kernels.py: a short GIL switch interval makes the simulator's barriers ~5x
-    cheaper, and the simulator's `cuda.shared.array` lookup (check-then-insert on a dict from every
-    thread of the block) is made atomic so that no thread writes to a losing copy. Use as a
-    module-scoped autouse fixture: `yield from fast_simulator_barriers()`."""
+    """The simulator runs a Python thread per CUDA thread and its block manager busy-polls them at
+    every syncthreads(); with the default 5 ms GIL switch interval a barrier costs ~10 ms. A 0.1 ms
+    interval makes kernels with barriers about 5x faster, but it also exposes a race in the
+    simulator's `cuda.shared.array` (check-then-insert on a dict from every thread of the block:
+    two threads can each create the block's array, and the writes to the losing one vanish). So the
+    interval is shortened and the shared-array lookup made atomic; both restored after. Use as a
+    module-scoped autouse fixture:
+    `_sim = pytest.fixture(autouse=True, scope="module")(fast_simulator_barriers)`."""
     if not simulator():
         yield
         return

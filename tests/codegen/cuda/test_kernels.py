@@ -12,18 +12,15 @@ blocks, shared-memory trees and the split path. The simulator is slow: keep shap
 
 from __future__ import annotations
 
-import sys
-import threading
 import warnings
 
-import numba
-import numba.np.numpy_support
 import numpy as np
 import pytest
 from helpers import assert_same
+from simhelpers import fast_simulator_barriers
 
 import jitnet as jn
-from jitnet.runtime.device import cuda_available, simulator
+from jitnet.runtime.device import cuda_available
 
 pytestmark = [
     pytest.mark.cuda,
@@ -35,43 +32,7 @@ pytestmark = [
 rng = np.random.default_rng(0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_simulator_barriers():
-    """The simulator runs a Python thread per CUDA thread and its block manager busy-polls them at
-    every syncthreads(); with the default 5 ms GIL switch interval a barrier costs ~10 ms. A 0.1 ms
-    interval makes the reductions here about 5x faster, but it also exposes a race in the
-    simulator's `cuda.shared.array` (check-then-insert on a dict from 32 threads: two threads can
-    each create the block's array, and the writes to the losing one vanish). So for this module the
-    interval is shortened and the simulator's shared-array lookup is made atomic; both restored after."""
-    if not simulator():
-        yield
-        return
-    from numba.cuda.simulator import kernelapi
-
-    shared, original = kernelapi.FakeCUDAShared, kernelapi.FakeCUDAShared.array
-    lock = threading.Lock()
-
-    def array(self, shape, dtype):
-        if shape == 0:  # dynamic shared memory: no per-line lookup
-            return original(self, shape, dtype)
-        if isinstance(dtype, numba.types.Type):
-            dtype = numba.np.numpy_support.as_dtype(dtype)
-        frame = sys._getframe(1)
-        caller = (frame.f_code.co_filename, frame.f_lineno)  # one array per source line, as the simulator's
-        with lock:
-            res = self._allocations.get(caller)
-            if res is None:
-                res = self._allocations[caller] = np.empty(shape, dtype)
-        return res
-
-    old = sys.getswitchinterval()
-    shared.array = array
-    sys.setswitchinterval(1e-4)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
-        shared.array = original
+_sim = pytest.fixture(autouse=True, scope="module")(fast_simulator_barriers)
 
 
 def randn(*shape, dtype=np.float32):

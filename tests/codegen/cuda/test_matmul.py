@@ -13,13 +13,10 @@ K steps with prefetch, a partial last K step and the loop over batches. Every ti
 from __future__ import annotations
 
 import dataclasses
-import sys
-import threading
 
-import numba
-import numba.np.numpy_support
 import numpy as np
 import pytest
+from simhelpers import fast_simulator_barriers
 
 from jitnet.codegen import cache
 from jitnet.codegen.cuda import matmul as mm
@@ -34,40 +31,7 @@ pytestmark = [
 rng = np.random.default_rng(0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_simulator_barriers():
-    """As in test_kernels.py: a short GIL switch interval makes the simulator's barriers ~5x
-    cheaper, and the simulator's `cuda.shared.array` lookup (check-then-insert on a dict from every
-    thread of the block) is made atomic so that no thread writes to a losing copy."""
-    if not simulator():
-        yield
-        return
-    from numba.cuda.simulator import kernelapi
-
-    shared, original = kernelapi.FakeCUDAShared, kernelapi.FakeCUDAShared.array
-    lock = threading.Lock()
-
-    def array(self, shape, dtype):
-        if shape == 0:
-            return original(self, shape, dtype)
-        if isinstance(dtype, numba.types.Type):
-            dtype = numba.np.numpy_support.as_dtype(dtype)
-        frame = sys._getframe(1)
-        caller = (frame.f_code.co_filename, frame.f_lineno)
-        with lock:
-            res = self._allocations.get(caller)
-            if res is None:
-                res = self._allocations[caller] = np.empty(shape, dtype)
-        return res
-
-    old = sys.getswitchinterval()
-    shared.array = array
-    sys.setswitchinterval(1e-4)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
-        shared.array = original
+_sim = pytest.fixture(autouse=True, scope="module")(fast_simulator_barriers)
 
 
 def operands(m, n, k, batch, dtype, a_trans, b_trans):
