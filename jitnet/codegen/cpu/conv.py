@@ -32,20 +32,6 @@ import numpy as np
 from jitnet.codegen.cpu import matmul as mm
 
 
-class _ConvIndex:
-    """An epilogue seen through the matmul's [z, i, j] = [image, channel, output pixel] index: it
-    renders with conv's [n, o, y, x]."""
-
-    def __init__(self, epilogue, wo: int):
-        self.epilogue, self.wo = epilogue, wo
-        self.params = list(epilogue.params)
-        self.dtypes = getattr(epilogue, "dtypes", None)
-
-    def render(self, v: str, idx: list[str]) -> tuple[list[str], str]:
-        z, i, j = idx
-        return self.epilogue.render(v, [z, i, f"({j}) // {self.wo}", f"({j}) % {self.wo}"])
-
-
 class Geometry(NamedTuple):
     """x (n, c, h, w) * weight (o, c, kh, kw), stride (sh, sw), padding (ph, pw) -> (n, o, ho, wo)."""
 
@@ -179,7 +165,12 @@ def conv2d_source(x_shape, w_shape, stride, padding, dtype, epilogue=None) -> st
     g = _geometry(x_shape, w_shape, stride, padding)
     n, c, h, w, o, kh, kw, ho, wo = g.n, g.c, g.h, g.w, g.o, g.kh, g.kw, g.ho, g.wo
     ckk, yx = c * kh * kw, ho * wo
-    ep = _ConvIndex(epilogue, wo) if epilogue is not None else None
+    # the matmul's [z, i, j] = [image, channel, output pixel] is conv's [n, o, y, x]
+    ep = (
+        None
+        if epilogue is None
+        else mm.Reindexed(epilogue, lambda i: [i[0], i[1], f"({i[2]}) // {wo}", f"({i[2]}) % {wo}"])
+    )
     t = mm.choose_tile(o, yx, ckk, dt)
     block = mm.matmul_source(o, yx, ckk, 1, dt, tile=t, parallel=False, epilogue=ep, block_only=True)
     params = "".join(f", {p}" for p in (ep.params if ep else []))

@@ -773,17 +773,17 @@ class Epilogue(Protocol):
     def render(self, v: str, idx: list[str]) -> tuple[list[str], str]: ...
 
 
-class _FoldedRows:
-    """An epilogue seen through a folded product (B*M, K) @ (K, N): row r is [r // M, r % M]."""
+class Reindexed:
+    """An epilogue seen through another index: `reindex` maps the kernel's index expressions to the
+    ones the epilogue renders with (a folded product's rows, conv's output pixels)."""
 
-    def __init__(self, epilogue, m: int):
-        self.epilogue, self.m = epilogue, m
+    def __init__(self, epilogue, reindex: Callable[[list[str]], list[str]]):
+        self.epilogue, self.reindex = epilogue, reindex
         self.params = list(epilogue.params)
         self.dtypes = getattr(epilogue, "dtypes", None)
 
     def render(self, v: str, idx: list[str]) -> tuple[list[str], str]:
-        _, i, j = idx
-        return self.epilogue.render(v, [f"({i}) // {self.m}", f"({i}) % {self.m}", j])
+        return self.epilogue.render(v, self.reindex(idx))
 
 
 def epilogue_source(batch: int, m: int, n: int, dtype, epilogue) -> str:
@@ -841,7 +841,9 @@ def matmul_kernel(
         a_full = sa[:-2] == out_batch
         if batch > 1 and a_full and not a_trans and int(np.prod(sb[:-2], dtype=np.int64)) == 1:
             if ep is not None:
-                ep = _FoldedRows(ep, m)
+                ep = Reindexed(
+                    ep, lambda idx: [f"({idx[1]}) // {m}", f"({idx[1]}) % {m}", idx[2]]
+                )  # row r: [r // M, r % M]
             source = matmul_source(batch * m, n, k, 1, dt, False, b_trans, epilogue=ep)
         else:
             source = matmul_source(
