@@ -33,15 +33,20 @@ MLP = (784, 512, 512, 10)
 MLP_BATCH, LENET_BATCH = 128, 64
 
 
-def _mlp_model():
+def _jitnet_nn():
     from jitnet import nn
 
+    return nn
+
+
+# The models are written once for jitnet's nn and torch.nn alike (same layer names and arguments).
+def _mlp_model(nn=None):
+    nn = nn or _jitnet_nn()
     return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
 
 
-def _lenet_model():
-    from jitnet import nn
-
+def _lenet_model(nn=None):
+    nn = nn or _jitnet_nn()
     return nn.Sequential(
         nn.Conv2d(1, 20, 5),
         nn.MaxPool2d(2),
@@ -93,20 +98,7 @@ def _jitnet_step(make_model):
 
 
 def _torch_model(torch, make_model):
-    nn = torch.nn
-    if make_model is _mlp_model:
-        model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
-    else:
-        model = nn.Sequential(
-            nn.Conv2d(1, 20, 5),
-            nn.MaxPool2d(2),
-            nn.Conv2d(20, 50, 5),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(800, 500),
-            nn.ReLU(),
-            nn.Linear(500, 10),
-        )
+    model = make_model(torch.nn)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in _params(make_model).items()})
     return model
 
