@@ -93,26 +93,38 @@ def _torch():
     return torch
 
 
-def compile_kernel(m, n, k, batch, dtype, a_trans=False, b_trans=False, tile=None, parallel=None, pack=None):
-    src = mm.matmul_source(m, n, k, batch, dtype, a_trans, b_trans, tile=tile, parallel=parallel, pack=pack)
+def compile_kernel(m, n, k, batch, dtype, a_trans=False, b_trans=False, tile=None, parallel=None, pack_b=None):
+    src = mm.matmul_source(m, n, k, batch, dtype, a_trans, b_trans, tile=tile, parallel=parallel, pack_b=pack_b)
     t0 = time.perf_counter()
     fn = cache.load(src, "kernel")
     return fn, time.perf_counter() - t0
 
 
-def compare(m, n, k, batch=1, dtype=np.float32, a_trans=False, b_trans=False, tiles=(None,), peers=True,
-            budget_s=3.0, check=True):
+def compare(
+    m,
+    n,
+    k,
+    batch=1,
+    dtype=np.float32,
+    a_trans=False,
+    b_trans=False,
+    tiles=(None,),
+    peers=True,
+    budget_s=3.0,
+    check=True,
+):
     """{name: (median seconds, GFLOP/s, spread)} for the kernels of `tiles` and the peers."""
     a, b = _operands(m, n, k, batch, dtype, a_trans, b_trans)
     a3, b3 = _views(a, b, m, n, k, batch, a_trans, b_trans)
     fns, compile_s, outs = {}, {}, {}
     for tile in tiles:
-        tile, sep, pack = (tile or "").partition(":")  # "6x32k512m96", "6x32k512m96:b", ":ab"
-        pack = pack if sep else None
-        fn, ct = compile_kernel(m, n, k, batch, dtype, a_trans, b_trans, tile=tile or None, pack=pack)
+        tile, sep, pack = (tile or "").partition(":")  # "6x32k512m96", "6x32k512m96:b" (B packed), ":" (not)
+        fn, ct = compile_kernel(
+            m, n, k, batch, dtype, a_trans, b_trans, tile=tile or None, pack_b=pack == "b" if sep else None
+        )
         out = np.empty(batch * m * n, dtype)
         name = "jitnet" if not sep and not tile else f"jitnet {tile or 'default'}{':' + (pack or '-') if sep else ''}"
-        fns[name] = (lambda fn=fn, out=out: fn(out, a, b))
+        fns[name] = lambda fn=fn, out=out: fn(out, a, b)
         compile_s[name], outs[name] = ct, out
     if peers:
         out_np = np.empty((batch, m, n), dtype)
@@ -143,15 +155,22 @@ def compare(m, n, k, batch=1, dtype=np.float32, a_trans=False, b_trans=False, ti
 
 def table(sizes, dtype, a_trans=False, b_trans=False):
     meter = LoadMeter()
-    print(f"# float matmul {np.dtype(dtype).name}, a_trans={a_trans} b_trans={b_trans}; GFLOP/s (median); "
-          f"numba threads={THREADS}, torch threads={THREADS}")
-    print(f"{'size':>6} | {'jitnet':>8} {'numpy':>8} {'torch':>8} | {'jitnet/numpy':>12} | {'compile s':>9} | spread j/np/t")
+    print(
+        f"# float matmul {np.dtype(dtype).name}, a_trans={a_trans} b_trans={b_trans}; GFLOP/s (median); "
+        f"numba threads={THREADS}, torch threads={THREADS}"
+    )
+    print(
+        f"{'size':>6} | {'jitnet':>8} {'numpy':>8} {'torch':>8} | {'jitnet/numpy':>12} | {'compile s':>9} | spread j/np/t"
+    )
     for s in sizes:
         wait_quiet(QUIET_WAIT_S)
         rows = compare(s, s, s, 1, dtype, a_trans, b_trans)
         j, n_, t = rows["jitnet"], rows["numpy"], rows.get("torch", (0, 0, 0, None))
-        print(f"{s:>6} | {j[1]:8.1f} {n_[1]:8.1f} {t[1]:8.1f} | {j[1] / n_[1]:12.2f} | {j[3]:9.2f} | "
-              f"{j[2]:.2f}/{n_[2]:.2f}/{t[2]:.2f}", flush=True)
+        print(
+            f"{s:>6} | {j[1]:8.1f} {n_[1]:8.1f} {t[1]:8.1f} | {j[1] / n_[1]:12.2f} | {j[3]:9.2f} | "
+            f"{j[2]:.2f}/{n_[2]:.2f}/{t[2]:.2f}",
+            flush=True,
+        )
     print("# machine load during the run:", {k: round(v, 2) for k, v in meter.read().items()})
 
 
@@ -161,15 +180,34 @@ def sweep(sizes, dtype, tiles):
         rows = compare(s, s, s, 1, dtype, tiles=tiles, peers=True)
         print(f"## {s}^3 {np.dtype(dtype).name}")
         for name, (med, gf, spread, ct, best) in sorted(rows.items(), key=lambda r: -r[1][1]):
-            print(f"  {name:>24}: {gf:7.1f} GFLOP/s (best {best:6.1f})  spread {spread:.2f}"
-                  + (f"  compile {ct:.1f}s" if ct else ""), flush=True)
+            print(
+                f"  {name:>24}: {gf:7.1f} GFLOP/s (best {best:6.1f})  spread {spread:.2f}"
+                + (f"  compile {ct:.1f}s" if ct else ""),
+                flush=True,
+            )
 
 
 ROUTE_SHAPES = [(s, s, s) for s in (4, 8, 16, 24, 32, 48, 64, 80, 96, 128, 192, 256)] + [
-    (1, 1024, 1024), (1024, 1, 1024), (2, 1024, 1024), (1024, 2, 1024), (4, 1024, 1024), (1024, 4, 1024),
-    (8, 1024, 1024), (1024, 8, 1024), (1024, 16, 1024), (16, 1024, 1024), (1024, 1024, 1), (1024, 1024, 8),
-    (64, 4096, 64), (4096, 64, 64), (64, 64, 4096), (32, 512, 512), (512, 32, 512), (128, 784, 256),
-    (256, 128, 784), (784, 128, 256),
+    (1, 1024, 1024),
+    (1024, 1, 1024),
+    (2, 1024, 1024),
+    (1024, 2, 1024),
+    (4, 1024, 1024),
+    (1024, 4, 1024),
+    (8, 1024, 1024),
+    (1024, 8, 1024),
+    (1024, 16, 1024),
+    (16, 1024, 1024),
+    (1024, 1024, 1),
+    (1024, 1024, 8),
+    (64, 4096, 64),
+    (4096, 64, 64),
+    (64, 64, 4096),
+    (32, 512, 512),
+    (512, 32, 512),
+    (128, 784, 256),
+    (256, 128, 784),
+    (784, 128, 256),
 ]
 
 
@@ -177,8 +215,10 @@ def route(dtype, shapes=None):
     """Times per call of the kernel the rules pick, the kernel forced serial and forced parallel,
     and numpy (BLAS), on the shapes that decide choose_path and SERIAL_MAX_WORK."""
     print(f"# {np.dtype(dtype).name}: microseconds per call (median)")
-    print(f"# {'m':>5} {'n':>5} {'k':>5} | {'jitnet':>9} {'serial':>9} {'parallel':>9} {'numpy':>9} | "
-          f"best jitnet/numpy | choose_path")
+    print(
+        f"# {'m':>5} {'n':>5} {'k':>5} | {'jitnet':>9} {'serial':>9} {'parallel':>9} {'numpy':>9} | "
+        f"best jitnet/numpy | choose_path"
+    )
     for m, n, k in shapes or ROUTE_SHAPES:
         a, b = _operands(m, n, k, 1, dtype, False, False)
         a3, b3 = _views(a, b, m, n, k, 1, False, False)
@@ -194,26 +234,34 @@ def route(dtype, shapes=None):
             if all(s.median < 2 * s.min for s in st.values()):
                 break
         us = {name: s.median * 1e6 for name, s in st.items()}
-        print(f"  {m:>5} {n:>5} {k:>5} | {us['jitnet']:9.1f} {us['serial']:9.1f} {us['parallel']:9.1f} "
-              f"{us['numpy']:9.1f} | {us['jitnet'] / us['numpy']:17.2f} | {mm.choose_path(m, n, k)}", flush=True)
+        print(
+            f"  {m:>5} {n:>5} {k:>5} | {us['jitnet']:9.1f} {us['serial']:9.1f} {us['parallel']:9.1f} "
+            f"{us['numpy']:9.1f} | {us['jitnet'] / us['numpy']:17.2f} | {mm.choose_path(m, n, k)}",
+            flush=True,
+        )
 
 
 def peak():
     """2 threads of independent zmm FMAs: the machine's float32 FMA ceiling."""
-    src = "\n".join([
-        "import numpy as np",
-        "from numba import njit, prange",
-        "from jitnet.codegen.cpu.matmul import vsplat, vfma, vstore",
-        "@njit(parallel=True, cache=True)",
-        "def kernel(out, n):",
-        "    for t in prange(2):",
-        "        x = vsplat(np.float32(1.0000001), 16)",
-        "        y = vsplat(np.float32(0.9999999), 16)",
-        *[f"        c{i} = vsplat(np.float32({i}), 16)" for i in range(16)],
-        "        for p in range(n):",
-        *[f"            c{i} = vfma(x, c{i}, y)" for i in range(16)],
-        *[f"        vstore(out, t * 256 + {i * 16}, c{i})" for i in range(16)],
-    ]) + "\n"
+    src = (
+        "\n".join(
+            [
+                "import numpy as np",
+                "from numba import njit, prange",
+                "from jitnet.codegen.cpu.intrinsics import vsplat, vfma, vstore",
+                "@njit(parallel=True, cache=True)",
+                "def kernel(out, n):",
+                "    for t in prange(2):",
+                "        x = vsplat(np.float32(1.0000001), 16)",
+                "        y = vsplat(np.float32(0.9999999), 16)",
+                *[f"        c{i} = vsplat(np.float32({i}), 16)" for i in range(16)],
+                "        for p in range(n):",
+                *[f"            c{i} = vfma(x, c{i}, y)" for i in range(16)],
+                *[f"        vstore(out, t * 256 + {i * 16}, c{i})" for i in range(16)],
+            ]
+        )
+        + "\n"
+    )
     fn = cache.load(src, "kernel")
     out = np.zeros(512, np.float32)
     n = 2_000_000
@@ -226,8 +274,20 @@ def peak():
     print(f"FMA peak, 2 threads, float32: median {np.median(res):.1f} GFLOP/s, max {max(res):.1f}")
 
 
-SWEEP_F32 = ["6x32k256m96", "6x32k128m96", "6x32k384m96", "6x32k512m96", "6x32k256m48", "6x32k256m192",
-             "6x32k256m384", "8x32k256m96", "4x64k256m96", "4x48k256m96", "14x16k256m98", "8x48k256m96"]
+SWEEP_F32 = [
+    "6x32k256m96",
+    "6x32k128m96",
+    "6x32k384m96",
+    "6x32k512m96",
+    "6x32k256m48",
+    "6x32k256m192",
+    "6x32k256m384",
+    "8x32k256m96",
+    "4x64k256m96",
+    "4x48k256m96",
+    "14x16k256m98",
+    "8x48k256m96",
+]
 SWEEP_F64 = ["6x16k256m96", "6x16k128m96", "8x16k256m96", "4x32k256m96", "14x8k256m98", "4x24k256m96"]
 
 

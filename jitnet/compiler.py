@@ -182,9 +182,9 @@ def _output_tracer(x):
 
 def _build_program(sched: Schedule, dev: Device) -> tuple[Program, list[str]]:
     if dev.kind == "cuda":
-        from jitnet.codegen.cuda import compile_kernel
+        from jitnet.codegen.cuda import compile_kernels
     else:
-        from jitnet.codegen.cpu import compile_kernel
+        from jitnet.codegen.cpu import compile_kernels
 
     graph = sched.graph
     slot: dict = {}
@@ -198,8 +198,7 @@ def _build_program(sched: Schedule, dev: Device) -> tuple[Program, list[str]]:
             last_read[slot[i]] = k
     keep = {slot[n] for n in slot if n in graph.outputs or n.op in ("input", "capture", "const")}
     steps, sources = [], []
-    for k, kernel in enumerate(sched.kernels):
-        fn, source = compile_kernel(kernel)
+    for k, (kernel, (fn, source)) in enumerate(zip(sched.kernels, compile_kernels(sched.kernels))):
         sources.append(f"# k{k}\n{source}")
         release = tuple(sorted({slot[i] for i in kernel.inputs if last_read[slot[i]] == k and slot[i] not in keep}))
         outs = tuple((slot[o], o.size, o.dtype) for o in kernel.outputs)

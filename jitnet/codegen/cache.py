@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numba
 import numpy as np
@@ -37,7 +38,8 @@ class CacheStats:
 
 
 stats = CacheStats()
-_memory: dict[str, Callable] = {}
+_modules: dict[str, ModuleType] = {}  # key -> the imported kernel module
+_collected: list[str] | None = None  # inside collect(): the sources load() was asked for
 
 
 def _fingerprint() -> str:
@@ -68,42 +70,87 @@ def key_of(source: str) -> str:
 
 def load(source: str, name: str = "kernel") -> Callable:
     """The compiled function `name` defined by `source`, from memory, disk, or a fresh compile."""
+    if _collected is not None:
+        _collected.append(source)
+        return _not_compiled
+    return getattr(module(source), name)
+
+
+def module(source: str) -> ModuleType:
+    """The kernel module of `source`, imported once per process: numba loads its machine code from
+    disk or compiles it."""
     key = key_of(source)
-    fn = _memory.get(key)
-    if fn is not None:
+    mod = _modules.get(key)
+    if mod is not None:
         stats.memory_hits += 1
-        return fn
-    path = cache_dir() / f"k_{key}.py"
-    if path.exists() and path.read_bytes() != source.encode():
-        warnings.warn(f"jitnet: kernel cache file {path} does not match its key; discarded and rebuilt", stacklevel=2)
-        _discard(path)
-    if not path.exists():
-        _write_atomic(path, source)
+        return mod
+    path = write(source)
     try:
-        fn = _import(path, key, name)
+        mod = _import(path, key)
     except Exception as e:  # corrupt machine code in numba's cache: rebuild from the source
         warnings.warn(
-            f"jitnet: kernel cache for {path.name} is unusable ({type(e).__name__}: {e}); rebuilt", stacklevel=2
+            f"jitnet: kernel cache for {path.name} is unusable ({type(e).__name__}: {e}); rebuilt", stacklevel=3
         )
         _discard(path)
         _write_atomic(path, source)
-        fn = _import(path, key, name)
-    _memory[key] = fn
-    return fn
+        mod = _import(path, key)
+    _modules[key] = mod
+    return mod
 
 
-def _import(path: Path, key: str, name: str) -> Callable:
+def write(source: str) -> Path:
+    """The module file of `source` in the cache directory, written if missing (or replaced if its
+    text does not match its key)."""
+    path = cache_dir() / f"k_{key_of(source)}.py"
+    if path.exists() and path.read_bytes() != source.encode():
+        warnings.warn(f"jitnet: kernel cache file {path} does not match its key; discarded and rebuilt", stacklevel=3)
+        _discard(path)
+    if not path.exists():
+        _write_atomic(path, source)
+    return path
+
+
+def on_disk(source: str) -> bool:
+    """Whether numba's machine code for `source` is (probably) in the disk cache already."""
+    if key_of(source) in _modules:
+        return True
+    path = cache_dir() / f"k_{key_of(source)}.py"
+    return path.exists() and bool(glob.glob(str(path.parent / "__pycache__" / f"{path.stem}.*.nbi")))
+
+
+@contextlib.contextmanager
+def collect():
+    """Within: load() compiles nothing and returns a placeholder; yields the list of the sources
+    it was asked for (a dry run of code generation, to compile them all at once)."""
+    global _collected
+    outer, _collected = _collected, []
+    try:
+        yield _collected
+    finally:
+        _collected = outer
+
+
+def _not_compiled(*args, **kwargs):
+    raise RuntimeError("jitnet: a kernel generated inside cache.collect() was called")
+
+
+def _import(path: Path, key: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"jitnet_kernel_{key}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # numba's cache imports the module back by name
     spec.loader.exec_module(module)
-    fn = getattr(module, name)
-    dispatchers = [v for v in vars(module).values() if hasattr(v, "stats") and hasattr(v.stats, "cache_hits")]
-    if any(sum(d.stats.cache_hits.values()) for d in dispatchers):
+    if any(_cache_hits(v) for v in vars(module).values()):
         stats.disk_loads += 1
     else:
         stats.compiles += 1
-    return fn
+    return module
+
+
+def _cache_hits(obj) -> int:
+    """Machine code numba loaded from its disk cache for a dispatcher (njit) or a cfunc."""
+    if hasattr(obj, "stats") and hasattr(obj.stats, "cache_hits"):
+        return sum(obj.stats.cache_hits.values())
+    return obj.cache_hits if type(obj).__name__ == "CFunc" else 0
 
 
 def _discard(path: Path) -> None:

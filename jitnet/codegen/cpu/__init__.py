@@ -10,11 +10,21 @@ from jitnet.codegen import cache
 from jitnet.codegen.cpu import conv, pool
 from jitnet.codegen.cpu.kernels import DIALECT, generate
 from jitnet.codegen.cpu.matmul import matmul_kernel
+from jitnet.codegen.cpu.precompile import compile_new
 from jitnet.codegen.epilogue import epilogue_of, extern_op, operand_layout, reorder_arguments
 from jitnet.ir.fusion import Kernel
 
 POOL_OPS = ("max_pool2d", "avg_pool2d", "max_pool2d_vjp", "avg_pool2d_vjp")
 EPILOGUE_OPS = ("matmul", "conv2d", "conv2d_input_grad", "conv2d_weight_grad")
+
+
+def compile_kernels(kernels: list[Kernel]) -> list[tuple[Callable, str]]:
+    """compile_kernel for each kernel, the new ones compiled in two processes (precompile.py)."""
+    with cache.collect() as sources:
+        for kernel in kernels:
+            compile_kernel(kernel)
+    compile_new(sources)
+    return [compile_kernel(kernel) for kernel in kernels]
 
 
 def compile_kernel(kernel: Kernel) -> tuple[Callable, str]:

@@ -1,15 +1,16 @@
 """CPU source for conv2d (NCHW x OIHW, stride, padding) and its two gradients, as im2col + the
-generated matmul micro-kernels (jitnet/codegen/cpu/matmul.py).
+GEMM core (cpu/gemm.py).
 
-Each kernel is a `prange` over images (or over threads, each owning a run of images; the forward
-splits an image's output channels among threads when there are fewer images than threads), and per image
-one column matrix in a thread-private buffer (C*kh*kw x Ho*Wo: about 128 KB for LeNet's second conv,
-so it stays in L2) that the serial matmul `block_fn` multiplies in place:
-- forward:       out[n] (O x HoWo)     = W (O x CKK) @ col(x[n]) (CKK x HoWo), epilogue at the store;
+Each kernel is a chunked parallel kernel (cpu/parallel.py) whose threads own runs of images (the
+forward splits an image's output channels among threads when there are fewer images than threads),
+with per image one column matrix in a thread-private buffer (C*kh*kw x Ho*Wo: about 128 KB for
+LeNet's second conv, so it stays in L2) that the core multiplies in place:
+- forward:       out[n] (O x HoWo)     = W (O x CKK) @ col(x[n]) (CKK x HoWo), then the epilogue
+                 over the thread's rows of out[n] while they are in cache;
 - input grad:    col (CKK x HoWo)      = W^T @ g[n] (O x HoWo) (W read transposed, g in place),
                  then gx[n] = col2im(col) (every column entry added to the input pixel it came from);
 - weight grad:   gw (O x CKK)          = sum over n of g[n] (O x HoWo) @ colT(x[n]) (HoWo x CKK): each
-                 thread accumulates its images into a private gw (matmul `accumulate`), then the
+                 thread accumulates its images into a private gw (the core's `accumulate`), then the
                  threads' partial sums are added. (Stacking 8 images per product, K = 512 instead
                  of 64, measured no faster: 2.65 ms against 2.46 for LeNet's second conv, one thread.)
 No copy of g or W is made; only the column matrices are written.
@@ -29,7 +30,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jitnet.codegen.cpu import gemm
 from jitnet.codegen.cpu import matmul as mm
+from jitnet.codegen.cpu.parallel import chunked_kernel
 
 
 class Geometry(NamedTuple):
@@ -61,48 +64,38 @@ def _geometry(x_shape, w_shape, stride, padding) -> Geometry:
     return Geometry(n, c, h, w, o, kh, kw, sh, sw, ph, pw, ho, wo)
 
 
-def _epilogue_args(epilogue, dt: np.dtype) -> tuple[str, str]:
-    """(", p1, p2", ", readonly(t1), readonly(t2)"): the epilogue's buffers in a kernel's parameters
-    and signature."""
-    if epilogue is None:
-        return "", ""
-    return "".join(f", {p}" for p in epilogue.params), "".join(
-        f", readonly({t})" for t in mm._param_types(epilogue, dt.name)
-    )
-
-
-def _apply_epilogue(e, ind: int, epilogue, target: str, offset: str, idx: list[str]) -> None:
-    """target[offset] = epilogue(target[offset]) at the output index idx."""
-    e(ind, f"o_ep = {offset}")
-    e(ind, f"v_ep = ld({target}, o_ep)")
-    lines, val = epilogue.render("v_ep", idx)
-    for line in lines:
-        e(ind, line)
-    e(ind, f"st({target}, o_ep, {val})")
-
-
-def _per_image_kernel(e, n: int, inputs: str, params: str, ptypes: str) -> None:
-    """`kernel(out, <inputs>, *params)`: `image_fn` for every image, a `prange` over them (the
-    prange body is one call, as in matmul's parallel kernel)."""
-    e(0, "")
-    e(0, "")
-    e(0, f'@njit(void(BUF, IN, IN{ptypes}), parallel={n > 1}, cache=True, error_model="numpy")')
-    e(0, f"def kernel(out, {inputs}{params}):")
-    e(1, f"for nn in {'prange' if n > 1 else 'range'}({n}):")
-    e(2, f"image_fn(out, {inputs}, nn{params})")
-
-
-def _header(kind: str, dt: np.dtype, lines: list[str]) -> list[str]:
+def _header(kind: str, dt: np.dtype, lines: list[str], tile) -> list[str]:
     return [
         f"# jitnet cpu conv2d {kind}",
         *(f"# {line}" for line in lines),
         *mm.IMPORTS,
         "",
-        f"BUF = {dt.name}[::1]",
-        f"IN = readonly({dt.name})",
-        "",
-        "",
+        f'gemm.require("{dt.name}", {tile.mr}, {tile.nr})',
     ]
+
+
+def _signature(dt: np.dtype, epilogue) -> str:
+    ptypes = "".join(f", readonly({t})" for t in mm._param_types(epilogue, dt.name))
+    return f"void({dt.name}[::1], readonly({dt.name}), readonly({dt.name}){ptypes})"
+
+
+def _gemm(e, ind: int, dt: np.dtype, t, c: str, a: str, b: str, mnk, a_trans: bool, accumulate: bool, rows) -> None:
+    """The core's call for one image's product (all column panels; row panels `rows`)."""
+    m, n, k = mnk
+    pack_b = mm.packing(m, n, k, False, t, dt.itemsize)
+    mm.gemm_call(
+        e,
+        ind,
+        gemm.symbol(dt, t.mr, t.nr),
+        c,
+        a,
+        b,
+        mnk,
+        (a_trans, False, pack_b, accumulate),
+        (*rows, "0", str(-(-n // t.nr))),
+        t.kc,
+        max(1, t.mc // t.mr),
+    )
 
 
 def _im2col(e, ind: int, g: Geometry, transposed: bool) -> None:
@@ -165,36 +158,39 @@ def conv2d_source(x_shape, w_shape, stride, padding, dtype, epilogue=None) -> st
     g = _geometry(x_shape, w_shape, stride, padding)
     n, c, h, w, o, kh, kw, ho, wo = g.n, g.c, g.h, g.w, g.o, g.kh, g.kw, g.ho, g.wo
     ckk, yx = c * kh * kw, ho * wo
-    # the matmul's [z, i, j] = [image, channel, output pixel] is conv's [n, o, y, x]
-    ep = (
-        None
-        if epilogue is None
-        else mm.Reindexed(epilogue, lambda i: [i[0], i[1], f"({i[2]}) // {wo}", f"({i[2]}) % {wo}"])
-    )
     t = mm.choose_tile(o, yx, ckk, dt)
-    block = mm.matmul_source(o, yx, ckk, 1, dt, tile=t, parallel=False, epilogue=ep, block_only=True)
-    params = "".join(f", {p}" for p in (ep.params if ep else []))
-    ptypes = "".join(f", readonly({t_})" for t_ in mm._param_types(ep, dt.name))
-    e = mm._Lines()
     mp = -(-o // t.mr)
-    e(0, f'@njit(void(BUF, IN, IN, int64, int64, int64{ptypes}), cache=True, error_model="numpy")')
-    e(0, f"def image_fn(out, x, w, nn, part, parts{params}):")
-    e(1, f"col = np.empty({ckk * yx}, np.{dt.name})")
-    e(1, f"xoff = nn * {c * h * w}")
-    _im2col(e, 1, g, transposed=False)
-    e(1, f"r_lo = part * {mp} // parts")
-    e(1, f"r_hi = (part + 1) * {mp} // parts")
-    e(1, f"block_fn(out, nn * {o * yx}, w, 0, col, 0, r_lo, r_hi, 0, {-(-yx // t.nr)}{params})")
-    e(0, "")
-    e(0, "")
+    e = mm._Lines()
     # fewer images than threads: each image's output channels are split into `parts` (each part
     # builds the image's column matrix itself)
-    e(0, f'@njit(void(BUF, IN, IN{ptypes}), parallel=True, cache=True, error_model="numpy")')
-    e(0, f"def kernel(out, x, w{params}):")
-    e(1, f"parts = min(max(1, num_threads() // {max(n, 1)}), {mp})")
-    e(1, f"for task in prange({n} * parts):")
+    e(1, f"parts = min(max(1, nt // {max(n, 1)}), {mp})")
+    e(1, f"col = np.empty({ckk * yx}, np.{dt.name})")
+    e(1, f"for task in range(t * {n} * parts // nt, (t + 1) * {n} * parts // nt):")
     e(2, "nn = task // parts")
-    e(2, f"image_fn(out, x, w, nn, task - nn * parts, parts{params})")
+    e(2, "part = task - nn * parts")
+    e(2, f"xoff = nn * {c * h * w}")
+    _im2col(e, 2, g, transposed=False)
+    e(2, f"r_lo = part * {mp} // parts")
+    e(2, f"r_hi = (part + 1) * {mp} // parts")
+    _gemm(
+        e,
+        2,
+        dt,
+        t,
+        f"address(out, nn * {o * yx})",
+        "address(w, 0)",
+        "address(col, 0)",
+        (o, yx, ckk),
+        False,
+        False,
+        ("r_lo", "r_hi"),
+    )
+    if epilogue is not None:
+        e(2, f"for i in range(r_lo * {t.mr}, min(r_hi * {t.mr}, {o})):")
+        e(3, f"for j in range({yx}):")
+        mm.apply_epilogue(e, 4, epilogue, "out", f"(nn * {o} + i) * {yx} + j", ["nn", "i", f"j // {wo}", f"j % {wo}"])
+    buffers = [("out", dt, n * o * yx), ("x", dt, n * c * h * w), ("w", dt, o * ckk)]
+    body = chunked_kernel(buffers + mm.epilogue_buffers(epilogue, dt.name), _signature(dt, epilogue), e.lines, mm.FLAGS)
     head = _header(
         "forward",
         dt,
@@ -202,8 +198,9 @@ def conv2d_source(x_shape, w_shape, stride, padding, dtype, epilogue=None) -> st
             f"x {x_shape}, w {w_shape}, stride {stride}, padding {padding} -> ({n}, {o}, {ho}, {wo})",
             f"per image: W ({o} x {ckk}) @ col ({ckk} x {yx})",
         ],
+        t,
     )
-    return "\n".join(head + block.splitlines() + ["", ""] + e.lines) + "\n"
+    return "\n".join(head + body) + "\n"
 
 
 def conv2d_input_grad_source(g_shape, w_shape, stride, padding, in_shape, dtype, epilogue=None) -> str:
@@ -217,21 +214,37 @@ def conv2d_input_grad_source(g_shape, w_shape, stride, padding, in_shape, dtype,
         raise ValueError(f"conv2d input grad: cotangent {g_shape} does not match output {(n, o, ho, wo)}")
     ckk, yx = c * kh * kw, ho * wo
     t = mm.choose_tile(ckk, yx, o, dt)
-    block = mm.matmul_source(ckk, yx, o, 1, dt, a_trans=True, tile=t, parallel=False, block_only=True)
     e = mm._Lines()
-    params, ptypes = _epilogue_args(epilogue, dt)
-    e(0, f'@njit(void(BUF, IN, IN, int64{ptypes}), cache=True, error_model="numpy")')
-    e(0, f"def image_fn(out, g, w, nn{params}):")
     e(1, f"col = np.empty({ckk * yx}, np.{dt.name})")
-    e(1, f"block_fn(col, 0, w, 0, g, nn * {o * yx}, 0, {-(-ckk // t.mr)}, 0, {-(-yx // t.nr)})")
-    e(1, f"xoff = nn * {c * h * w}")
-    _col2im(e, 1, geo)
+    e(1, f"for nn in range(t * {n} // nt, (t + 1) * {n} // nt):")
+    _gemm(
+        e,
+        2,
+        dt,
+        t,
+        "address(col, 0)",
+        "address(w, 0)",
+        f"address(g, nn * {o * yx})",
+        (ckk, yx, o),
+        True,
+        False,
+        ("0", str(-(-ckk // t.mr))),
+    )
+    e(2, f"xoff = nn * {c * h * w}")
+    _col2im(e, 2, geo)
     if epilogue is not None:
-        e(1, f"for q in range({c * h * w}):")
-        e(2, f"cc = q // {h * w}")
-        e(2, f"hh = q // {w} - cc * {h}")
-        _apply_epilogue(e, 2, epilogue, "out", "xoff + q", ["nn", "cc", "hh", f"q % {w}"])
-    _per_image_kernel(e, n, "g, w", params, ptypes)
+        e(2, f"for q in range({c * h * w}):")
+        e(3, f"cc = q // {h * w}")
+        e(3, f"hh = q // {w} - cc * {h}")
+        mm.apply_epilogue(e, 3, epilogue, "out", "xoff + q", ["nn", "cc", "hh", f"q % {w}"])
+    buffers = [("out", dt, n * c * h * w), ("g", dt, n * o * yx), ("w", dt, o * ckk)]
+    body = chunked_kernel(
+        buffers + mm.epilogue_buffers(epilogue, dt.name),
+        _signature(dt, epilogue),
+        e.lines,
+        mm.FLAGS,
+        threads=f"min(num_threads(), {max(n, 1)})",
+    )
     head = _header(
         "input gradient",
         dt,
@@ -239,8 +252,9 @@ def conv2d_input_grad_source(g_shape, w_shape, stride, padding, in_shape, dtype,
             f"g {tuple(g_shape)}, w {w_shape}, stride {stride}, padding {padding} -> {in_shape}",
             f"per image: col ({ckk} x {yx}) = W^T ({ckk} x {o}) @ g[n] ({o} x {yx}); col2im",
         ],
+        t,
     )
-    return "\n".join(head + block.splitlines() + ["", ""] + e.lines) + "\n"
+    return "\n".join(head + body) + "\n"
 
 
 def conv2d_weight_grad_source(x_shape, g_shape, stride, padding, w_shape, dtype, epilogue=None) -> str:
@@ -254,32 +268,45 @@ def conv2d_weight_grad_source(x_shape, g_shape, stride, padding, w_shape, dtype,
         raise ValueError(f"conv2d weight grad: cotangent {g_shape} does not match output {(n, o, ho, wo)}")
     ckk, yx = c * kh * kw, ho * wo
     t = mm.choose_tile(o, ckk, yx, dt)
-    block = mm.matmul_source(o, ckk, yx, 1, dt, tile=t, parallel=False, block_only=True, accumulate=True)
     e = mm._Lines()
-    params, ptypes = _epilogue_args(epilogue, dt)
-    e(0, '@njit(void(BUF, IN, IN, int64, int64), cache=True, error_model="numpy")')
-    e(0, "def images_fn(acc, x, g, n0, n1):")
+    e(1, f"for q in range({o * ckk}):")
+    e(2, f"st(part, t * {o * ckk} + q, 0.0)")
     e(1, f"col = np.empty({ckk * yx}, np.{dt.name})")
-    e(1, "for nn in range(n0, n1):")
+    e(1, f"for nn in range(t * {n} // nt, (t + 1) * {n} // nt):")
     e(2, f"xoff = nn * {c * h * w}")
     _im2col(e, 2, geo, transposed=True)
-    e(2, f"block_fn(acc, 0, g, nn * {o * yx}, col, 0, 0, {-(-o // t.mr)}, 0, {-(-ckk // t.nr)})")
-    e(0, "")
-    e(0, "")
-    e(0, f'@njit(void(BUF, IN, IN{ptypes}), parallel=True, cache=True, error_model="numpy")')
-    e(0, f"def kernel(out, x, g{params}):")
-    e(1, f"nt = max(1, min(num_threads(), {n}))  # no images: one zero partial sum")
-    e(1, f"part = np.zeros((nt, {o * ckk}), np.{dt.name})")
-    e(1, "for t in prange(nt):")
-    e(2, f"images_fn(part[t], x, g, t * {n} // nt, (t + 1) * {n} // nt)")
-    e(1, f"for q in range({o * ckk}):")
-    e(2, "s = part[0, q]")
-    e(2, "for t in range(1, nt):")
-    e(3, "s += part[t, q]")
-    e(2, "st(out, q, s)")
+    _gemm(
+        e,
+        2,
+        dt,
+        t,
+        f"address(part, t * {o * ckk})",
+        f"address(g, nn * {o * yx})",
+        "address(col, 0)",
+        (o, ckk, yx),
+        False,
+        True,
+        ("0", str(-(-o // t.mr))),
+    )
+    after = mm._Lines()  # in the entry, once every thread's partial sum is done
+    after(1, f"for q in range({o * ckk}):")
+    after(2, "s = part[q]")
+    after(2, "for tt in range(1, nt):")
+    after(3, f"s += part[tt * {o * ckk} + q]")
+    after(2, "st(out, q, s)")
     if epilogue is not None:
         idx = [f"q // {ckk}", f"q // {kh * kw} % {c}", f"q // {kw} % {kh}", f"q % {kw}"]
-        _apply_epilogue(e, 2, epilogue, "out", "q", idx)
+        mm.apply_epilogue(after, 2, epilogue, "out", "q", idx)
+    buffers = [("out", dt, o * ckk), ("x", dt, n * c * h * w), ("g", dt, n * o * yx)]
+    body = chunked_kernel(
+        buffers + mm.epilogue_buffers(epilogue, dt.name),
+        _signature(dt, epilogue),
+        e.lines,
+        mm.FLAGS,
+        work=[("part", dt, f"nt * {o * ckk}")],
+        after=after.lines,
+        threads=f"min(num_threads(), {max(n, 1)})",
+    )
     head = _header(
         "weight gradient",
         dt,
@@ -287,5 +314,6 @@ def conv2d_weight_grad_source(x_shape, g_shape, stride, padding, w_shape, dtype,
             f"x {x_shape}, g {tuple(g_shape)}, stride {stride}, padding {padding} -> {w_shape}",
             f"per thread: gw ({o} x {ckk}) += g[n] ({o} x {yx}) @ colT ({yx} x {ckk})",
         ],
+        t,
     )
-    return "\n".join(head + block.splitlines() + ["", ""] + e.lines) + "\n"
+    return "\n".join(head + body) + "\n"

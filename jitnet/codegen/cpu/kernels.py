@@ -2,8 +2,8 @@
 
 Shapes are baked into the source (a kernel is specialised per shape), so index arithmetic is
 constant-folded by LLVM and the innermost loop walks memory contiguously where the views allow.
-Kernels with enough work run their outer loop with `prange`; small ones run serially, since a
-parallel launch has a fixed cost. Reductions and row-wise kernels compile with `reassoc` only, so
+Kernels with enough work are chunked parallel kernels (cpu/parallel.py): each thread runs a
+contiguous run of the outer loop; small ones run serially, since a parallel launch has a fixed cost. Reductions and row-wise kernels compile with `reassoc` only, so
 LLVM may vectorise their accumulations; the math helpers (vmath) keep their own strict flags, and
 NaN and inf propagate as in numpy.
 """
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jitnet.codegen.cpu.parallel import IMPORTS as PARALLEL_IMPORTS
+from jitnet.codegen.cpu.parallel import chunked_kernel
 from jitnet.codegen.expr import Dialect, Emitter
 from jitnet.codegen.index import Idx, flat_index, unflatten_index
 from jitnet.codegen.source import KernelSource, acc_dtype, numba_type, prod, reduction_index
@@ -53,15 +55,19 @@ def _loop_nest(shape: tuple, parallel: bool, emit, indent: int) -> tuple[int, li
     while split > 0 and inner < INNER_MIN:
         split -= 1
         inner *= shape[split]
-    rng = "prange" if parallel else "range"
     if split == 0:
-        emit(indent, f"for i in {rng}({inner}):")
+        emit(indent, f"for i in {_outer_range(inner, parallel)}:")
         return indent + 1, unflatten_index(Idx.var("i", inner), shape)
     outer = prod(shape[:split])
-    emit(indent, f"for o in {rng}({outer}):")
+    emit(indent, f"for o in {_outer_range(outer, parallel)}:")
     emit(indent + 1, f"for i in range({inner}):")
     idx = unflatten_index(Idx.var("o", outer), shape[:split]) + unflatten_index(Idx.var("i", inner), shape[split:])
     return indent + 2, idx
+
+
+def _outer_range(count: int, parallel: bool) -> str:
+    """The outer loop's range: this chunk's run of it in a parallel kernel."""
+    return f"range(t * {count} // nt, (t + 1) * {count} // nt)" if parallel else f"range({count})"
 
 
 def generate(kernel: Kernel) -> str:
@@ -69,13 +75,14 @@ def generate(kernel: Kernel) -> str:
     src = KernelSource(kernel, DIALECT)
     work = _work(kernel)
     parallel = work >= PARALLEL_MIN_WORK
-    {"elementwise": _elementwise, "reduce": _reduce, "rowwise": _rowwise}[kernel.kind](src, parallel)
+    emit = {"elementwise": _elementwise, "reduce": _reduce, "rowwise": _rowwise}[kernel.kind]
+    scratch, after = emit(src, parallel) or ([], len(src.lines))
     args = list(src.outputs.values()) + list(src.params.values())
     types = [f"{numba_type(n.dtype)}[::1]" for n in kernel.outputs] + [
         f"readonly({numba_type(n.dtype)})" for n in kernel.inputs
     ]
     sig = f"void({', '.join(types)})"
-    flags = f'parallel={parallel}, cache=True, error_model="numpy"'
+    flags = 'error_model="numpy"'
     if kernel.kind != "elementwise":
         flags += ', fastmath={"reassoc"}'
     header = [
@@ -84,19 +91,20 @@ def generate(kernel: Kernel) -> str:
         *(f"# {name}: {type_str(n)}" for n, name in src.params.items()),
         "# " + " ".join(n.op for n in kernel.nodes if n.op != "const"),
         "import numpy as np",
-        "from numba import njit, prange",
+        "from numba import njit",
         "from numba.types import void, boolean, int32, int64, float32, float64",
         "",
         "from jitnet.codegen.cpu import vmath as vm",
         "from jitnet.codegen.cpu.intrinsics import fmaximum, fminimum",
         "from jitnet.codegen.cpu.signature import readonly",
-        "",
-        "",
-        f"@njit({sig}, {flags})",
-        f"def kernel({', '.join(args)}):",
     ]
-    body = src.lines or ["    pass"]
-    return "\n".join(header + body) + "\n"
+    if not parallel:
+        body = [f"@njit({sig}, cache=True, {flags})", f"def kernel({', '.join(args)}):", *(src.lines or ["    pass"])]
+        return "\n".join(header + ["", ""] + body) + "\n"
+    buffers = [(src.outputs[n], n.dtype, n.size) for n in kernel.outputs]
+    buffers += [(name, n.dtype, n.size) for n, name in src.params.items()]
+    body = chunked_kernel(buffers, sig, src.lines[:after], flags, work=scratch, after=src.lines[after:])
+    return "\n".join(header + PARALLEL_IMPORTS + [""] + body) + "\n"
 
 
 def _work(kernel: Kernel) -> int:
@@ -189,10 +197,8 @@ def _reduce(src: KernelSource, parallel: bool) -> None:
     kept = [d for d in range(len(shape)) if d not in axes]
     kept_size, red_size = prod([shape[d] for d in kept]), prod([shape[d] for d in axes])
     chunked = parallel and kept_size < 16 and all(r.op in ("sum", "max", "min") for r in reducers)
-    outer_parallel = parallel and not chunked
 
     emit = src.emit
-    emit(1, f"for o in {'prange' if outer_parallel else 'range'}({kept_size}):")
     kept_idx = unflatten_index(Idx.var("o", kept_size), tuple(shape[d] for d in kept))
     accs = [_Reduction(src, r) for r in reducers]
 
@@ -228,23 +234,27 @@ def _reduce(src: KernelSource, parallel: bool) -> None:
             emit(indent, f"{acc.acc} += {DIALECT.cast(acc.part, acc.acc_dtype)}")
 
     r_var = Idx.var("r", red_size)
-    if chunked:
+    scratch, after = [], None
+    if chunked:  # each thread sums its chunks of every row into part_<acc>, the entry adds them up
         n_chunks = max(1, min(256, red_size // CHUNKS_MIN))
         chunk = -(-red_size // n_chunks)
-        for acc in accs:
-            emit(2, f"part_{acc.acc} = np.empty({n_chunks}, np.{acc.acc_dtype.name})")
-        emit(2, f"for c in prange({n_chunks}):")
+        emit(1, f"for c in {_outer_range(n_chunks, True)}:")
+        emit(2, f"for o in range({kept_size}):")
         for acc in accs:
             acc.init(lambda line: emit(3, line))
         accumulate(3, f"c * {chunk}", f"min({red_size}, (c + 1) * {chunk})", r_var, False)
         for acc in accs:
-            emit(3, f"part_{acc.acc}[c] = {acc.acc}")
+            emit(3, f"part_{acc.acc}[o * {n_chunks} + c] = {acc.acc}")
+        scratch = [(f"part_{acc.acc}", acc.acc_dtype, kept_size * n_chunks) for acc in accs]
+        after = len(src.lines)
+        emit(1, f"for o in range({kept_size}):")
         for acc in accs:
             acc.init(lambda line: emit(2, line))
         emit(2, f"for c in range({n_chunks}):")
         for acc in accs:
-            acc.update(lambda line: emit(3, line), f"part_{acc.acc}[c]", "c")
+            acc.update(lambda line: emit(3, line), f"part_{acc.acc}[o * {n_chunks} + c]", "c")
     else:
+        emit(1, f"for o in {_outer_range(kept_size, parallel)}:")
         for acc in accs:
             acc.init(lambda line: emit(2, line))
         if any(acc.op == "logsumexp" for acc in accs):
@@ -261,6 +271,7 @@ def _reduce(src: KernelSource, parallel: bool) -> None:
         out_idx = reduction_index(full, axes, root)
         epilogue.emit(f"{DIALECT.element(src.outputs[root], out_idx, root.shape)} = {epilogue.value(root, out_idx)}")
     src.close(epilogue)
+    return (scratch, after) if chunked else None
 
 
 # ---- row-wise: softmax, log_softmax ----
@@ -277,7 +288,7 @@ def _rowwise(src: KernelSource, parallel: bool) -> None:
     t = dtypes.short_name(dt)
     reuse_out = node.op == "softmax" and kernel.root.dtype == dt
     emit = src.emit
-    emit(1, f"for o in {'prange' if parallel else 'range'}({kept_size}):")
+    emit(1, f"for o in {_outer_range(kept_size, parallel)}:")
     kept_idx = unflatten_index(Idx.var("o", kept_size), kept)
     idx = kept_idx[:axis] + [Idx.var("r", row)] + kept_idx[axis:]
     at = DIALECT.element("out", idx, shape)

@@ -1,6 +1,6 @@
 """CPU source for max_pool2d / avg_pool2d (kernel, stride, padding) and their gradients.
 
-Every kernel is a `prange` over the N*C planes (each plane is independent, so the gradients'
+Every kernel is a chunked parallel kernel (cpu/parallel.py) over the N*C planes (each plane is independent, so the gradients'
 scatter-adds of overlapping windows never race), with the window clipped to the input: padding is
 -inf for max pooling and 0 for average pooling, which counts padded zeros (PyTorch's default
 count_include_pad=True), so padded cells are skipped rather than read.
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from jitnet.codegen.cpu.matmul import _Lines
+from jitnet.codegen.cpu.matmul import FLAGS, IMPORTS, _Lines
+from jitnet.codegen.cpu.parallel import chunked_kernel
 
 
 def _geometry(in_shape, kernel, stride, padding):
@@ -30,25 +31,23 @@ def _geometry(in_shape, kernel, stride, padding):
 ARGS = {"max_pool2d": ("x",), "avg_pool2d": ("x",), "max_pool2d_vjp": ("x", "g"), "avg_pool2d_vjp": ("g",)}
 
 
-def _header(op: str, dt: np.dtype, in_shape, kernel, stride, padding, ho: int, wo: int) -> list[str]:
-    planes = in_shape[0] * in_shape[1]
-    parallel = planes > 1
-    types = ", ".join(f"readonly({dt.name})" for _ in ARGS[op])
+def _header(op: str, in_shape, kernel, stride, padding, ho: int, wo: int) -> list[str]:
     return [
         f"# jitnet cpu {op} over x {tuple(in_shape)}: kernel {kernel} stride {stride} padding {padding} -> {ho} x {wo}",
-        "import numpy as np",
-        "from numba import njit, prange",
-        f"from numba.types import void, {dt.name}",
+        *IMPORTS,
         "",
-        "from jitnet.codegen.cpu.intrinsics import fmaximum",
-        "from jitnet.codegen.cpu.matmul import ld, st",
-        "from jitnet.codegen.cpu.signature import readonly",
-        "",
-        "",
-        f'@njit(void({dt.name}[::1], {types}), parallel={parallel}, cache=True, error_model="numpy")',
-        f"def kernel(out, {', '.join(ARGS[op])}):",
-        f"    for q in {'prange' if parallel else 'range'}({planes}):",
     ]
+
+
+def _module(op: str, dt: np.dtype, in_shape, geo, lines: list[str], header: list[str]) -> str:
+    """The chunked kernel: each thread takes a run of planes (q)."""
+    planes, h, w, _, _, _, _, _, _, ho, wo = geo
+    sizes = {"x": planes * h * w, "g": planes * ho * wo}
+    out_size = planes * h * w if op.endswith("_vjp") else planes * ho * wo
+    buffers = [("out", dt, out_size)] + [(a, dt, sizes[a]) for a in ARGS[op]]
+    sig = f"void({dt.name}[::1], {', '.join(f'readonly({dt.name})' for _ in ARGS[op])})"
+    threads = "num_threads()" if planes > 1 else "1"
+    return "\n".join(header + chunked_kernel(buffers, sig, lines, FLAGS, threads=threads)) + "\n"
 
 
 def _window(e, ind: int, geo) -> None:
@@ -101,9 +100,9 @@ def pool_source(op: str, in_shape, kernel, stride, padding, dtype) -> str:
     dt = np.dtype(dtype)
     geo = _geometry(in_shape, kernel, stride, padding)
     _, h, w, kh, kw, _, _, ph, pw, ho, wo = geo
+    header = _header(op, in_shape, kernel, stride, padding, ho, wo)
     e = _Lines()
-    for line in _header(op, dt, in_shape, kernel, stride, padding, ho, wo):
-        e(0, line)
+    e(1, f"for q in range(t * {geo[0]} // nt, (t + 1) * {geo[0]} // nt):")
     e(2, f"xo = q * {h * w}")
     e(2, f"go = q * {ho * wo}")
     if op.endswith("_vjp"):
@@ -135,7 +134,7 @@ def pool_source(op: str, in_shape, kernel, stride, padding, dtype) -> str:
             e(b, f"share = ld(g, {gout}) / np.{dt.name}({kh * kw})")
             for cell in cells:
                 e(b, f"st(out, {cell}, ld(out, {cell}) + share)")
-        return "\n".join(e.lines) + "\n"
+        return _module(op, dt, in_shape, geo, e.lines, header)
     _window(e, 2, geo)
     if op == "max_pool2d":
         _argmax(e, b, dt, w)
@@ -156,4 +155,4 @@ def pool_source(op: str, in_shape, kernel, stride, padding, dtype) -> str:
         e(b + 1, "for ww in range(w0c, w1):")
         e(b + 2, f"o = xo + hh * {w} + ww")
         e(b + 2, "st(out, o, ld(out, o) + share)")
-    return "\n".join(e.lines) + "\n"
+    return _module(op, dt, in_shape, geo, e.lines, header)

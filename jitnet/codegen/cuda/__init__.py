@@ -15,6 +15,10 @@ from jitnet.ir.fusion import Kernel
 from jitnet.ir.node import Node
 
 
+def compile_kernels(kernels: list[Kernel]) -> list[tuple[Callable, str]]:
+    return [compile_kernel(kernel) for kernel in kernels]
+
+
 def compile_kernel(kernel: Kernel) -> tuple[Callable, str]:
     """(launch, source) where launch(*outputs, *inputs) runs the kernel on flat device buffers."""
     if kernel.kind != "extern":

@@ -4,8 +4,6 @@ the packed and the in-place operand paths, serial, parallel and batch-parallel k
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
 
@@ -74,13 +72,13 @@ def test_against_numpy(case):
     assert_matmul(got, A, B, dtype)
 
 
-@pytest.mark.parametrize("pack", ["", "a", "b"])
+@pytest.mark.parametrize("pack_b", [False, True])
 @pytest.mark.parametrize("a_trans", [False, True])
-def test_operands_in_place(pack, a_trans):
-    """The micro-kernel reading A and/or B where they lie (no packing), at every edge."""
+def test_operands_in_place(pack_b, a_trans):
+    """The micro-kernel reading A, and B packed or where it lies, at every edge."""
     m, n, k = 17, 45, 23
     a, b, A, B = operands(m, n, k, 1, np.float32, a_trans, False)
-    fn = kernel(m, n, k, 1, np.float32, a_trans, False, pack=pack)
+    fn = kernel(m, n, k, 1, np.float32, a_trans, False, pack_b=pack_b)
     assert_matmul(run(fn, a, b, m, n, 1, np.float32), A, B, np.float32)
 
 
@@ -97,7 +95,7 @@ PARALLEL = [
 def test_parallel(case):
     m, n, k, batch, dtype, a_trans, b_trans = case
     src = mm.matmul_source(m, n, k, batch, dtype, a_trans, b_trans)
-    assert "prange" in src and "parallel=True" in src
+    assert "nt = num_threads()" in src  # chunks on every thread
     a, b, A, B = operands(m, n, k, batch, dtype, a_trans, b_trans)
     got = run(cache.load(src, "kernel"), a, b, m, n, batch, dtype)
     assert_matmul(got, A, B, dtype)
@@ -105,7 +103,7 @@ def test_parallel(case):
 
 def test_small_is_serial():
     src = mm.matmul_source(30, 30, 30, 1, np.float32, False, False)
-    assert "prange" not in src.split("def kernel")[1] and "parallel=False" in src
+    assert "nt = 1\n" in src  # one chunk, called directly
 
 
 @pytest.mark.parametrize("case", [(9, 37, 20, 1), (130, 97, 70, 1)], ids=["serial", "parallel"])
@@ -145,16 +143,6 @@ def test_degenerate():
     kernel(0, 3, 4)(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(12, np.float32))
 
 
-def test_vector_fmas_in_machine_code():
-    """The micro-kernel is 512-bit FMAs on packed operands: no scalar FMA anywhere in the loop."""
-    fn = kernel(40, 50, 60)
-    asm = "\n".join(fn.inspect_asm().values())
-    if len(asm.splitlines()) < 10:  # numba keeps no assembly for code loaded from its cache
-        pytest.skip("the kernel was loaded from numba's disk cache, which keeps no assembly to inspect")
-    assert len(re.findall(r"vfmadd231ps\s+[^\n]*%zmm", asm)) >= 12
-    assert not re.findall(r"vfmadd\w*ss", asm)
-
-
 def test_tile_override():
     m, n, k = 19, 50, 30
     a, b, A, B = operands(m, n, k, 1, np.float32, False, False)
@@ -185,7 +173,8 @@ def test_choose_path():
 def test_rules():
     t32 = mm.choose_tile(1024, 1024, 1024, np.float32)
     assert (t32.mr, t32.nr) == (4, 64) and mm.choose_tile(100, 8, 100, np.float32).nr == 16
-    assert mm.packing(1024, 1024, 1024, False, False, t32) == (False, True)  # B block > L2: packed
-    assert mm.packing(256, 256, 256, False, False, t32) == (False, False)  # fits L2: read in place
-    assert mm.packing(256, 256, 256, False, True, t32) == (False, True)  # a transposed B: packed
-    assert "packed: B" in mm.matmul_source(300, 700, 600, 2, np.float32, False, False)  # in test_parallel
+    assert mm.choose_tile(100, 80, 100, np.float32).nr == 16 and mm.choose_tile(100, 500, 100, np.float32).nr == 64
+    assert mm.packing(1024, 1024, 1024, False, t32)  # B block > L2: packed
+    assert not mm.packing(256, 256, 256, False, t32)  # fits L2: read in place
+    assert mm.packing(256, 256, 256, True, t32)  # a transposed B: packed
+    assert "B packed" in mm.matmul_source(300, 700, 600, 2, np.float32, False, False)  # in test_parallel

@@ -1,0 +1,234 @@
+"""Parallel CPU kernels without numba's parfors, and calls between kernels without linking.
+
+Why: numba compiles every `prange` loop into a gufunc of its own and links every njit callee into
+each caller, re-optimising the callee's LLVM there. A trivial prange kernel took 0.23 s to compile
+against 0.07 s serial, and a GEMM module whose micro-kernel passed through LLVM four times (its
+function, the per-image function, the kernel and the kernel's gufunc) took 2.5-5 s. So:
+
+- One launcher, `jitnet_parallel_for(chunk, args, nt)`, compiled once (a `cfunc` holding the only
+  prange), calls `chunk(args, t, nt)` for t in [0, nt) on numba's thread pool.
+- A parallel kernel module defines its loop body as a serial `cfunc` chunk (arrays come in through
+  `args`, a table of data addresses), registers it as an LLVM symbol, and a small `njit` entry
+  fills the table and calls the launcher by symbol name.
+- Shared code (the GEMM core, cpu/gemm.py) is a `cfunc` called by symbol name as well: compiled once
+  per process, cached once on disk, and never re-optimised inside its callers.
+
+Symbols are resolved when a caller is finalised, also when numba loads it from its disk cache, so a
+module registers every symbol it calls (`require` / `register`) before the functions that call them
+are compiled or loaded: a generated module does that in its first lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import llvmlite.binding as llvm
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+from numba.np import numpy_support
+from numba.np.arrayobj import populate_array
+
+I64 = ir.IntType(64)
+CHUNK = ir.FunctionType(ir.VoidType(), [I64, I64, I64])  # chunk(args, t, nt)
+LAUNCHER = "jitnet_parallel_for"
+
+LAUNCHER_SOURCE = f'''"""jitnet's parallel launcher: chunk(args, t, nt) for t in [0, nt) on numba's threads."""
+from numba import cfunc, prange
+from numba.types import int64, void
+
+from jitnet.codegen.cpu.parallel import call_address
+
+
+@cfunc(void(int64, int64, int64), parallel=True, cache=True)
+def {LAUNCHER}(chunk, args, nt):
+    for t in prange(nt):
+        call_address(chunk, args, t, nt)
+'''
+
+_registered: set[str] = set()
+
+
+def register(name: str, fn) -> None:
+    """Make the cfunc `fn` callable by the symbol `name` from compiled kernels."""
+    llvm.add_symbol(name, fn.address)
+    _registered.add(name)
+
+
+def require() -> None:
+    """Load (compile once, then from the disk cache) and register the launcher."""
+    if LAUNCHER not in _registered:
+        from jitnet.codegen import cache
+
+        register(LAUNCHER, cache.load(LAUNCHER_SOURCE, LAUNCHER))
+
+
+def symbol(text: str, prefix: str = "jitnet_chunk") -> str:
+    """A symbol name unique to `text` (the chunk's source): equal text may share it."""
+    return f"{prefix}_{hashlib.sha256(text.encode()).hexdigest()[:20]}"
+
+
+# ---- intrinsics -------------------------------------------------------------------------------
+
+
+@intrinsic
+def call_address(typingctx, fn, args, t, nt):
+    """fn(args, t, nt) where fn is a chunk's address."""
+    sig = types.void(types.int64, types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, sig, a):
+        builder.call(builder.inttoptr(a[0], CHUNK.as_pointer()), list(a[1:]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic(prefer_literal=True)
+def launch(typingctx, name, args, nt):
+    """Run the chunk `name` (a symbol) over nt threads, or call it directly when nt <= 1."""
+    if not isinstance(name, types.StringLiteral):
+        return None
+    sym = name.literal_value
+
+    def codegen(context, builder, sig, a):
+        chunk = cgutils.get_or_insert_function(builder.module, CHUNK, sym)
+        nt = builder.sext(a[2], I64) if a[2].type.width < 64 else a[2]
+        with builder.if_else(builder.icmp_signed("<=", nt, ir.Constant(I64, 1))) as (serial, threaded):
+            with serial:
+                builder.call(chunk, [a[1], ir.Constant(I64, 0), ir.Constant(I64, 1)])
+            with threaded:
+                launcher = cgutils.get_or_insert_function(builder.module, CHUNK, LAUNCHER)
+                builder.call(launcher, [builder.ptrtoint(chunk, I64), a[1], nt])
+        return context.get_dummy_value()
+
+    return types.void(name, types.int64, nt), codegen
+
+
+@intrinsic(prefer_literal=True)
+def call(typingctx, name, *args):
+    """The void C function `name` (a symbol) called with int64 arguments."""
+    if not isinstance(name, types.StringLiteral) or not all(isinstance(a, types.Integer) for a in args):
+        return None
+    sym, n = name.literal_value, len(args)
+    args = tuple(types.unliteral(a) for a in args)
+
+    def codegen(context, builder, sig, a):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [I64] * n), sym)
+        values = cgutils.unpack_tuple(builder, a[1], n)
+        builder.call(fn, [v if v.type == I64 else builder.sext(v, I64) for v in values])
+        return context.get_dummy_value()
+
+    return types.void(name, types.StarArgTuple(args)), codegen
+
+
+@intrinsic
+def address(typingctx, arr, offset):
+    """The address of arr[offset] (no bounds check)."""
+    if not (isinstance(arr, types.Array) and isinstance(offset, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, a):
+        data = context.make_array(sig.args[0])(context, builder, a[0]).data
+        return builder.ptrtoint(builder.gep(data, [a[1]]), I64)
+
+    return types.int64(arr, offset), codegen
+
+
+def _array(context, builder, aryty, addr, size):
+    """The array struct of `size` elements of aryty.dtype at the integer address `addr`."""
+    data = builder.inttoptr(addr, context.get_data_type(aryty.dtype).as_pointer())
+    ary = context.make_array(aryty)(context, builder)
+    itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(aryty.dtype)))
+    size = size if size.type == I64 else builder.sext(size, I64)
+    populate_array(ary, data=data, shape=[size], strides=[itemsize], itemsize=itemsize, meminfo=None)
+    return ary._getvalue()
+
+
+def _array_type(dtype) -> types.Array | None:
+    if not isinstance(dtype, types.StringLiteral):
+        return None
+    return types.Array(numpy_support.from_dtype(np.dtype(dtype.literal_value)), 1, "C")
+
+
+@intrinsic(prefer_literal=True)
+def arg_array(typingctx, args, i, dtype, size):
+    """The array of `size` elements of `dtype` (a string) at the address in the table args[i]."""
+    aryty = _array_type(dtype)
+    if aryty is None or not isinstance(i, types.IntegerLiteral):
+        return None
+
+    def codegen(context, builder, sig, a):
+        table = builder.inttoptr(a[0], I64.as_pointer())
+        addr = builder.load(builder.gep(table, [ir.Constant(I64, i.literal_value)]))
+        return _array(context, builder, aryty, addr, a[3])
+
+    return aryty(args, i, dtype, size), codegen
+
+
+@intrinsic(prefer_literal=True)
+def array_at(typingctx, addr, dtype, size):
+    """The array of `size` elements of `dtype` (a string) at the address `addr`."""
+    aryty = _array_type(dtype)
+    if aryty is None:
+        return None
+
+    def codegen(context, builder, sig, a):
+        return _array(context, builder, aryty, a[0], a[2])
+
+    return aryty(addr, dtype, size), codegen
+
+
+# ---- the module shape -------------------------------------------------------------------------
+
+
+IMPORTS = [
+    "from numba import cfunc",
+    "from jitnet.codegen.cpu.parallel import address, arg_array, launch, register, require",
+    "from jitnet.codegen.cpu.intrinsics import num_threads",
+]
+
+
+def chunked_kernel(
+    buffers: list[tuple[str, np.dtype, int]],
+    signature: str,
+    body: list[str],
+    flags: str,
+    *,
+    work: list[tuple[str, np.dtype, int | str]] = (),
+    after: list[str] = (),
+    threads: str = "num_threads()",
+) -> list[str]:
+    """Source lines of a parallel kernel `kernel(<buffers>)` whose work is `body` (lines indented
+    one level, using the buffers by name and t / nt: this chunk and the number of chunks).
+    `buffers`: (name, dtype, size) of the kernel's arguments in order; `signature`: the entry's
+    numba signature; `work`: (name, dtype, size) of scratch arrays the entry allocates
+    (uninitialised) and every chunk sees (a size may be an expression of nt); `after`: entry
+    lines run once all chunks are done (indented one level); `threads`: the entry's expression
+    for nt, the number of chunks."""
+    table = [(n, np.dtype(d).name, s) for n, d, s in [*buffers, *work]]
+    chunk = [f"    {n} = arg_array(args, {i}, {d!r}, {s})" for i, (n, d, s) in enumerate(table)] + list(body)
+    name = symbol("\n".join(chunk) + flags)
+    params = [n for n, _, _ in buffers]
+    return [
+        "require()",
+        "",
+        "",
+        f"@cfunc(void(int64, int64, int64), cache=True, {flags})",
+        "def chunk(args, t, nt):",
+        *chunk,
+        "",
+        "",
+        f'register("{name}", chunk)',
+        "",
+        "",
+        f"@njit({signature}, cache=True, {flags})",
+        f"def kernel({', '.join(params)}):",
+        f"    nt = {threads}",
+        *(f"    {n} = np.empty({s}, np.{d})" for n, d, s in table[len(buffers) :]),
+        f"    args = np.empty({len(table)}, np.int64)",
+        *(f"    args[{i}] = address({n}, 0)" for i, (n, _, _) in enumerate(table)),
+        f'    launch("{name}", address(args, 0), nt)',
+        *after,
+    ]
