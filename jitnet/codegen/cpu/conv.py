@@ -64,14 +64,12 @@ def _geometry(x_shape, w_shape, stride, padding) -> Geometry:
     return Geometry(n, c, h, w, o, kh, kw, sh, sw, ph, pw, ho, wo)
 
 
-def _header(kind: str, dt: np.dtype, lines: list[str], tile) -> list[str]:
-    return [
-        f"# jitnet cpu conv2d {kind}",
-        *(f"# {line}" for line in lines),
-        *mm.IMPORTS,
-        "",
-        f'gemm.require("{dt.name}", {tile.mr}, {tile.nr})',
-    ]
+def _module(kind: str, notes: list[str], dt: np.dtype, tile, buffers, epilogue, body: list[str], **kw) -> str:
+    """The chunked kernel's module (see parallel.chunked_kernel for `body` and **kw)."""
+    head = [f"# jitnet cpu conv2d {kind}", *(f"# {line}" for line in notes), *mm.IMPORTS, ""]
+    head.append(gemm.require_line(dt, tile.mr, tile.nr))
+    buffers = buffers + mm.epilogue_buffers(epilogue, dt.name)
+    return "\n".join(head + chunked_kernel(buffers, _signature(dt, epilogue), body, mm.FLAGS, **kw)) + "\n"
 
 
 def _signature(dt: np.dtype, epilogue) -> str:
@@ -79,23 +77,13 @@ def _signature(dt: np.dtype, epilogue) -> str:
     return f"void({dt.name}[::1], readonly({dt.name}), readonly({dt.name}){ptypes})"
 
 
-def _gemm(e, ind: int, dt: np.dtype, t, c: str, a: str, b: str, mnk, a_trans: bool, accumulate: bool, rows) -> None:
-    """The core's call for one image's product (all column panels; row panels `rows`)."""
+def _gemm(e, ind: int, dt: np.dtype, t, c: str, a: str, b: str, mnk, rows, a_trans=False, accumulate=False) -> None:
+    """The core's call for one image's product: C at address c, A at a, B at b; all column panels,
+    row panels `rows` (lo, hi)."""
     m, n, k = mnk
-    pack_b = mm.packing(m, n, k, False, t, dt.itemsize)
-    mm.gemm_call(
-        e,
-        ind,
-        gemm.symbol(dt, t.mr, t.nr),
-        c,
-        a,
-        b,
-        mnk,
-        (a_trans, False, pack_b, accumulate),
-        (*rows, "0", str(-(-n // t.nr))),
-        t.kc,
-        max(1, t.mc // t.mr),
-    )
+    flags = (a_trans, False, mm.packing(m, n, k, False, t, dt.itemsize), accumulate)
+    block = (*rows, "0", str(-(-n // t.nr)))
+    mm.gemm_call(e, ind, dt, t, (c, a, b), mnk, flags, block)
 
 
 def _im2col(e, ind: int, g: Geometry, transposed: bool) -> None:
@@ -173,34 +161,18 @@ def conv2d_source(x_shape, w_shape, stride, padding, dtype, epilogue=None) -> st
     e(2, f"r_lo = part * {mp} // parts")
     e(2, f"r_hi = (part + 1) * {mp} // parts")
     _gemm(
-        e,
-        2,
-        dt,
-        t,
-        f"address(out, nn * {o * yx})",
-        "address(w, 0)",
-        "address(col, 0)",
-        (o, yx, ckk),
-        False,
-        False,
-        ("r_lo", "r_hi"),
+        e, 2, dt, t, f"address(out, nn * {o * yx})", "address(w, 0)", "address(col, 0)", (o, yx, ckk), ("r_lo", "r_hi")
     )
     if epilogue is not None:
         e(2, f"for i in range(r_lo * {t.mr}, min(r_hi * {t.mr}, {o})):")
         e(3, f"for j in range({yx}):")
         mm.apply_epilogue(e, 4, epilogue, "out", f"(nn * {o} + i) * {yx} + j", ["nn", "i", f"j // {wo}", f"j % {wo}"])
+    notes = [
+        f"x {x_shape}, w {w_shape}, stride {stride}, padding {padding} -> ({n}, {o}, {ho}, {wo})",
+        f"per image: W ({o} x {ckk}) @ col ({ckk} x {yx})",
+    ]
     buffers = [("out", dt, n * o * yx), ("x", dt, n * c * h * w), ("w", dt, o * ckk)]
-    body = chunked_kernel(buffers + mm.epilogue_buffers(epilogue, dt.name), _signature(dt, epilogue), e.lines, mm.FLAGS)
-    head = _header(
-        "forward",
-        dt,
-        [
-            f"x {x_shape}, w {w_shape}, stride {stride}, padding {padding} -> ({n}, {o}, {ho}, {wo})",
-            f"per image: W ({o} x {ckk}) @ col ({ckk} x {yx})",
-        ],
-        t,
-    )
-    return "\n".join(head + body) + "\n"
+    return _module("forward", notes, dt, t, buffers, epilogue, e.lines)
 
 
 def conv2d_input_grad_source(g_shape, w_shape, stride, padding, in_shape, dtype, epilogue=None) -> str:
@@ -217,19 +189,8 @@ def conv2d_input_grad_source(g_shape, w_shape, stride, padding, in_shape, dtype,
     e = mm._Lines()
     e(1, f"col = np.empty({ckk * yx}, np.{dt.name})")
     e(1, f"for nn in range(t * {n} // nt, (t + 1) * {n} // nt):")
-    _gemm(
-        e,
-        2,
-        dt,
-        t,
-        "address(col, 0)",
-        "address(w, 0)",
-        f"address(g, nn * {o * yx})",
-        (ckk, yx, o),
-        True,
-        False,
-        ("0", str(-(-ckk // t.mr))),
-    )
+    w_t, g_n = "address(w, 0)", f"address(g, nn * {o * yx})"
+    _gemm(e, 2, dt, t, "address(col, 0)", w_t, g_n, (ckk, yx, o), ("0", str(-(-ckk // t.mr))), a_trans=True)
     e(2, f"xoff = nn * {c * h * w}")
     _col2im(e, 2, geo)
     if epilogue is not None:
@@ -237,24 +198,13 @@ def conv2d_input_grad_source(g_shape, w_shape, stride, padding, in_shape, dtype,
         e(3, f"cc = q // {h * w}")
         e(3, f"hh = q // {w} - cc * {h}")
         mm.apply_epilogue(e, 3, epilogue, "out", "xoff + q", ["nn", "cc", "hh", f"q % {w}"])
+    notes = [
+        f"g {tuple(g_shape)}, w {w_shape}, stride {stride}, padding {padding} -> {in_shape}",
+        f"per image: col ({ckk} x {yx}) = W^T ({ckk} x {o}) @ g[n] ({o} x {yx}); col2im",
+    ]
     buffers = [("out", dt, n * c * h * w), ("g", dt, n * o * yx), ("w", dt, o * ckk)]
-    body = chunked_kernel(
-        buffers + mm.epilogue_buffers(epilogue, dt.name),
-        _signature(dt, epilogue),
-        e.lines,
-        mm.FLAGS,
-        threads=f"min(num_threads(), {max(n, 1)})",
-    )
-    head = _header(
-        "input gradient",
-        dt,
-        [
-            f"g {tuple(g_shape)}, w {w_shape}, stride {stride}, padding {padding} -> {in_shape}",
-            f"per image: col ({ckk} x {yx}) = W^T ({ckk} x {o}) @ g[n] ({o} x {yx}); col2im",
-        ],
-        t,
-    )
-    return "\n".join(head + body) + "\n"
+    threads = f"min(num_threads(), {max(n, 1)})"
+    return _module("input gradient", notes, dt, t, buffers, epilogue, e.lines, threads=threads)
 
 
 def conv2d_weight_grad_source(x_shape, g_shape, stride, padding, w_shape, dtype, epilogue=None) -> str:
@@ -275,19 +225,8 @@ def conv2d_weight_grad_source(x_shape, g_shape, stride, padding, w_shape, dtype,
     e(1, f"for nn in range(t * {n} // nt, (t + 1) * {n} // nt):")
     e(2, f"xoff = nn * {c * h * w}")
     _im2col(e, 2, geo, transposed=True)
-    _gemm(
-        e,
-        2,
-        dt,
-        t,
-        f"address(part, t * {o * ckk})",
-        f"address(g, nn * {o * yx})",
-        "address(col, 0)",
-        (o, ckk, yx),
-        False,
-        True,
-        ("0", str(-(-o // t.mr))),
-    )
+    acc, g_n = f"address(part, t * {o * ckk})", f"address(g, nn * {o * yx})"
+    _gemm(e, 2, dt, t, acc, g_n, "address(col, 0)", (o, ckk, yx), ("0", str(-(-o // t.mr))), accumulate=True)
     after = mm._Lines()  # in the entry, once every thread's partial sum is done
     after(1, f"for q in range({o * ckk}):")
     after(2, "s = part[q]")
@@ -297,23 +236,12 @@ def conv2d_weight_grad_source(x_shape, g_shape, stride, padding, w_shape, dtype,
     if epilogue is not None:
         idx = [f"q // {ckk}", f"q // {kh * kw} % {c}", f"q // {kw} % {kh}", f"q % {kw}"]
         mm.apply_epilogue(after, 2, epilogue, "out", "q", idx)
+    notes = [
+        f"x {x_shape}, g {tuple(g_shape)}, stride {stride}, padding {padding} -> {w_shape}",
+        f"per thread: gw ({o} x {ckk}) += g[n] ({o} x {yx}) @ colT ({yx} x {ckk})",
+    ]
     buffers = [("out", dt, o * ckk), ("x", dt, n * c * h * w), ("g", dt, n * o * yx)]
-    body = chunked_kernel(
-        buffers + mm.epilogue_buffers(epilogue, dt.name),
-        _signature(dt, epilogue),
-        e.lines,
-        mm.FLAGS,
-        work=[("part", dt, f"nt * {o * ckk}")],
-        after=after.lines,
-        threads=f"min(num_threads(), {max(n, 1)})",
+    work, threads = [("part", dt, f"nt * {o * ckk}")], f"min(num_threads(), {max(n, 1)})"
+    return _module(
+        "weight gradient", notes, dt, t, buffers, epilogue, e.lines, work=work, after=after.lines, threads=threads
     )
-    head = _header(
-        "weight gradient",
-        dt,
-        [
-            f"x {x_shape}, g {tuple(g_shape)}, stride {stride}, padding {padding} -> {w_shape}",
-            f"per thread: gw ({o} x {ckk}) += g[n] ({o} x {yx}) @ colT ({yx} x {ckk})",
-        ],
-        t,
-    )
-    return "\n".join(head + body) + "\n"

@@ -32,6 +32,8 @@ needs no fast-math flag (an FMA intrinsic is always fused; NaN and inf propagate
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from jitnet.codegen.cpu import parallel
@@ -45,6 +47,19 @@ def lanes_of(dtype) -> int:
 
 def symbol(dtype, mr: int, nr: int) -> str:
     return f"jitnet_gemm_{np.dtype(dtype).name}_{mr}x{nr}"
+
+
+def require_line(dtype, mr: int, nr: int) -> str:
+    """The line a generated module starts with to load and register the core it calls."""
+    return f'gemm.require("{np.dtype(dtype).name}", {mr}, {nr})'
+
+
+def required(source: str) -> set[tuple[str, int, int]]:
+    """(dtype, mr, nr) of the cores a generated module loads (its `require_line`s)."""
+    return {(dt, int(mr), int(nr)) for dt, mr, nr in _REQUIRE.findall(source)}
+
+
+_REQUIRE = re.compile(r'^gemm\.require\("(\w+)", (\d+), (\d+)\)$', re.M)
 
 
 def require(dtype, mr: int, nr: int) -> str:

@@ -208,11 +208,11 @@ def epilogue_buffers(epilogue, default: str, sizes: dict[str, int] | None = None
     return [(p, t, (sizes or {}).get(p, 0)) for p, t in zip(epilogue.params, types)]
 
 
-def gemm_call(e: _Lines, ind: int, core: str, c: str, a: str, b: str, mnk, flags, block, kc: int, mcp: int) -> None:
-    """The core's call on one product: C at address c, A at a, B at b; flags (a_trans, b_trans,
+def gemm_call(e: _Lines, ind: int, dt: np.dtype, t: Tile, operands, mnk, flags, block) -> None:
+    """The core's call on one product: operands (addresses of C, A, B); flags (a_trans, b_trans,
     pack_b, accumulate); block (r_lo, r_hi, j_lo, j_hi)."""
-    args = [c, a, b, *map(str, mnk), *(str(int(f)) for f in flags), *block, str(kc), str(mcp)]
-    e(ind, f'call("{core}", {", ".join(args)})')
+    args = [*operands, *map(str, mnk), *(str(int(f)) for f in flags), *block, str(t.kc), str(max(1, t.mc // t.mr))]
+    e(ind, f'call("{gemm.symbol(dt, t.mr, t.nr)}", {", ".join(args)})')
 
 
 def apply_epilogue(e: _Lines, ind: int, epilogue, target: str, offset: str, idx: list[str]) -> None:
@@ -304,7 +304,6 @@ def matmul_source(
         e(4, f"st(out, (z * {M} + i) * {N} + j, {ep_val})")
         return "\n".join(header + e.lines) + "\n"
 
-    core = gemm.symbol(dt, t.mr, t.nr)
     # split rows or columns among the threads: the split that leaves the busiest thread less
     # work; on a tie, the one that packs less twice (rows: every thread packs all of B)
     e(1, f"rows = ({MP} + nt - 1) // nt * {NP}")
@@ -320,17 +319,9 @@ def matmul_source(
     e(1, f"j_hi = (tj + 1) * {NP} // tn")
     e(1, f"for z in range({B}):")
     offsets = (f"z * {M * N}", _batch_offset(out_batch, a_batch, M * K), _batch_offset(out_batch, b_batch, K * N))
-    gemm_call(
-        e,
-        2,
-        core,
-        *(f"address({x}, {o})" for x, o in zip(("out", "a", "b"), offsets)),
-        (M, N, K),
-        (a_trans, b_trans, pack_b, accumulate),
-        ("r_lo", "r_hi", "j_lo", "j_hi"),
-        t.kc,
-        max(1, t.mc // t.mr),
-    )
+    operands = [f"address({x}, {o})" for x, o in zip(("out", "a", "b"), offsets)]
+    flags, block = (a_trans, b_trans, pack_b, accumulate), ("r_lo", "r_hi", "j_lo", "j_hi")
+    gemm_call(e, 2, dt, t, operands, (M, N, K), flags, block)
     if epilogue is not None:  # the finished block, still in cache
         e(2, f"for i in range(r_lo * {t.mr}, min(r_hi * {t.mr}, {M})):")
         e(3, f"for j in range(j_lo * {t.nr}, min(j_hi * {t.nr}, {N})):")
@@ -338,7 +329,7 @@ def matmul_source(
     sizes = {"a": int(np.prod(a_batch, dtype=np.int64)) * M * K, "b": int(np.prod(b_batch, dtype=np.int64)) * K * N}
     buffers = [("out", T, B * M * N), ("a", T, sizes["a"]), ("b", T, sizes["b"]), *epilogue_buffers(epilogue, T)]
     body = chunked_kernel(buffers, sig, e.lines, FLAGS, threads="num_threads()" if parallel else "1")
-    return "\n".join(header + [f'gemm.require("{T}", {t.mr}, {t.nr})'] + body) + "\n"
+    return "\n".join(header + [gemm.require_line(dt, t.mr, t.nr)] + body) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,21 +15,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 from jitnet.codegen import cache
+from jitnet.codegen.cpu import gemm, parallel
 
 WORKER_START_S = 0.8  # a worker's start-up (python, numba, jitnet imports) and its first compile's warm-up
 MIN_WORK_S = 2.5  # estimated compile seconds below which one process does it all
-_CORE = re.compile(r'gemm\.require\("(\w+)", (\d+), (\d+)\)')
 
 
 def _cost(source: str) -> float:
     """Estimated compile seconds of a module (measured on the 2-core dev machine, numba 0.68)."""
-    if "gemm.require(" in source:
+    if gemm.required(source):
         return 0.4
     if "launch(" in source:
         return 0.2
@@ -38,10 +37,8 @@ def _cost(source: str) -> float:
 
 def _shared(sources: list[str]) -> list[tuple[str, str]]:
     """(source, function name) of the GEMM cores and the launcher the modules need."""
-    from jitnet.codegen.cpu import gemm, parallel
-
-    cores = {m.groups() for s in sources for m in _CORE.finditer(s)}
-    shared = [(gemm.core_source(dt, int(mr), int(nr)), "gemm") for dt, mr, nr in sorted(cores)]
+    cores = set().union(*map(gemm.required, sources))
+    shared = [(gemm.core_source(dt, mr, nr), "gemm") for dt, mr, nr in sorted(cores)]
     if any("launch(" in s for s in sources):
         shared.append((parallel.LAUNCHER_SOURCE, parallel.LAUNCHER))
     return shared
@@ -52,10 +49,10 @@ def compile_new(sources: list[str]) -> None:
     when that pays (see the module docstring)."""
     todo = [s for s in dict.fromkeys(sources) if not cache.on_disk(s)]
     shared = [(s, name) for s, name in _shared(todo) if not cache.on_disk(s)]
-    work = sum(map(_cost, todo)) + sum(1.0 for _ in shared)
+    work = sum(map(_cost, todo)) + len(shared)  # a core or the launcher: ~1 s
     if work < MIN_WORK_S or (os.cpu_count() or 1) < 2:
         return
-    mine, theirs = sum(1.0 for _ in shared), WORKER_START_S
+    mine, theirs = float(len(shared)), WORKER_START_S
     main_part, worker_part = [], []
     for s in sorted(todo, key=_cost, reverse=True):
         if mine <= theirs:

@@ -85,3 +85,12 @@ def test_bad_tiles_and_dtypes():
         gemm.core_source(np.float32, 4, 20)
     with pytest.raises(ValueError, match="float32 and float64"):
         gemm.core_source(np.int32, 4, 64)
+
+
+def test_modules_name_the_cores_they_load():
+    from jitnet.codegen.cpu import conv, matmul
+
+    assert gemm.required(matmul.matmul_source(100, 500, 80, 1, np.float32)) == {("float32", 4, 64)}
+    assert gemm.required(matmul.matmul_source(100, 10, 80, 2, np.float64)) == {("float64", 8, 8)}
+    src = conv.conv2d_source((2, 3, 9, 9), (5, 3, 3, 3), (1, 1), (1, 1), np.float32)
+    assert gemm.required(src) == {("float32", 8, 16)}  # 81 output pixels: 4 x 64 would pad 47 columns
