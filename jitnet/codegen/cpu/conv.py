@@ -86,57 +86,53 @@ def _gemm(e, ind: int, dt: np.dtype, t, c: str, a: str, b: str, mnk, rows, a_tra
     mm.gemm_call(e, ind, dt, t, (c, a, b), mnk, flags, block)
 
 
+def _patch_rows(e, ind: int, g: Geometry) -> int:
+    """Open the loops over the column matrix's rows (c, i, j) and the output rows y, with
+    row = (c*kh + i)*kw + j, hy = the input row, and [x_lo, x_hi) the output columns whose input
+    column x*sw - pw + j lies inside [0, W). Returns the body's indent."""
+    e(ind, f"for c in range({g.c}):")
+    e(ind + 1, f"for i in range({g.kh}):")
+    e(ind + 2, f"for j in range({g.kw}):")
+    b = ind + 3
+    e(b, f"row = (c * {g.kh} + i) * {g.kw} + j")
+    e(b, f"x_lo = min(max(0, ({g.pw} - j + {g.sw - 1}) // {g.sw}), {g.wo})")
+    e(b, f"x_hi = max(min({g.wo}, ({g.w - 1 + g.pw} - j) // {g.sw} + 1), x_lo)")
+    e(b, f"for y in range({g.ho}):")
+    e(b + 1, f"hy = y * {g.sh} - {g.ph} + i")
+    return b + 1
+
+
 def _im2col(e, ind: int, g: Geometry, transposed: bool) -> None:
     """Column matrix of image n of x into col: row (c, i, j), column (y, x) holds
     x[n, c, y*sh - ph + i, x*sw - pw + j] (0 in the padding). `transposed`: col is (HoWo x CKK)."""
-    c, h, w, kh, kw, sh, sw, ph, pw, ho, wo = g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.ho, g.wo
-    ckk, yx = c * kh * kw, ho * wo
-    e(ind, f"for c in range({c}):")
-    e(ind + 1, f"for i in range({kh}):")
-    e(ind + 2, f"for j in range({kw}):")
-    b = ind + 3
-    e(b, f"row = (c * {kh} + i) * {kw} + j")
-    # columns x whose input column x*sw - pw + j is inside [0, W)
-    e(b, f"x_lo = min(max(0, ({pw} - j + {sw - 1}) // {sw}), {wo})")
-    e(b, f"x_hi = max(min({wo}, ({w - 1 + pw} - j) // {sw} + 1), x_lo)")
-    e(b, f"for y in range({ho}):")
-    e(b + 1, f"hy = y * {sh} - {ph} + i")
-    dst, step = (f"row * {yx} + y * {wo}", "1") if not transposed else (f"y * {wo * ckk} + row", f"{ckk}")
-    e(b + 1, f"d = {dst}")
-    e(b + 1, f"if hy < 0 or hy >= {h}:")
-    e(b + 2, f"for xx in range({wo}):")
-    e(b + 3, f"st(col, d + xx * {step}, 0.0)")
-    e(b + 1, "else:")
-    e(b + 2, f"s = xoff + (c * {h} + hy) * {w} - {pw} + j")
-    e(b + 2, "for xx in range(x_lo):")
-    e(b + 3, f"st(col, d + xx * {step}, 0.0)")
-    e(b + 2, "for xx in range(x_lo, x_hi):")
-    e(b + 3, f"st(col, d + xx * {step}, ld(x, s + xx * {sw}))")
-    e(b + 2, f"for xx in range(x_hi, {wo}):")
-    e(b + 3, f"st(col, d + xx * {step}, 0.0)")
+    ckk, yx = g.c * g.kh * g.kw, g.ho * g.wo
+    b = _patch_rows(e, ind, g)
+    dst, step = (f"row * {yx} + y * {g.wo}", "1") if not transposed else (f"y * {g.wo * ckk} + row", f"{ckk}")
+    e(b, f"d = {dst}")
+    e(b, f"if hy < 0 or hy >= {g.h}:")
+    e(b + 1, f"for xx in range({g.wo}):")
+    e(b + 2, f"st(col, d + xx * {step}, 0.0)")
+    e(b, "else:")
+    e(b + 1, f"s = xoff + (c * {g.h} + hy) * {g.w} - {g.pw} + j")
+    e(b + 1, "for xx in range(x_lo):")
+    e(b + 2, f"st(col, d + xx * {step}, 0.0)")
+    e(b + 1, "for xx in range(x_lo, x_hi):")
+    e(b + 2, f"st(col, d + xx * {step}, ld(x, s + xx * {g.sw}))")
+    e(b + 1, f"for xx in range(x_hi, {g.wo}):")
+    e(b + 2, f"st(col, d + xx * {step}, 0.0)")
 
 
 def _col2im(e, ind: int, g: Geometry) -> None:
     """gx[n] = the sum of col's entries over the pixels they came from (col: CKK x HoWo)."""
-    c, h, w, kh, kw, sh, sw, ph, pw, ho, wo = g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.ho, g.wo
-    yx = ho * wo
-    e(ind, f"for q in range({c * h * w}):")
+    e(ind, f"for q in range({g.c * g.h * g.w}):")
     e(ind + 1, "st(out, xoff + q, 0.0)")
-    e(ind, f"for c in range({c}):")
-    e(ind + 1, f"for i in range({kh}):")
-    e(ind + 2, f"for j in range({kw}):")
-    b = ind + 3
-    e(b, f"row = (c * {kh} + i) * {kw} + j")
-    e(b, f"x_lo = min(max(0, ({pw} - j + {sw - 1}) // {sw}), {wo})")
-    e(b, f"x_hi = max(min({wo}, ({w - 1 + pw} - j) // {sw} + 1), x_lo)")
-    e(b, f"for y in range({ho}):")
-    e(b + 1, f"hy = y * {sh} - {ph} + i")
-    e(b + 1, f"if hy >= 0 and hy < {h}:")
-    e(b + 2, f"s = row * {yx} + y * {wo}")
-    e(b + 2, f"d = xoff + (c * {h} + hy) * {w} - {pw} + j")
-    e(b + 2, "for xx in range(x_lo, x_hi):")
-    e(b + 3, f"o_ = d + xx * {sw}")
-    e(b + 3, "st(out, o_, ld(out, o_) + ld(col, s + xx))")
+    b = _patch_rows(e, ind, g)
+    e(b, f"if hy >= 0 and hy < {g.h}:")
+    e(b + 1, f"s = row * {g.ho * g.wo} + y * {g.wo}")
+    e(b + 1, f"d = xoff + (c * {g.h} + hy) * {g.w} - {g.pw} + j")
+    e(b + 1, "for xx in range(x_lo, x_hi):")
+    e(b + 2, f"o_ = d + xx * {g.sw}")
+    e(b + 2, "st(out, o_, ld(out, o_) + ld(col, s + xx))")
 
 
 def conv2d_source(x_shape, w_shape, stride, padding, dtype, epilogue=None) -> str:
