@@ -33,8 +33,6 @@ softmax_rows at least torch's speed.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import gc
 import importlib.metadata
 import math
 import os
@@ -42,14 +40,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from numba import cuda  # kernels below name `cuda` as a module global (the simulator swaps it there)
 
-from bench import harness
+from bench import harness, runner
 from bench import workloads as cpu_workloads
+from bench.workloads import Impl, Workload
 
 COPY_N = 2**26  # float32 elements of the copy-bandwidth measurement: 256 MiB each way
 BATCH_S = 0.010  # target duration of one timed batch
@@ -96,16 +94,6 @@ def _cupy():
     return cupy
 
 
-def available(requires: str | None) -> tuple[bool, str]:
-    if requires is None or requires == "numba":
-        return True, ""
-    if requires in ("torch", "torch.compile"):
-        return (_torch() is not None), "torch with CUDA does not import"
-    if requires == "cupy":
-        return (_cupy() is not None), "cupy with a CUDA device does not import"
-    raise ValueError(f"unknown GPU peer requirement {requires!r}")
-
-
 def _sync_numba() -> None:
     cuda.synchronize()
 
@@ -118,56 +106,21 @@ def _sync_cupy() -> None:
     _cupy().cuda.Device().synchronize()
 
 
-def to_host(result: Any) -> np.ndarray:
-    """A host numpy copy of a device result (jn.Array, torch tensor, cupy or numba device array)."""
-    if hasattr(result, "detach") and hasattr(result, "cpu"):  # torch.Tensor
-        return result.detach().cpu().numpy()
-    if type(result).__module__.split(".")[0] == "cupy":
-        return _cupy().asnumpy(result)
-    if hasattr(result, "copy_to_host"):  # numba device array
-        return result.copy_to_host()
-    return np.asarray(result)
-
-
 # ---- workloads -----------------------------------------------------------------------------------
 
 
 @dataclass
-class GpuImpl:
-    name: str
-    make: Callable[[dict], tuple[Callable[[], Any], Callable[[], None]]]  # host inputs -> (call, sync)
-    requires: str | None = None  # "torch", "torch.compile", "cupy", "numba"
-    note: str = ""
-    probe_s: float | None = None  # build in a child process first, under this time limit
+class GpuWorkload(Workload):
+    """A Workload run on the GPU: its implementations' `make` return (call, sync), the call on
+    device-resident inputs and the sync that waits for that call's device."""
 
-
-@dataclass
-class GpuWorkload:
-    name: str
-    description: str
-    make_inputs: Callable[[bool], dict]  # quick -> {name: host array}, in argument order
-    flops: Callable[[dict], float]
-    bytes: Callable[[dict], float]
-    reference: Callable[[dict], np.ndarray]  # float64
-    jitnet_fn: Callable
-    peers: list[GpuImpl] = field(default_factory=list)
-    tol: float = 1e-6
-    error_kind: str = "abs"
-    unit: str = "ms"
     inner: int | None = None  # calls per sample; None: picked so that a batch lasts ~BATCH_S
     max_samples: int = 30
     quick_samples: int = 8
-    targets: dict = field(default_factory=dict)  # as bench.workloads.Workload.targets
 
     @property
-    def impls(self) -> list[GpuImpl]:
-        return [GpuImpl("jitnet", _jitnet_maker(self.jitnet_fn), note="jn.compile, device Arrays")] + self.peers
-
-    def impl(self, name: str) -> GpuImpl:
-        for i in self.impls:
-            if i.name == name:
-                return i
-        raise KeyError(f"GPU workload {self.name!r} has no implementation {name!r}")
+    def impls(self) -> list[Impl]:
+        return [Impl("jitnet", _jitnet_maker(self.jitnet_fn), note="jn.compile, device Arrays")] + self.peers
 
 
 def _jitnet_maker(fn: Callable):
@@ -359,151 +312,92 @@ def _plus1_cupy(inp):
     return (lambda: x + F32(1)), _sync_cupy
 
 
-def _sizes(quick: bool) -> tuple[int, tuple[int, int]]:
-    return (2**22, (4096, 1024)) if quick else (2**26, (16384, 1024))
+def _vector(quick: bool) -> dict:
+    return {"x": _rng().standard_normal(2**22 if quick else 2**26, dtype=F32)}
+
+
+def _matrix(quick: bool) -> dict:
+    return {"x": _rng().standard_normal((4096, 1024) if quick else (16384, 1024), dtype=F32)}
 
 
 REGISTRY: dict[str, GpuWorkload] = {}
 
 
-def register(w: GpuWorkload) -> GpuWorkload:
-    REGISTRY[w.name] = w
-    return w
+def register(cpu: str, **fields) -> GpuWorkload:
+    """The CPU workload `cpu`'s computation on the GPU: its name, inputs, FLOPs, bytes, reference,
+    jitnet function, error measure and unit, but for `fields`."""
+    w = cpu_workloads.REGISTRY[cpu]
+    same = ("name", "make_inputs", "flops", "bytes", "reference", "jitnet_fn", "error_kind", "unit")
+    gw = GpuWorkload(**{**{k: getattr(w, k) for k in same}, **fields})
+    REGISTRY[gw.name] = gw
+    return gw
+
+
+def _inductor(make) -> Impl:
+    """torch.compile: probed in a child process first, and not run in --quick (a cold compile)."""
+    return Impl("torch.compile", make, "torch.compile", note="inductor (triton)", probe_s=180, in_quick=False)
 
 
 register(
-    GpuWorkload(
-        name="gelu_chain",
-        description="tanh GELU 0.5*x*(1+tanh(0.7978845608*(x+0.044715*x*x*x))) over 2**26 float32 on the GPU",
-        make_inputs=lambda quick: {"x": _rng().standard_normal(_sizes(quick)[0], dtype=F32)},
-        flops=lambda inp: 9.0 * inp["x"].size,
-        bytes=lambda inp: 2.0 * inp["x"].nbytes,
-        reference=cpu_workloads._gelu_ref,
-        jitnet_fn=cpu_workloads._gelu_jitnet,
-        tol=1e-6,
-        targets={"floor_frac": 0.85},
-        peers=[
-            GpuImpl("numba.cuda", _gelu_numba, "numba", note="hand-written kernel, one element per thread"),
-            GpuImpl("torch", _gelu_torch, "torch", note="eager, the same expression (one kernel per op)"),
-            GpuImpl("torch.F.gelu", _gelu_torch_F, "torch", note="eager F.gelu(approximate='tanh'): one kernel"),
-            GpuImpl("torch.compile", _gelu_torch_compile, "torch.compile", note="inductor (triton)", probe_s=180),
-            GpuImpl("cupy", _gelu_cupy, "cupy", note="eager, the same expression"),
-            GpuImpl("cupy.fuse", _gelu_cupy_fuse, "cupy", note="@cupy.fuse: one kernel"),
-        ],
-    )
+    "gelu_chain",
+    description="tanh GELU 0.5*x*(1+tanh(0.7978845608*(x+0.044715*x*x*x))) over 2**26 float32 on the GPU",
+    make_inputs=_vector,
+    tol=1e-6,
+    targets={"floor_frac": 0.85},
+    peers=[
+        Impl("numba.cuda", _gelu_numba, "numba", note="hand-written kernel, one element per thread"),
+        Impl("torch", _gelu_torch, "torch", note="eager, the same expression (one kernel per op)"),
+        Impl("torch.F.gelu", _gelu_torch_F, "torch", note="eager F.gelu(approximate='tanh'): one kernel"),
+        _inductor(_gelu_torch_compile),
+        Impl("cupy", _gelu_cupy, "cupy", note="eager, the same expression"),
+        Impl("cupy.fuse", _gelu_cupy_fuse, "cupy", note="@cupy.fuse: one kernel"),
+    ],
 )
 
 register(
-    GpuWorkload(
-        name="sum_squares",
-        description="sum(x*x) over 2**26 float32 on the GPU (one scalar out)",
-        make_inputs=lambda quick: {"x": _rng().standard_normal(_sizes(quick)[0], dtype=F32)},
-        flops=lambda inp: 2.0 * inp["x"].size,
-        bytes=lambda inp: inp["x"].nbytes + 4.0,
-        reference=cpu_workloads._sumsq_ref,
-        jitnet_fn=cpu_workloads._sumsq_jitnet,
-        tol=1e-4,  # relative; jitnet accumulates in float64
-        error_kind="rel",
-        targets={"floor_frac": 0.70},
-        peers=[
-            GpuImpl("torch", _sumsq_torch, "torch", note="eager (t*t).sum(): two kernels"),
-            GpuImpl("torch.dot", _sumsq_torch_dot, "torch", note="eager torch.dot(t, t): cuBLAS"),
-            GpuImpl("torch.compile", _sumsq_torch_compile, "torch.compile", note="inductor (triton)", probe_s=180),
-            GpuImpl("cupy", _sumsq_cupy, "cupy", note="eager (x*x).sum()"),
-            GpuImpl("cupy.dot", _sumsq_cupy_dot, "cupy", note="cupy.dot(x, x): cuBLAS"),
-        ],
-    )
+    "sum_squares",
+    description="sum(x*x) over 2**26 float32 on the GPU (one scalar out)",
+    make_inputs=_vector,
+    tol=1e-4,  # relative; jitnet accumulates in float64
+    targets={"floor_frac": 0.70},
+    peers=[
+        Impl("torch", _sumsq_torch, "torch", note="eager (t*t).sum(): two kernels"),
+        Impl("torch.dot", _sumsq_torch_dot, "torch", note="eager torch.dot(t, t): cuBLAS"),
+        _inductor(_sumsq_torch_compile),
+        Impl("cupy", _sumsq_cupy, "cupy", note="eager (x*x).sum()"),
+        Impl("cupy.dot", _sumsq_cupy_dot, "cupy", note="cupy.dot(x, x): cuBLAS"),
+    ],
 )
 
 register(
-    GpuWorkload(
-        name="softmax_rows",
-        description="softmax over the last axis of a 16384 x 1024 float32 matrix on the GPU",
-        make_inputs=lambda quick: {"x": _rng().standard_normal(_sizes(quick)[1], dtype=F32)},
-        flops=lambda inp: 5.0 * inp["x"].size,
-        bytes=lambda inp: 2.0 * inp["x"].nbytes,
-        reference=cpu_workloads._softmax_ref,
-        jitnet_fn=cpu_workloads._softmax_jitnet,
-        tol=1e-6,
-        targets={"beats": ("torch",)},
-        peers=[
-            GpuImpl("torch", _softmax_torch, "torch", note="eager torch.softmax(x, dim=-1): one kernel"),
-            GpuImpl("cupy", _softmax_cupy, "cupy", note="eager max, subtract, exp, sum, divide"),
-        ],
-    )
+    "softmax_rows",
+    description="softmax over the last axis of a 16384 x 1024 float32 matrix on the GPU",
+    make_inputs=_matrix,
+    tol=1e-6,
+    targets={"beats": ("torch",)},
+    peers=[
+        Impl("torch", _softmax_torch, "torch", note="eager torch.softmax(x, dim=-1): one kernel"),
+        Impl("cupy", _softmax_cupy, "cupy", note="eager max, subtract, exp, sum, divide"),
+    ],
 )
 
 register(
-    GpuWorkload(
-        name="launch_overhead",
-        description="per-call time of x + 1.0 on 4 float32 on the GPU (one kernel): launch cost, not compute",
-        make_inputs=lambda quick: {"x": np.arange(4, dtype=F32)},
-        flops=lambda inp: float(inp["x"].size),
-        bytes=lambda inp: 2.0 * inp["x"].nbytes,
-        reference=lambda inp: inp["x"].astype(np.float64) + 1.0,
-        jitnet_fn=cpu_workloads._plus1_jitnet,
-        tol=1e-6,
-        unit="us",
-        inner=1000,
-        max_samples=40,
-        quick_samples=10,
-        peers=[
-            GpuImpl("numba.cuda", _plus1_numba, "numba", note="one raw kernel launch, preallocated output"),
-            GpuImpl("torch", _plus1_torch, "torch", note="eager t + 1.0 (allocates its result, like jitnet)"),
-            GpuImpl("cupy", _plus1_cupy, "cupy", note="eager x + 1 (allocates its result)"),
-        ],
-    )
+    "call_overhead",  # x + 1.0 on 4 float32
+    name="launch_overhead",
+    description="per-call time of x + 1.0 on 4 float32 on the GPU (one kernel): launch cost, not compute",
+    tol=1e-6,
+    inner=1000,
+    max_samples=40,
+    quick_samples=10,
+    peers=[
+        Impl("numba.cuda", _plus1_numba, "numba", note="one raw kernel launch, preallocated output"),
+        Impl("torch", _plus1_torch, "torch", note="eager t + 1.0 (allocates its result, like jitnet)"),
+        Impl("cupy", _plus1_cupy, "cupy", note="eager x + 1 (allocates its result)"),
+    ],
 )
 
 
-# ---- timing ------------------------------------------------------------------------------------
-
-
-def _batch(fn, sync, inner: int) -> tuple[float, Any]:
-    res = None
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(inner):
-        res = fn()
-    sync()
-    return (time.perf_counter() - t0) / inner, res
-
-
-def time_gpu(
-    fns: dict[str, tuple[Callable, Callable]],
-    *,
-    inner: int | None,
-    max_samples: int,
-    min_samples: int,
-    budget_s: float | None,
-    rounds: int = 5,
-) -> tuple[dict[str, harness.Stats], dict[str, Any], dict[str, int]]:
-    """Time each (call, sync) in interleaved rounds; returns Stats, last results and the batch sizes."""
-    last, inners, want = {}, {}, {}
-    for name, (fn, sync) in fns.items():  # warm-up: caches, pools, clocks; then size the batch
-        est, last[name] = _batch(fn, sync, 1)
-        for _ in range(2):
-            dt, last[name] = _batch(fn, sync, 1)
-            est = min(est, dt)
-        k = inner if inner is not None else max(1, min(1000, math.ceil(BATCH_S / max(est, 1e-7))))
-        dt, last[name] = _batch(fn, sync, k)
-        inners[name] = k
-        want[name] = harness.plan_samples(dt, k, max_samples, budget_s, min_samples)
-    stats = {name: harness.Stats() for name in fns}
-    rounds = max(1, min(rounds, min(want.values())))
-    gc.collect()
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
-        for r in range(rounds):
-            for name, (fn, sync) in fns.items():
-                for _ in range(want[name] * (r + 1) // rounds - want[name] * r // rounds):
-                    dt, last[name] = _batch(fn, sync, inners[name])
-                    stats[name].samples.append(dt)
-    finally:
-        if gc_was:
-            gc.enable()
-    return stats, last, inners
+# ---- the copy-bandwidth floor -------------------------------------------------------------------
 
 
 def copy_bandwidth(samples: int = 15, n: int = COPY_N) -> tuple[float, dict[str, harness.Stats]]:
@@ -527,9 +421,12 @@ def copy_bandwidth(samples: int = 15, n: int = COPY_N) -> tuple[float, dict[str,
     def memcpy():
         dst.copy_to_device(src)
 
-    stats, _, _ = time_gpu(
-        {"copy kernel": (kernel, _sync_numba), "copy_to_device": (memcpy, _sync_numba)},
+    stats, _ = harness.time_interleaved(
+        {"copy kernel": kernel, "copy_to_device": memcpy},
+        syncs={"copy kernel": _sync_numba, "copy_to_device": _sync_numba},
         inner=None,
+        batch_s=BATCH_S,
+        warmup=3,
         max_samples=samples,
         min_samples=samples,
         budget_s=None,
@@ -569,108 +466,6 @@ def _probe_main(argv: list[str]) -> int:
     return 0
 
 
-# ---- running -----------------------------------------------------------------------------------
-
-
-def run_workload(w: GpuWorkload, args, log) -> tuple[list[dict], list[dict]]:
-    inputs = w.make_inputs(args.quick)
-    ref = w.reference(inputs)
-    flops, nbytes = float(w.flops(inputs)), float(w.bytes(inputs))
-    shapes = {k: list(v.shape) for k, v in inputs.items()}
-    rows, skipped, fns, built = [], [], {}, {}
-
-    def row(impl, **extra):
-        r = {
-            "workload": w.name,
-            "impl": impl.name,
-            "note": impl.note,
-            "shapes": shapes,
-            "flops": flops,
-            "bytes": nbytes,
-            "cgma": flops / (nbytes / 4),
-            "unit": w.unit,
-        }
-        r.update(extra)
-        rows.append(r)
-
-    for impl in w.impls:
-        ok, why = available(impl.requires)
-        if not ok:
-            skipped.append({"workload": w.name, "impl": impl.name, "reason": why})
-            continue
-        note = impl.note
-        if impl.probe_s is not None:
-            if args.quick:
-                skipped.append({"workload": w.name, "impl": impl.name, "reason": "not run in --quick (cold compile)"})
-                continue
-            log(f"  {w.name}/{impl.name}: probing in a child process (limit {impl.probe_s:.0f} s)...")
-            ok, why = probe(w.name, impl.name, args.quick, impl.probe_s)
-            if not ok:
-                skipped.append({"workload": w.name, "impl": impl.name, "reason": why})
-                continue
-            note = f"{note}; {why}"
-        try:
-            t0 = time.perf_counter()
-            fn, sync = impl.make(inputs)
-            fn()
-            sync()
-            build_s = time.perf_counter() - t0
-        except Exception as e:
-            msg = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-            if impl.name == "jitnet":
-                row(impl, status="ERROR", error_msg=msg)
-            else:
-                skipped.append({"workload": w.name, "impl": impl.name, "reason": f"raised {msg}"})
-            continue
-        fns[impl.name] = (fn, sync)
-        built[impl.name] = (impl, note, build_s)
-
-    if fns:
-        if args.repeat is not None:
-            plan = {"max_samples": args.repeat, "budget_s": None, "min_samples": args.repeat}
-        elif args.quick:
-            plan = {"max_samples": w.quick_samples, "budget_s": 1.0, "min_samples": 3}
-        else:
-            plan = {"max_samples": w.max_samples, "budget_s": 3.0, "min_samples": 5}
-        stats, last, inners = time_gpu(fns, inner=w.inner, **plan)
-        for name, (fn, _) in fns.items():
-            impl, note, build_s = built[name]
-            s = stats[name]
-            try:
-                err = harness.error(to_host(last[name]), ref, w.error_kind)
-            except Exception as e:
-                err = math.inf
-                note = f"{note}; result check raised {type(e).__name__}: {e}"
-            status = "ok" if err <= w.tol else "FAIL"
-            extra = dict(getattr(fn, "info", {}))
-            if hasattr(fn, "after"):
-                extra.update(fn.after())
-                if extra.get("traces", 1) != 1:
-                    status = "FAIL"
-                    extra["error_msg"] = f"re-traced during timing ({extra['traces']} traces)"
-            row(
-                impl,
-                note=note,
-                status=status,
-                max_error=err,
-                error_kind=w.error_kind,
-                tolerance=w.tol,
-                median_ms=s.median * 1e3,
-                min_ms=s.min * 1e3,
-                max_ms=s.max * 1e3,
-                median_us=s.median * 1e6,
-                spread=s.spread,
-                samples=s.n,
-                inner=inners[name],
-                calls=s.n * inners[name],
-                build_s=build_s,
-                **extra,
-            )
-    del fns, built
-    gc.collect()
-    return rows, skipped
-
-
 def gpu_info() -> dict:
     info: dict = {}
     try:
@@ -698,133 +493,111 @@ def gpu_info() -> dict:
     return info
 
 
-def select(only: str | None) -> list[GpuWorkload]:
-    if not only:
-        return list(REGISTRY.values())
-    names = [n.strip() for n in only.split(",") if n.strip()]
-    unknown = [n for n in names if n not in REGISTRY]
-    if unknown:
-        raise SystemExit(f"unknown GPU workload(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}")
-    return [REGISTRY[n] for n in names]
+class GpuSuite(runner.Suite):
+    """The GPU workloads above on device-resident inputs, against the device-to-device copy floor."""
+
+    device = "cuda"
+    registry = REGISTRY
+    label = "GPU workload"
+    budget_s = 3.0
+    batch_s = BATCH_S
+    method = "inputs resident on the device; a sample = a synchronised batch of back-to-back calls; "
+    definitions = {
+        "time": "median over samples; a sample = perf_counter around a synchronised batch of `inner` calls / inner",
+        "bytes": "minimum moved: each input read once, each output written once",
+        "cgma": "flops / (bytes / 4)",
+        "floor_ms": "bytes / device-to-device copy bandwidth (this run, faster of copy kernel and memcpy)",
+        "floor_frac": "floor_ms / median_ms",
+        "speedup": "peer median / jitnet median (> 1: jitnet faster)",
+        "max_error": "vs a float64 numpy reference; abs = max|y-ref|, rel = max|y-ref|/max|ref|",
+    }
+
+    @staticmethod
+    def note_order(pair):
+        return f"{pair[0]}: {pair[1]}"
+
+    def unavailable(self, requires):
+        if requires in ("torch", "torch.compile") and _torch() is None:
+            return "torch with CUDA does not import"
+        if requires == "cupy" and _cupy() is None:
+            return "cupy with a CUDA device does not import"
+        if requires not in (None, "numba", "torch", "torch.compile", "cupy"):
+            raise ValueError(f"unknown GPU peer requirement {requires!r}")
+        return None
+
+    def probe(self, workload, impl, quick, timeout_s):
+        return probe(workload, impl, quick, timeout_s)
+
+    def build(self, impl, inputs):
+        return impl.make(inputs)
+
+    def machine(self):
+        machine = harness.machine_info()
+        machine.update(gpu_info())
+        return machine
+
+    def describe(self, machine):
+        return (
+            f"{machine.get('gpu')} (cc {'.'.join(map(str, machine.get('compute_capability', [])))}, "
+            f"{machine.get('sms', '?')} SMs, {machine.get('memory_GiB', '?')} GiB); "
+            f"driver {machine.get('driver_version', '?')}; numba {machine['numba']}, "
+            f"numba-cuda {machine.get('numba-cuda', '-')}, torch {machine.get('torch', '-')}, "
+            f"cupy {machine.get('cupy', machine.get('cupy-cuda12x', '-'))}; host {machine['cpu_model']}"
+        )
+
+    def floor(self, quick, log):
+        copy_n = 2**24 if quick else COPY_N
+        copy_samples = 8 if quick else 15
+        per_copy, n_log2 = 2 * 4 * copy_n, int(math.log2(copy_n))
+        bw_a, copy_a = copy_bandwidth(copy_samples, copy_n)
+        log(f"device copy bandwidth: {bw_a / 1e9:.0f} GB/s (2**{n_log2} float32, read+write)")
+
+        def after():
+            bw_b, copy_b = copy_bandwidth(copy_samples, copy_n)
+            copy = {k: harness.Stats(copy_a[k].samples + copy_b[k].samples) for k in copy_a}
+            best = min(copy, key=lambda k: copy[k].median)
+            bandwidth = per_copy / copy[best].median
+            line = (
+                f"device copy bandwidth (2**{n_log2} float32 device-to-device, read+write): "
+                f"{bandwidth / 1e9:.0f} GB/s median, from {best} "
+                + ", ".join(f"{k} {per_copy / v.median / 1e9:.0f} GB/s" for k, v in copy.items())
+                + f" (start {bw_a / 1e9:.0f}, end {bw_b / 1e9:.0f})"
+            )
+            return (
+                bandwidth,
+                [line],
+                {
+                    "bytes_per_s": bandwidth,
+                    "GBps": bandwidth / 1e9,
+                    "method": best,
+                    "elements": copy_n,
+                    "bytes_per_copy": per_copy,
+                    "median_ms": copy[best].median * 1e3,
+                    "spread": copy[best].spread,
+                    "by_method_GBps": {k: per_copy / v.median / 1e9 for k, v in copy.items()},
+                    "start_GBps": bw_a / 1e9,
+                    "end_GBps": bw_b / 1e9,
+                    "samples": copy[best].n,
+                },
+            )
+
+        return after
+
+    def summary(self, rows):
+        launch = {r["impl"]: r for r in rows if r["workload"] == "launch_overhead" and "median_us" in r}
+        if "jitnet" not in launch or "numba.cuda" not in launch:
+            return []
+        j, n = launch["jitnet"]["median_us"], launch["numba.cuda"]["median_us"]
+        return [f"launch overhead: jitnet {j:.1f} us per call = raw numba.cuda launch {n:.1f} us + {j - n:.1f} us"]
 
 
 def main(args, argv=None) -> int:
     """`python -m bench --device cuda ...` (args parsed by bench.__main__)."""
-    import bench.__main__ as cli
-
     reason = unavailable_reason()
     if reason is not None:
         print(f"jitnet bench --device cuda: {reason}")
         return 0
-    workloads = select(args.only)
-    t_start = time.perf_counter()
-
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
-
-    timestamp = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    machine = harness.machine_info()
-    machine.update(gpu_info())
-    copy_n = 2**24 if args.quick else COPY_N
-    copy_samples = 8 if args.quick else 15
-    bw_a, copy_a = copy_bandwidth(copy_samples, copy_n)
-    log(f"device copy bandwidth: {bw_a / 1e9:.0f} GB/s (2**{int(math.log2(copy_n))} float32, read+write)")
-
-    rows, skipped = [], []
-    for w in workloads:
-        log(f"{w.name}: {w.description}")
-        t0 = time.perf_counter()
-        r, s = run_workload(w, args, log)
-        rows += r
-        skipped += s
-        log(f"  done in {time.perf_counter() - t0:.1f} s")
-
-    bw_b, copy_b = copy_bandwidth(copy_samples, copy_n)
-    copy = {k: harness.Stats(copy_a[k].samples + copy_b[k].samples) for k in copy_a}
-    best_name = min(copy, key=lambda k: copy[k].median)
-    bandwidth = 2 * 4 * copy_n / copy[best_name].median
-    cli.derive(rows, bandwidth)
-    targets = cli.check_targets(workloads, rows)
-    failures = [r for r in rows if r.get("status") != "ok"]
-
-    print(
-        f"jitnet bench ({'quick' if args.quick else 'full'}), device cuda: {machine.get('gpu')} "
-        f"(cc {'.'.join(map(str, machine.get('compute_capability', [])))}, {machine.get('sms', '?')} SMs, "
-        f"{machine.get('memory_GiB', '?')} GiB); driver {machine.get('driver_version', '?')}; "
-        f"numba {machine['numba']}, numba-cuda {machine.get('numba-cuda', '-')}, torch {machine.get('torch', '-')}, "
-        f"cupy {machine.get('cupy', machine.get('cupy-cuda12x', '-'))}; host {machine['cpu_model']}"
-    )
-    print(
-        f"device copy bandwidth (2**{int(math.log2(copy_n))} float32 device-to-device, read+write): "
-        f"{bandwidth / 1e9:.0f} GB/s median, from {best_name} "
-        + ", ".join(f"{k} {2 * 4 * copy_n / v.median / 1e9:.0f} GB/s" for k, v in copy.items())
-        + f" (start {bw_a / 1e9:.0f}, end {bw_b / 1e9:.0f})"
-    )
-    print(
-        "inputs resident on the device; a sample = a synchronised batch of back-to-back calls; "
-        "CGMA = FLOPs / (bytes/4); floor% = (bytes / copy bandwidth) / median; speedup = peer median / jitnet median"
-    )
-    print()
-    print(cli.table(rows))
-    print()
-    for w in workloads:
-        ns = sorted({f"{r['impl']}: {r['note']}" for r in rows if r["workload"] == w.name and r.get("note")})
-        if ns:
-            print(f"{w.name} ({w.error_kind} error, tolerance {w.tol:g}) -- " + "; ".join(ns))
-    for s in skipped:
-        print(f"skipped {s['workload']}/{s['impl']}: {s['reason']}")
-    launch = {r["impl"]: r for r in rows if r["workload"] == "launch_overhead" and "median_us" in r}
-    if "jitnet" in launch and "numba.cuda" in launch:
-        j, n = launch["jitnet"]["median_us"], launch["numba.cuda"]["median_us"]
-        print(f"launch overhead: jitnet {j:.1f} us per call = raw numba.cuda launch {n:.1f} us + {j - n:.1f} us")
-    if targets:
-        print()
-        print("targets:")
-        for t in targets:
-            print(f"  {t['workload']}: {t['target']}: {'met ' if t['met'] else 'MISS'} {t['detail']}")
-    if failures:
-        print()
-        print(f"FAILED rows: {', '.join(r['workload'] + '/' + r['impl'] for r in failures)}")
-
-    doc = {
-        "schema": 1,
-        "device": "cuda",
-        "timestamp": timestamp,
-        "quick": args.quick,
-        "argv": sys.argv[1:] if argv is None else list(argv),
-        "machine": machine,
-        "copy_bandwidth": {
-            "bytes_per_s": bandwidth,
-            "GBps": bandwidth / 1e9,
-            "method": best_name,
-            "elements": copy_n,
-            "bytes_per_copy": 2 * 4 * copy_n,
-            "median_ms": copy[best_name].median * 1e3,
-            "spread": copy[best_name].spread,
-            "by_method_GBps": {k: 2 * 4 * copy_n / v.median / 1e9 for k, v in copy.items()},
-            "start_GBps": bw_a / 1e9,
-            "end_GBps": bw_b / 1e9,
-            "samples": copy[best_name].n,
-        },
-        "definitions": {
-            "time": "median over samples; a sample = perf_counter around a synchronised batch of `inner` calls / inner",
-            "bytes": "minimum moved: each input read once, each output written once",
-            "cgma": "flops / (bytes / 4)",
-            "floor_ms": "bytes / device-to-device copy bandwidth (this run, faster of copy kernel and memcpy)",
-            "floor_frac": "floor_ms / median_ms",
-            "speedup": "peer median / jitnet median (> 1: jitnet faster)",
-            "max_error": "vs a float64 numpy reference; abs = max|y-ref|, rel = max|y-ref|/max|ref|",
-        },
-        "rows": rows,
-        "skipped": skipped,
-        "targets": targets,
-        "failures": len(failures),
-        "wall_s": time.perf_counter() - t_start,
-    }
-    for p in cli.write_json(doc, args):
-        log(f"wrote {os.path.relpath(p)}")
-    log(f"total {doc['wall_s']:.0f} s")
-    return 1 if failures else 0
+    return runner.run(GpuSuite(), args, argv)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ Timing rules (the same for every implementation):
   programs are built before timing, and the first call (jitnet's compile) is never timed;
 - a sample is `perf_counter()` around `inner` back-to-back calls (1 for the big workloads), divided
   by `inner`; the result of each call is kept alive in one local until the next call replaces it;
+  on a GPU the device is synchronised before the batch starts and before its clock is read, and
+  `inner` may be sized from the warm-up so that a batch lasts about `batch_s`;
 - the implementations of a workload are timed in interleaved rounds (round 1: a few samples of
   each, round 2: ..., so a burst of noise on this shared machine hits every row alike), with the
   garbage collector off;
@@ -31,6 +33,7 @@ COPY_N = 2**24  # np.copyto of 2**24 float32: 64 MiB read + 64 MiB written
 @dataclass
 class Stats:
     samples: list[float] = field(default_factory=list)  # seconds per call
+    inner: int = 1  # calls per sample
 
     @property
     def n(self) -> int:
@@ -55,11 +58,15 @@ class Stats:
         return float((q3 - q1) / self.median) if self.median > 0 else 0.0
 
 
-def _sample(fn: Callable[[], Any], inner: int) -> tuple[float, Any]:
+def _sample(fn: Callable[[], Any], inner: int, sync: Callable[[], None] | None = None) -> tuple[float, Any]:
     res = None
+    if sync is not None:
+        sync()
     t0 = time.perf_counter()
     for _ in range(inner):
         res = fn()
+    if sync is not None:
+        sync()
     t1 = time.perf_counter()
     return (t1 - t0) / inner, res
 
@@ -75,24 +82,34 @@ def plan_samples(per_call: float, inner: int, max_samples: int, budget_s: float 
 def time_interleaved(
     fns: dict[str, Callable[[], Any]],
     *,
-    inner: int = 1,
+    inner: int | None = 1,
     warmup: int = 2,
     max_samples: int = 40,
     min_samples: int = 7,
     budget_s: float | None = 5.0,
     rounds: int = 5,
+    syncs: dict[str, Callable[[], None]] | None = None,
+    batch_s: float | None = None,
 ) -> tuple[dict[str, Stats], dict[str, Any]]:
-    """Time every callable of `fns`; return their Stats and the result of each one's last call."""
+    """Time every callable of `fns`; return their Stats and the result of each one's last call.
+    `syncs`: name -> the call that waits for its device (asynchronous implementations);
+    `inner=None`: each implementation's calls per sample are picked from its warm-up (batches of
+    one call) so that a sample lasts about `batch_s` (Stats.inner says how many)."""
+    syncs = syncs or {}
     last: dict[str, Any] = {}
-    est: dict[str, float] = {}
-    for name, fn in fns.items():  # warm-up: caches, page faults, buffer pools
-        t = math.inf
+    want: dict[str, int] = {}
+    stats: dict[str, Stats] = {}
+    for name, fn in fns.items():  # warm-up: caches, page faults, buffer pools, clocks
+        sync, est = syncs.get(name), math.inf
         for _ in range(warmup):
-            dt, last[name] = _sample(fn, inner)
-            t = min(t, dt)
-        est[name] = t
-    want = {name: plan_samples(est[name], inner, max_samples, budget_s, min_samples) for name in fns}
-    stats = {name: Stats() for name in fns}
+            dt, last[name] = _sample(fn, inner or 1, sync)
+            est = min(est, dt)
+        k = inner
+        if k is None:  # size the batch from the warm-up, then time one batch of that size
+            k = max(1, min(1000, math.ceil(batch_s / max(est, 1e-7))))
+            est, last[name] = _sample(fn, k, sync)
+        stats[name] = Stats(inner=k)
+        want[name] = plan_samples(est, k, max_samples, budget_s, min_samples)
     rounds = max(1, min(rounds, min(want.values())))
     gc.collect()
     gc_was = gc.isenabled()
@@ -102,7 +119,7 @@ def time_interleaved(
             for name, fn in fns.items():
                 k = want[name] * (r + 1) // rounds - want[name] * r // rounds
                 for _ in range(k):
-                    dt, last[name] = _sample(fn, inner)
+                    dt, last[name] = _sample(fn, stats[name].inner, syncs.get(name))
                     stats[name].samples.append(dt)
     finally:
         if gc_was:
@@ -166,12 +183,17 @@ class LoadMeter:
 
 
 def to_numpy(result: Any) -> np.ndarray:
-    """A float64 numpy copy of whatever an implementation returned (jn.Array, tensor, ndarray);
-    a tuple (say, a value and its gradient) becomes its leaves raveled end to end."""
+    """A float64 host numpy copy of whatever an implementation returned (jn.Array, torch tensor,
+    ndarray, cupy or numba device array); a tuple (say, a value and its gradient) becomes its leaves
+    raveled end to end."""
     if isinstance(result, (tuple, list)):
         return np.concatenate([to_numpy(r).ravel() for r in result])
     if hasattr(result, "detach") and hasattr(result, "numpy"):  # torch.Tensor
         result = result.detach().cpu().numpy()
+    elif type(result).__module__.split(".")[0] == "cupy":
+        result = result.get()
+    elif hasattr(result, "copy_to_host"):  # numba device array
+        result = result.copy_to_host()
     return np.array(np.asarray(result), dtype=np.float64)
 
 
