@@ -1,0 +1,5 @@
+import os
+import sys
+
+# `from graphgen import ...` in this folder (tests are imported with importlib mode).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
