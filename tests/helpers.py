@@ -1,6 +1,9 @@
-"""One helper to compare a function compiled for the CPU with the numpy reference interpreter."""
+"""Helpers shared by the tests: comparing a function compiled for the CPU with the numpy reference
+interpreter, and the comparison operators as a table."""
 
 from __future__ import annotations
+
+import operator
 
 import numpy as np
 
@@ -28,3 +31,13 @@ def check(fn, *args, rtol: float = 1e-5, atol: float = 1e-6, **compile_kwargs):
     want = jn.compile(fn, backend="interpret", **compile_kwargs)(*args)
     assert_same(got, want, rtol, atol)
     return got
+
+
+COMPARISONS = {
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "eq": operator.eq,
+    "ne": operator.ne,
+}

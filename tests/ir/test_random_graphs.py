@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from graphgen import COMMON_BINARY, COMMON_UNARY, Choices, Ops, Program, input_arrays, replay, trace_steps
-from helpers import assert_same, check
+from helpers import COMPARISONS, assert_same, check
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -32,14 +32,7 @@ OPS = Ops(
         "sqrt_abs": lambda x: jn.sqrt(jn.abs(x)),
     },
     binary={**COMMON_BINARY, "div": lambda a, b: a / b},
-    compare={
-        "lt": lambda a, b: a < b,
-        "le": lambda a, b: a <= b,
-        "gt": lambda a, b: a > b,
-        "ge": lambda a, b: a >= b,
-        "eq": lambda a, b: a == b,
-        "ne": lambda a, b: a != b,
-    },
+    compare=COMPARISONS,
     kinds=tuple(
         ["binary"] * 4
         + ["unary"] * 4

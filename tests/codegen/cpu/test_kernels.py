@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from helpers import assert_same, check
+from helpers import COMPARISONS, assert_same, check
 
 import jitnet as jn
 from jitnet.codegen.cpu.kernels import PARALLEL_MIN_WORK
@@ -80,12 +80,7 @@ BINARY = {
     "pow": lambda a, b: jn.abs(a) ** b,
     "maximum": jn.maximum,
     "minimum": jn.minimum,
-    "lt": lambda a, b: a < b,
-    "le": lambda a, b: a <= b,
-    "gt": lambda a, b: a > b,
-    "ge": lambda a, b: a >= b,
-    "eq": lambda a, b: a == b,
-    "ne": lambda a, b: a != b,
+    **COMPARISONS,
 }
 
 
