@@ -140,6 +140,41 @@ def vstore(typingctx, arr, i, v):
     return types.void(arr, i, v), codegen
 
 
+@intrinsic(prefer_literal=True)
+def vtranspose(typingctx, src, s_off, s_stride, dst, d_off, d_stride, lanes):
+    """A lanes x lanes block transposed: row c of dst (from dst[d_off + c * d_stride]) is column c
+    of the block whose row r is src[s_off + r * s_stride :][:lanes]. log2(lanes) rounds of
+    interleaving rows r and r + lanes/2 (a perfect shuffle) transpose it in registers: LLVM emits
+    vector permutes, not lanes**2 scalar copies (packing a transposed GEMM operand)."""
+    n = _literal(lanes)
+    ints = (s_off, s_stride, d_off, d_stride)
+    if n is None or n & (n - 1) or not (_is_array(src) and _is_array(dst) and src.dtype == dst.dtype):
+        return None
+    if not all(isinstance(t, types.Integer) for t in ints):
+        return None
+    vt = Vec(src.dtype, n)
+
+    def codegen(context, builder, sig, args):
+        so, ss, do, ds = (context.cast(builder, args[k], sig.args[k], types.intp) for k in (1, 2, 4, 5))
+        align = src.dtype.bitwidth // 8
+        intp = context.get_value_type(types.intp)
+        rows = []
+        for r in range(n):
+            at = builder.add(so, builder.mul(ss, ir.Constant(intp, r)))
+            rows.append(builder.load(_vec_ptr(context, builder, sig.args[0], args[0], at, vt), align=align))
+        lo = ir.Constant(ir.VectorType(ir.IntType(32), n), [k // 2 + (n if k % 2 else 0) for k in range(n)])
+        hi = ir.Constant(ir.VectorType(ir.IntType(32), n), [n // 2 + k // 2 + (n if k % 2 else 0) for k in range(n)])
+        for _ in range(n.bit_length() - 1):
+            pairs = [(rows[r], rows[r + n // 2]) for r in range(n // 2)]
+            rows = [builder.shuffle_vector(a, b, mask) for a, b in pairs for mask in (lo, hi)]
+        for c in range(n):
+            at = builder.add(do, builder.mul(ds, ir.Constant(intp, c)))
+            builder.store(rows[c], _vec_ptr(context, builder, sig.args[3], args[3], at, vt), align=align)
+        return context.get_dummy_value()
+
+    return types.void(src, s_off, s_stride, dst, d_off, d_stride, lanes), codegen
+
+
 @intrinsic
 def vstore_n(typingctx, arr, i, v, count):
     """arr[i : i + count] = v[:count] (0 <= count <= lanes; a masked store)."""

@@ -94,3 +94,21 @@ def test_modules_name_the_cores_they_load():
     assert gemm.required(matmul.matmul_source(100, 10, 80, 2, np.float64)) == {("float64", 8, 8)}
     src = conv.conv2d_source((2, 3, 9, 9), (5, 3, 3, 3), (1, 1), (1, 1), np.float32)
     assert gemm.required(src) == {("float32", 8, 16)}  # 81 output pixels: 4 x 64 would pad 47 columns
+
+
+@pytest.mark.parametrize("dtype,lanes", [(np.float32, 16), (np.float64, 8)])
+def test_vtranspose_block(dtype, lanes):
+    """The transposed-B pack's building block: a lanes x lanes block, any strides and offsets."""
+    from numba import njit
+
+    from jitnet.codegen.cpu.intrinsics import vtranspose
+
+    @njit
+    def transpose(src, dst, s_off, s_stride, d_off, d_stride):
+        vtranspose(src, s_off, s_stride, dst, d_off, d_stride, lanes)
+
+    src, dst = np.arange(40 * 50, dtype=dtype), np.zeros(60 * 70, dtype)
+    transpose(src, dst, 3, 50, 5, 70)
+    block = src[3 : 3 + 50 * lanes].reshape(lanes, 50)[:, :lanes]
+    np.testing.assert_array_equal(dst[5 : 5 + 70 * lanes].reshape(lanes, 70)[:, :lanes], block.T)
+    assert not dst[:5].any() and not dst[5 + 70 * (lanes - 1) + lanes :].any()
