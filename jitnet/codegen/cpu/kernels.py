@@ -24,6 +24,7 @@ from jitnet.ir.ops import OPS, Kind
 
 PARALLEL_MIN_WORK = 1 << 15  # elements of work below which a kernel runs serially
 INNER_MIN = 512  # the innermost loop covers at least this many elements when the shape allows
+INNER_RUN_MIN = 16  # a reduction's contiguous trailing run gets an inner loop from this many elements
 CHUNKS_MIN = 8192  # elements per chunk when a whole reduction is split across threads
 BLOCK_SUM = 4096  # float32 terms a float32 partial sum takes before it is added to the float64 total
 
@@ -202,8 +203,16 @@ def _reduce(src: KernelSource, parallel: bool) -> None:
     kept_idx = unflatten_index(Idx.var("o", kept_size), tuple(shape[d] for d in kept))
     accs = [_Reduction(src, r) for r in reducers]
 
-    def input_index(r_var: Idx) -> list[Idx]:
-        red_idx = unflatten_index(r_var, tuple(shape[d] for d in axes))
+    red_shape = tuple(shape[d] for d in axes)
+    # the reduced dims that end the input are contiguous in memory: an inner loop of their own
+    # (no division per element, so it vectorises), when that run is long enough and fits a block
+    n_inner = 0
+    while n_inner < len(axes) and sorted(axes)[len(axes) - 1 - n_inner] == len(shape) - 1 - n_inner:
+        n_inner += 1
+    inner = prod(red_shape[len(axes) - n_inner :])
+    nested = n_inner > 0 and INNER_RUN_MIN <= inner <= BLOCK_SUM and red_size > inner
+
+    def input_index(red_idx: list[Idx]) -> list[Idx]:
         it_kept, it_red = iter(kept_idx), iter(red_idx)
         return [next(it_red) if d in axes else next(it_kept) for d in range(len(shape))]
 
@@ -211,6 +220,18 @@ def _reduce(src: KernelSource, parallel: bool) -> None:
         """The loop over r in [lo, hi). float32 sums add up blocks of BLOCK_SUM terms in float32
         (vectorised 16 lanes wide, ~BLOCK_SUM/16 terms per lane) and the blocks in float64."""
         blocked = [] if first_pass else [acc for acc in accs if acc.narrow]
+        if nested and (lo, hi) == ("0", str(red_size)):  # r = ro * inner + ri, a block per ro
+            outer_shape, inner_shape = red_shape[: len(axes) - n_inner], red_shape[len(axes) - n_inner :]
+            emit(indent, f"for ro in range({red_size // inner}):")
+            for acc in blocked:
+                emit(indent + 1, f"{acc.part} = {DIALECT.literal(0, acc.in_dtype)}")
+            emit(indent + 1, f"for ri in range({inner}):")
+            red_idx = unflatten_index(Idx.var("ro", red_size // inner), outer_shape)
+            red_idx += unflatten_index(Idx.var("ri", inner), inner_shape)
+            emit_body(indent + 2, input_index(red_idx), f"ro * {inner} + ri", first_pass, blocked)
+            for acc in blocked:
+                emit(indent + 1, f"{acc.acc} += {DIALECT.cast(acc.part, acc.acc_dtype)}")
+            return
         if blocked:
             emit(indent, f"for rb in range({lo}, {hi}, {BLOCK_SUM}):")
             for acc in blocked:
@@ -219,19 +240,21 @@ def _reduce(src: KernelSource, parallel: bool) -> None:
             indent += 1
         else:
             emit(indent, f"for r in range({lo}, {hi}):")
-        body = src.scope(indent + 1)
-        idx = input_index(r_var)
+        emit_body(indent + 1, input_index(unflatten_index(r_var, red_shape)), "r", first_pass, blocked)
+        for acc in blocked:
+            emit(indent, f"{acc.acc} += {DIALECT.cast(acc.part, acc.acc_dtype)}")
+
+    def emit_body(indent: int, idx: list[Idx], position: str, first_pass: bool, blocked) -> None:
+        body = src.scope(indent)
         for acc in accs:
             v = body.value(acc.node.inputs[0], idx)
             if first_pass:
                 acc.first_pass(body.emit, v)
             else:
-                acc.update(body.emit, v, "r", partial=bool(blocked))
+                acc.update(body.emit, v, position, partial=bool(blocked))
         if not first_pass:
             src.store_siblings(body, idx)
         src.close(body)
-        for acc in blocked:
-            emit(indent, f"{acc.acc} += {DIALECT.cast(acc.part, acc.acc_dtype)}")
 
     r_var = Idx.var("r", red_size)
     scratch, after = [], None
@@ -264,7 +287,9 @@ def _reduce(src: KernelSource, parallel: bool) -> None:
         accumulate(2, "0", str(red_size), r_var, False)
 
     epilogue = src.scope(2)
-    full = [Idx() if d in axes else i for d, i in zip(range(len(shape)), input_index(Idx()))]
+    full = [
+        Idx() if d in axes else i for d, i in zip(range(len(shape)), input_index(unflatten_index(Idx(), red_shape)))
+    ]
     for acc in accs:
         epilogue.bind(acc.node, reduction_index(full, axes, acc.node), acc.result(epilogue.emit))
     for root in [kernel.root, *kernel.roots]:
