@@ -625,3 +625,25 @@ def test_float32_sums_stay_accurate(shape, axis):
     x64 = x.astype(np.float64)
     np.testing.assert_allclose(np.asarray(s), x64.sum(axis), rtol=3e-7)
     np.testing.assert_allclose(np.asarray(lse), np.log(np.exp(x64).sum(axis)), rtol=3e-7)
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
+def test_reduction_over_a_contiguous_trailing_run(parallel):
+    """Reduced dims that end the input run in an inner loop of their own (r = ro * run + ri): sums and
+    extrema as over the flat reduced index, NaN included, beside plain last-axis reductions."""
+    n = 64 if parallel else 3
+    x = randn(n, 20, 5, 40)
+    x[1, 3, 2, 17] = np.nan
+
+    def f(a):
+        return (
+            jn.sum(a, axis=(0, 2, 3)),
+            jn.max(a * 2, axis=(0, 2, 3)),
+            jn.min(a, axis=(2, 3)),
+            jn.argmax(a.reshape(n, 4000), 1),
+        )
+
+    got = check(f, x, rtol=1e-4, atol=1e-4)
+    assert np.isnan(np.asarray(got[0])[3]) and np.isnan(np.asarray(got[1])[3])
+    sources = jn.compile(f, backend="cpu").lower(x).sources
+    assert any("for ri in range(200):" in s for s in sources)
