@@ -7,8 +7,8 @@ is not in the disk cache yet, starts one worker process (`python -m jitnet.codeg
 code to the cache, and compiles the rest itself meanwhile; once the worker is done, loading its
 modules is a disk-cache hit. The split balances estimated compile costs, the main process takes
 the shared GEMM cores and launcher first (the worker's own GEMM modules come last, by when the
-cores are on disk). Nothing depends on the worker: if it fails, its modules compile in this
-process when they are loaded.
+cores are on disk). Nothing depends on the worker: if it fails, or hangs past a generous bound, its
+modules compile in this process when they are loaded.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from jitnet.codegen.cpu import gemm, parallel
 
 WORKER_START_S = 0.8  # a worker's start-up (python, numba, jitnet imports) and its first compile's warm-up
 MIN_WORK_S = 2.5  # estimated compile seconds below which one process does it all
+WORKER_TIMEOUT_S, WORKER_TIMEOUT_FACTOR = 60.0, 10.0  # the worker's time after ours: 60 s + 10x its estimate
 
 
 def _cost(source: str) -> float:
@@ -82,7 +83,11 @@ def compile_new(sources: list[str]) -> None:
         for s in main_part:
             cache.module(s)
     finally:
-        worker.wait()
+        try:  # a worker far behind its estimate is stopped: what it has not compiled compiles here
+            worker.wait(timeout=WORKER_TIMEOUT_S + WORKER_TIMEOUT_FACTOR * theirs)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
 
 
 def _worker(paths: list[str]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -49,3 +51,21 @@ def test_a_failing_worker_changes_nothing(fresh_cache, monkeypatch):
     got = jn.compile(lambda a: jn.exp(a) * 3 + jn.sum(a))(x)
     np.testing.assert_allclose(np.asarray(got), np.exp(x) * 3 + 2000, rtol=1e-5)
     assert cache.stats.compiles > before
+
+
+def test_a_hanging_worker_is_stopped(fresh_cache, monkeypatch, tmp_path):
+    """A worker far past its time bound is killed; this process compiles what it did not."""
+    sleeper = tmp_path / "python"
+    sleeper.write_text("#!/bin/sh\nexec sleep 600\n")
+    sleeper.chmod(0o755)
+    monkeypatch.setattr(precompile.sys, "executable", str(sleeper))
+    monkeypatch.setattr(precompile, "WORKER_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(precompile, "WORKER_TIMEOUT_FACTOR", 0.0)
+    rng = np.random.default_rng(1)
+    x, w1, w2 = (rng.standard_normal(s).astype(np.float32) for s in [(30, 40), (40, 50), (50, 20)])
+    t0 = time.perf_counter()
+    got = jn.compile(_net)(x, w1, w2)
+    assert time.perf_counter() - t0 < 120
+    want = jn.compile(_net, backend="interpret")(x, w1, w2)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-4)
