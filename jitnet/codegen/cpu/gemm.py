@@ -12,8 +12,9 @@ all int64 (a C function):
 - the block: row panels [r_lo, r_hi) (MR rows each) x column panels [j_lo, j_hi) (NR columns each);
 - kc: the largest K block (K is cut into nearly equal blocks of at most kc); mcp: row panels per
   chunk of A that one sweep over the B panels reuses;
-- pack_b: copy each K block of B's panels into a k-major buffer first (a transposed B must be);
-  accumulate: C += A @ B instead of C = A @ B.
+- pack_b: copy each K block of B's panels into a k-major buffer first (a transposed B must be,
+  by W x W blocks transposed in registers: `vtranspose`, 1164 -> 949 us for 128 x 512 x 784 on
+  one thread, as fast as packing a row-major B); accumulate: C += A @ B instead of C = A @ B.
 
 The micro-kernel keeps MR x NR/W accumulators (W = 16 float32 or 8 float64 lanes: one zmm
 register) in separate SIMD variables; every k step loads NR/W vectors of B (masked at the right
