@@ -122,24 +122,6 @@ def choose_path(m: int, n: int, k: int, batch: int = 1) -> str:
     return "blas" if m == 1 or n <= BLAS_MAX_N else "numba"
 
 
-def matmul_blas(
-    out: np.ndarray,
-    a: np.ndarray,
-    b: np.ndarray,
-    m: int,
-    n: int,
-    k: int,
-    batch: int = 1,
-    a_trans: bool = False,
-    b_trans: bool = False,
-) -> None:
-    """The numpy (BLAS) route on the same flat buffers as `kernel`: no allocation; the transposes
-    are views, which BLAS reads as transposed operands."""
-    a3 = a.reshape(batch, k, m).transpose(0, 2, 1) if a_trans else a.reshape(batch, m, k)
-    b3 = b.reshape(batch, n, k).transpose(0, 2, 1) if b_trans else b.reshape(batch, k, n)
-    np.matmul(a3, b3, out=out.reshape(batch, m, n))
-
-
 # ---------------------------------------------------------------------------------------------
 # Source generation
 # ---------------------------------------------------------------------------------------------

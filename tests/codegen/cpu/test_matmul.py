@@ -156,10 +156,16 @@ def test_tile_override():
 
 @pytest.mark.parametrize("a_trans,b_trans", [(False, False), (True, True)])
 def test_blas_route(a_trans, b_trans):
-    m, n, k, batch = 5, 7, 9, 2
+    """A product choose_path sends to BLAS (n <= 4 columns) runs np.matmul on views of the flat
+    buffers, transposed operands included."""
+    m, n, k, batch = 5, 3, 9, 2
     a, b, A, B = operands(m, n, k, batch, np.float64, a_trans, b_trans)
+    a_shape = (batch, k, m) if a_trans else (batch, m, k)
+    b_shape = (batch, n, k) if b_trans else (batch, k, n)
+    fn, source = mm.matmul_kernel((batch, m, n), a_shape, b_shape, np.float64, a_trans, b_trans)
+    assert "np.matmul (BLAS)" in source
     out = np.empty(batch * m * n)
-    mm.matmul_blas(out, a, b, m, n, k, batch, a_trans, b_trans)
+    fn(out, a, b)
     assert np.allclose(out.reshape(batch, m, n), A @ B)
 
 
