@@ -25,6 +25,7 @@ from types import ModuleType
 
 import numba
 import numpy as np
+from numba.core.ccallback import CFunc
 
 
 @dataclass
@@ -101,7 +102,7 @@ def module(source: str) -> ModuleType:
 def write(source: str) -> Path:
     """The module file of `source` in the cache directory, written if missing (or replaced if its
     text does not match its key)."""
-    path = cache_dir() / f"k_{key_of(source)}.py"
+    path = _path(key_of(source))
     if path.exists() and path.read_bytes() != source.encode():
         warnings.warn(f"jitnet: kernel cache file {path} does not match its key; discarded and rebuilt", stacklevel=3)
         _discard(path)
@@ -112,9 +113,10 @@ def write(source: str) -> Path:
 
 def on_disk(source: str) -> bool:
     """Whether numba's machine code for `source` is (probably) in the disk cache already."""
-    if key_of(source) in _modules:
+    key = key_of(source)
+    if key in _modules:
         return True
-    path = cache_dir() / f"k_{key_of(source)}.py"
+    path = _path(key)
     return path.exists() and bool(glob.glob(str(path.parent / "__pycache__" / f"{path.stem}.*.nbi")))
 
 
@@ -128,6 +130,10 @@ def collect():
         yield _collected
     finally:
         _collected = outer
+
+
+def _path(key: str) -> Path:
+    return cache_dir() / f"k_{key}.py"
 
 
 def _not_compiled(*args, **kwargs):
@@ -150,7 +156,7 @@ def _cache_hits(obj) -> int:
     """Machine code numba loaded from its disk cache for a dispatcher (njit) or a cfunc."""
     if hasattr(obj, "stats") and hasattr(obj.stats, "cache_hits"):
         return sum(obj.stats.cache_hits.values())
-    return obj.cache_hits if type(obj).__name__ == "CFunc" else 0
+    return obj.cache_hits if isinstance(obj, CFunc) else 0
 
 
 def _discard(path: Path) -> None:
