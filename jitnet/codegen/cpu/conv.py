@@ -72,6 +72,14 @@ def _module(kind: str, notes: list[str], dt: np.dtype, tile, buffers, epilogue, 
     return "\n".join(head + chunked_kernel(buffers, _signature(dt, epilogue), body, mm.FLAGS, **kw)) + "\n"
 
 
+def _gradient_geometry(kind: str, x_shape, w_shape, g_shape, stride, padding) -> Geometry:
+    """The forward conv's geometry, checking that the cotangent g has the forward output's shape."""
+    g = _geometry(x_shape, w_shape, stride, padding)
+    if tuple(g_shape) != (g.n, g.o, g.ho, g.wo):
+        raise ValueError(f"conv2d {kind}: cotangent {g_shape} does not match output {(g.n, g.o, g.ho, g.wo)}")
+    return g
+
+
 def _signature(dt: np.dtype, epilogue) -> str:
     ptypes = "".join(f", readonly({t})" for t in mm._param_types(epilogue, dt.name))
     return f"void({dt.name}[::1], readonly({dt.name}), readonly({dt.name}){ptypes})"
@@ -176,10 +184,8 @@ def conv2d_input_grad_source(g_shape, w_shape, stride, padding, in_shape, dtype,
     conv2d's input for the output cotangent g (the transposed convolution). The epilogue renders
     with the index [n, c, h, w], over each image's gradient right after its col2im."""
     dt = np.dtype(dtype)
-    geo = _geometry(in_shape, w_shape, stride, padding)
+    geo = _gradient_geometry("input grad", in_shape, w_shape, g_shape, stride, padding)
     n, c, h, w, o, kh, kw, ho, wo = geo.n, geo.c, geo.h, geo.w, geo.o, geo.kh, geo.kw, geo.ho, geo.wo
-    if tuple(g_shape) != (n, o, ho, wo):
-        raise ValueError(f"conv2d input grad: cotangent {g_shape} does not match output {(n, o, ho, wo)}")
     ckk, yx = c * kh * kw, ho * wo
     t = mm.choose_tile(ckk, yx, o, dt)
     e = mm._Lines()
@@ -208,10 +214,8 @@ def conv2d_weight_grad_source(x_shape, g_shape, stride, padding, w_shape, dtype,
     conv2d's weight for the input x and the output cotangent g. The epilogue renders with the index
     [o, c, i, j], where the threads' partial sums are added."""
     dt = np.dtype(dtype)
-    geo = _geometry(x_shape, w_shape, stride, padding)
+    geo = _gradient_geometry("weight grad", x_shape, w_shape, g_shape, stride, padding)
     n, c, h, w, o, kh, kw, ho, wo = geo.n, geo.c, geo.h, geo.w, geo.o, geo.kh, geo.kw, geo.ho, geo.wo
-    if tuple(g_shape) != (n, o, ho, wo):
-        raise ValueError(f"conv2d weight grad: cotangent {g_shape} does not match output {(n, o, ho, wo)}")
     ckk, yx = c * kh * kw, ho * wo
     t = mm.choose_tile(o, ckk, yx, dt)
     e = mm._Lines()

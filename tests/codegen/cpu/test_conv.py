@@ -210,8 +210,10 @@ def test_bad_shapes_are_named():
         conv.conv2d_source((1, 3, 5, 5), (2, 4, 3, 3), (1, 1), (0, 0), np.float32)
     with pytest.raises(ValueError, match="does not fit"):
         conv.conv2d_source((1, 3, 2, 2), (2, 3, 3, 3), (1, 1), (0, 0), np.float32)
-    with pytest.raises(ValueError, match="cotangent"):
+    with pytest.raises(ValueError, match="input grad: cotangent"):
         conv.conv2d_input_grad_source((1, 2, 4, 4), (2, 3, 3, 3), (1, 1), (0, 0), (1, 3, 5, 5), np.float32)
+    with pytest.raises(ValueError, match="weight grad: cotangent"):
+        conv.conv2d_weight_grad_source((1, 3, 5, 5), (1, 2, 4, 4), (1, 1), (0, 0), (2, 3, 3, 3), np.float32)
 
 
 def test_empty_batch_weight_gradient_is_zero():
