@@ -1,4 +1,4 @@
-"""What the training scripts share: arguments, data, the training loop, the plot."""
+"""What the training scripts share: arguments, the optimizer, the training loop, the plot."""
 
 from __future__ import annotations
 
@@ -21,6 +21,14 @@ def parse_args(description: str, epochs: int, lr: float, batch_size: int) -> arg
     p.add_argument("--plot", metavar="PNG", help="save the learning curves (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args()
+
+
+def sgd_cosine(args, model: jn.nn.Module, n_train: int) -> jn.optim.SGD:
+    """SGD with momentum 0.9 and weight decay 1e-4, the learning rate decaying from args.lr to 0 on a
+    cosine over all the steps of args.epochs epochs."""
+    steps_per_epoch = -(-n_train // args.batch_size)
+    lr = jn.optim.schedules.cosine(args.lr, args.epochs * steps_per_epoch)
+    return jn.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
 
 
 def run(args, name: str, model: jn.nn.Module, optimizer, data, target: float) -> dict:

@@ -48,9 +48,7 @@ def main() -> None:
     jn.manual_seed(args.seed)
     data = jn.nn.data.load(args.data)
     model = lenet(data[0][0].shape[-1])
-    steps_per_epoch = -(-len(data[0][0]) // args.batch_size)
-    lr = jn.optim.schedules.cosine(args.lr, args.epochs * steps_per_epoch)
-    optimizer = jn.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    optimizer = _common.sgd_cosine(args, model, len(data[0][0]))
     _common.run(args, "lenet", model, optimizer, data, target=0.98)
 
 

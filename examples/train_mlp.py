@@ -33,9 +33,7 @@ def main() -> None:
     model = nn.Sequential(
         nn.Linear(n_in, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 10)
     )
-    steps_per_epoch = -(-len(data[0][0]) // args.batch_size)
-    lr = jn.optim.schedules.cosine(args.lr, args.epochs * steps_per_epoch)
-    optimizer = jn.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    optimizer = _common.sgd_cosine(args, model, len(data[0][0]))
     _common.run(args, "mlp", model, optimizer, data, target=0.97)
 
 
