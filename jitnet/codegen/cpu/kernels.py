@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from jitnet.codegen.cpu.parallel import IMPORTS as PARALLEL_IMPORTS
 from jitnet.codegen.cpu.parallel import chunked_kernel
 from jitnet.codegen.expr import Dialect, Emitter
 from jitnet.codegen.index import Idx, flat_index, unflatten_index
@@ -105,7 +104,7 @@ def generate(kernel: Kernel) -> str:
     buffers = [(src.outputs[n], n.dtype, n.size) for n in kernel.outputs]
     buffers += [(name, n.dtype, n.size) for n, name in src.params.items()]
     body = chunked_kernel(buffers, sig, src.lines[:after], flags, work=scratch, after=src.lines[after:])
-    return "\n".join(header + PARALLEL_IMPORTS + [""] + body) + "\n"
+    return "\n".join(header + [""] + body) + "\n"
 
 
 def _work(kernel: Kernel) -> int:

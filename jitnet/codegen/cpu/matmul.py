@@ -127,15 +127,14 @@ def choose_path(m: int, n: int, k: int, batch: int = 1) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-IMPORTS = [  # what a generated module (matmul's, conv's, or an epilogue pass) imports
+IMPORTS = [  # what a generated module (matmul's, conv's, pool's, or an epilogue pass) imports
     "import numpy as np",
-    "from numba import cfunc, njit",
+    "from numba import njit",
     "from numba.types import void, boolean, int8, int16, int32, int64, uint8, float32, float64",
     "",
     "from jitnet.codegen.cpu import gemm",
     "from jitnet.codegen.cpu import vmath as vm  # for fused epilogues",
-    "from jitnet.codegen.cpu.intrinsics import fmaximum, fminimum, ld, num_threads, st",
-    "from jitnet.codegen.cpu.parallel import address, arg_array, call, launch, register, require",
+    "from jitnet.codegen.cpu.intrinsics import fmaximum, fminimum, ld, st",
     "from jitnet.codegen.cpu.signature import readonly",
 ]
 FLAGS = 'error_model="numpy"'

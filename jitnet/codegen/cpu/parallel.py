@@ -183,10 +183,10 @@ def array_at(typingctx, addr, dtype, size):
 # ---- the module shape -------------------------------------------------------------------------
 
 
-IMPORTS = [
+IMPORTS = [  # what chunked_kernel's lines use (the caller's body may use call and address too)
     "from numba import cfunc",
-    "from jitnet.codegen.cpu.parallel import address, arg_array, launch, register, require",
     "from jitnet.codegen.cpu.intrinsics import num_threads",
+    "from jitnet.codegen.cpu.parallel import address, arg_array, call, launch, register, require",
 ]
 
 
@@ -200,7 +200,8 @@ def chunked_kernel(
     after: list[str] = (),
     threads: str = "num_threads()",
 ) -> list[str]:
-    """Source lines of a parallel kernel `kernel(<buffers>)` whose work is `body` (lines indented
+    """Source lines of a parallel kernel `kernel(<buffers>)`, its imports included (the module's
+    own header imports numpy, njit and the numba types), whose work is `body` (lines indented
     one level, using the buffers by name and t / nt: this chunk and the number of chunks).
     `buffers`: (name, dtype, size) of the kernel's arguments in order; `signature`: the entry's
     numba signature; `work`: (name, dtype, size) of scratch arrays the entry allocates
@@ -212,6 +213,8 @@ def chunked_kernel(
     name = symbol("\n".join(chunk) + flags)
     params = [n for n, _, _ in buffers]
     return [
+        *IMPORTS,
+        "",
         "require()",
         "",
         "",
