@@ -166,7 +166,7 @@ def _check_cai(log) -> bool:
     x = _randn(1000, 3)
     a = jn.asarray(x, device="cuda")
     d = cuda.as_cuda_array(a)
-    same = d.__cuda_array_interface__["data"][0] == a._buf.device_ctypes_pointer.value
+    same = d.__cuda_array_interface__["data"][0] == a.buffer().device_ctypes_pointer.value
     equal = np.array_equal(d.copy_to_host(), x)
     log(
         f"  {'ok  ' if same and equal else 'FAIL'} __cuda_array_interface__ -> numba.cuda.as_cuda_array: zero-copy {same}"

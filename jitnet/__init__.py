@@ -76,7 +76,7 @@ from jitnet.ops import (
     zeros_like,
 )
 from jitnet.runtime.array import Array, asarray
-from jitnet.runtime.device import default_device, device
+from jitnet.runtime.device import default_device, device, empty_cache
 
 install_operators(Array)
 

@@ -84,7 +84,7 @@ class Compiled:
             outs = interpret_graph(
                 self.graph, inputs, [c.reshape(a.shape) for c, a in zip(captured, self.graph.captured)]
             )
-            return [Array(np.ascontiguousarray(o).reshape(-1).copy(), o.shape, dev, owned=True) for o in outs]
+            return [Array(dev.storage(np.ascontiguousarray(o).reshape(-1)), o.shape, dev) for o in outs]
         return self.program.run(buffers, captured)
 
     def captures_unchanged(self) -> bool:
@@ -196,7 +196,8 @@ def _build_program(sched: Schedule, dev: Device) -> tuple[Program, list[str]]:
     for k, kernel in enumerate(sched.kernels):
         for i in kernel.inputs:
             last_read[slot[i]] = k
-    keep = {slot[n] for n in slot if n in graph.outputs or n.op in ("input", "capture", "const")}
+    external = {slot[n] for n in slot if n.op in ("input", "capture", "const")}  # memory the program does not own
+    keep = external | {slot[n] for n in graph.outputs}
     steps, sources = [], []
     for k, (kernel, (fn, source)) in enumerate(zip(sched.kernels, compile_kernels(sched.kernels))):
         sources.append(f"# k{k}\n{source}")
@@ -212,7 +213,7 @@ def _build_program(sched: Schedule, dev: Device) -> tuple[Program, list[str]]:
         consts=consts,
         steps=steps,
         outputs=[(slot[n], n.shape) for n in graph.outputs],
-        copy_outputs=frozenset(slot[n] for n in graph.outputs if n.op in ("input", "capture", "const")),
+        copy_outputs=frozenset(slot[n] for n in graph.outputs if slot[n] in external),
         device=dev,
     )
     return program, sources

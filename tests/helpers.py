@@ -1,13 +1,32 @@
-"""Helpers shared by the tests: comparing a function compiled for the CPU with the numpy reference
-interpreter, and the comparison operators as a table."""
+"""Helpers shared by the tests: comparing a compiled function with the numpy reference interpreter
+on each backend, the backends as one parametrised table, and the comparison operators as a table."""
 
 from __future__ import annotations
 
 import operator
 
 import numpy as np
+import pytest
 
 import jitnet as jn
+from jitnet.runtime.device import cuda_available
+
+# Every differential test runs on each backend. The "cuda" cases carry the `cuda` mark: the plain
+# test process skips them, `NUMBA_ENABLE_CUDASIM=1 pytest -m cuda` runs them (and only them) under
+# numba's simulator, and `pytest -m cuda` on a machine with a GPU runs them there.
+BACKENDS = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param(
+        "cuda",
+        id="cuda",
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU or NUMBA_ENABLE_CUDASIM=1"),
+            # the simulator evaluates kernels with numpy scalars, which warn where a GPU gives inf/NaN quietly
+            pytest.mark.filterwarnings("ignore::RuntimeWarning"),
+        ],
+    ),
+]
 
 
 def assert_same(actual, expected, rtol: float = 1e-5, atol: float = 1e-6) -> None:
@@ -25,10 +44,19 @@ def assert_same(actual, expected, rtol: float = 1e-5, atol: float = 1e-6) -> Non
             np.testing.assert_array_equal(a, e)
 
 
-def check(fn, *args, rtol: float = 1e-5, atol: float = 1e-6, **compile_kwargs):
-    """Run fn compiled for the CPU and interpreted; assert they agree; return the compiled result."""
-    got = jn.compile(fn, backend="cpu", **compile_kwargs)(*args)
+def on_device(tree, kind: str) -> None:
+    """Every leaf is a jitnet Array on the `kind` device."""
+    for leaf in jn.ir.pytree.flatten(tree)[0]:
+        assert isinstance(leaf, jn.Array), type(leaf)
+        assert leaf.device.kind == kind, leaf.device
+
+
+def check(fn, *args, rtol: float = 1e-5, atol: float = 1e-6, backend: str = "cpu", **compile_kwargs):
+    """Run fn compiled for `backend` and interpreted; assert they agree and that the results are
+    Arrays on the backend's device; return the compiled result."""
+    got = jn.compile(fn, backend=backend, **compile_kwargs)(*args)
     want = jn.compile(fn, backend="interpret", **compile_kwargs)(*args)
+    on_device(got, backend)
     assert_same(got, want, rtol, atol)
     return got
 

@@ -203,7 +203,7 @@ def test_captured_array_is_read_at_every_call(backend):
     w = jn.asarray(W)
     f = jn.compile(lambda x: x @ w, backend=backend)
     f(X)
-    w._buf[...] = (W * 3).reshape(-1)
+    w.buffer()[...] = (W * 3).reshape(-1)
     np.testing.assert_allclose(np.asarray(f(X)), X @ (W * 3), rtol=1e-6)
     assert f.traces == 1
 

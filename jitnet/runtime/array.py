@@ -1,28 +1,44 @@
-"""`jn.Array`: a buffer on a device with a shape. The runtime owns the flat buffer; when the last
-reference to an Array it allocated goes away, the buffer returns to its device's pool for reuse."""
+"""`jn.Array`: a Storage on a device with a shape. The Array holds its Storage (runtime/memory.py),
+and so do the numpy views it hands out on the CPU; the memory goes back to the device's pool when
+the last of them is gone."""
 
 from __future__ import annotations
-
-import sys
 
 import numpy as np
 
 from jitnet.ir import dtypes
 from jitnet.runtime.device import Device
 from jitnet.runtime.device import device as as_device
+from jitnet.runtime.memory import Storage
+
+
+class _HostView:
+    """The base object of a numpy view of a CPU Array: it holds the Storage, so the memory is not
+    reused while the view lives (a plain numpy view would hold only the raw buffer)."""
+
+    __slots__ = ("__array_interface__", "storage")
+
+    def __init__(self, storage: Storage, shape: tuple):
+        self.storage = storage
+        buf = storage.buf
+        self.__array_interface__ = {
+            "shape": shape,
+            "typestr": buf.dtype.str,
+            "data": (buf.ctypes.data, True),  # read-only
+            "version": 3,
+        }
 
 
 class Array:
-    __slots__ = ("__weakref__", "_buf", "_owned", "device", "dtype", "shape")
+    __slots__ = ("__weakref__", "_storage", "device", "dtype", "shape")
     _jitnet_array = True
     __array_priority__ = 1000  # numpy defers to our operators
 
-    def __init__(self, buf, shape: tuple, device: Device, owned: bool = False):
-        self._buf = buf  # flat, contiguous, on `device`
+    def __init__(self, storage: Storage, shape: tuple, device: Device):
+        self._storage = storage  # its flat, contiguous buffer is on `device`
         self.shape = tuple(shape)
-        self.dtype = np.dtype(buf.dtype)
+        self.dtype = np.dtype(storage.buf.dtype)
         self.device = device
-        self._owned = owned  # allocated by the runtime, so recycled when unreferenced
 
     @property
     def ndim(self) -> int:
@@ -34,9 +50,12 @@ class Array:
 
     def numpy(self) -> np.ndarray:
         """The data on the host: a read-only view for CPU arrays (copy it to modify), a copy for GPU ones."""
-        view = self.device.get(self.buffer()).reshape(self.shape)
-        view.flags.writeable = False
-        return view
+        if self.device.kind == "cpu":
+            self.buffer()  # the checks
+            return np.asarray(_HostView(self._storage, self.shape))
+        host = self.device.get(self.buffer()).reshape(self.shape)
+        host.flags.writeable = False
+        return host
 
     def __array__(self, dtype=None, copy=None):
         out = self.numpy()
@@ -46,15 +65,22 @@ class Array:
 
     def buffer(self):
         """The flat device buffer; a clear error once `assign` has moved it into another Array."""
-        if self._buf is None:
+        storage = self._storage
+        if storage is None:
             raise RuntimeError("jitnet: this Array was moved into another by assign(..., move=True) and has no data")
-        return self._buf
+        if storage.reclaimed():
+            raise RuntimeError(
+                "jitnet: this Array was resurrected after its memory went back to the pool (a __del__ "
+                "that stored it somewhere); its data is gone"
+            )
+        return storage.buf
 
     def assign(self, value: Array | np.ndarray, move: bool = False) -> None:
         """Replace the contents with `value` (same shape and dtype), keeping this Array's identity:
         how parameters and optimizer state are updated in place, so references held elsewhere see
         the new values. move=True takes over the buffer of a jitnet Array on the same device (no
-        copy) and leaves `value` without data; otherwise the data are copied."""
+        copy) and leaves `value` without data; otherwise the data are copied. This Array's old
+        memory goes back to the pool once nothing else (a numpy view) holds it."""
         if not isinstance(value, Array):
             value = asarray(value, device=self.device, dtype=self.dtype)
         if value.shape != self.shape or value.dtype != self.dtype:
@@ -64,23 +90,22 @@ class Array:
             )
         if value is self:
             return
-        if move and value.device is self.device and value._owned:
-            old, old_owned = self._buf, self._owned
-            self._buf, self._owned = value._buf, True
-            value._buf, value._owned = None, False
-            if old_owned and sys.getrefcount(old) <= 2:
-                self.device.pool.give(old)
+        if move and value.device is self.device:
+            value.buffer()  # the checks
+            self._storage, value._storage = value._storage, None
             return
-        src = value.buffer() if value.device is self.device else self.device.put(value.device.get(value.buffer()))
-        self.device.copy_into(self._buf, src)
+        src = value.buffer() if value.device is self.device else value.device.get(value.buffer())
+        self.device.copy_into(self.buffer(), src)
 
     @property
     def __cuda_array_interface__(self) -> dict:
-        """Zero-copy export of a GPU array (CuPy, PyTorch, numba). Its buffer is never recycled."""
+        """Zero-copy export of a GPU array (CuPy, PyTorch, numba). Its memory is never recycled: the
+        consumer may hold the pointer for as long as it holds this Array."""
         if self.device.kind != "cuda":
             raise AttributeError("__cuda_array_interface__ exists only for arrays on the 'cuda' device")
-        self._owned = False
-        return self.buffer().reshape(self.shape).__cuda_array_interface__
+        buf = self.buffer()
+        self._storage.export()
+        return buf.reshape(self.shape).__cuda_array_interface__
 
     def __len__(self) -> int:
         if not self.shape:
@@ -112,14 +137,6 @@ class Array:
         for i in range(len(self)):
             yield self[i]
 
-    def __del__(self, _refcount=sys.getrefcount):  # bound early: at interpreter exit `sys` may be gone
-        if self._owned and self._buf is not None:
-            buf = self._buf
-            # Recycle only when nothing else holds the buffer (slot + local + argument); a numpy
-            # view of a CPU buffer keeps a reference to it.
-            if _refcount(buf) <= 3:
-                self.device.pool.give(buf)
-
 
 def asarray(x, device=None, dtype=None) -> Array:
     """Wrap or move data: Arrays pass through (or move between devices), numpy data and Python
@@ -139,8 +156,6 @@ def asarray(x, device=None, dtype=None) -> Array:
             arr = arr.astype(dtypes.DEFAULT_INT)
     else:
         arr = np.asarray(x, dtype=dtype)
-    dt = dtypes.canonical(arr.dtype)
     dev = dev or as_device("cpu")
-    host = np.empty(arr.size, dt)
-    host[...] = arr.reshape(-1)
-    return Array(dev.put(host), arr.shape, dev, owned=True)
+    host = np.ascontiguousarray(arr, dtype=dtypes.canonical(arr.dtype)).reshape(-1)
+    return Array(dev.storage(host), arr.shape, dev)

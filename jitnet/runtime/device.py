@@ -1,6 +1,6 @@
 """Devices. The CPU is always there; CUDA comes with the `cuda` extra and a usable GPU.
 
-A device knows how to allocate (through its buffer pool) and how to move flat buffers between
+A device allocates through its buffer pool (runtime/memory.py) and moves flat buffers between
 itself and the host. Buffers are flat and contiguous: numpy arrays on the CPU, numba device arrays
 on the GPU.
 """
@@ -12,9 +12,13 @@ import os
 
 import numpy as np
 
-from jitnet.runtime.pool import BufferPool
+from jitnet.runtime.memory import BufferPool, Storage
 
 BACKENDS = ("cpu", "cuda", "interpret")
+
+
+def _check_memory() -> bool:
+    return os.environ.get("JITNET_CHECK_MEMORY", "0") not in ("", "0")
 
 
 class Device:
@@ -27,31 +31,38 @@ class Device:
         return f"device({self.kind!r})"
 
     def put(self, host: np.ndarray):
-        """A flat contiguous host array as a buffer on this device."""
+        """A flat contiguous host array as a buffer on this device, owned by the caller."""
         raise NotImplementedError
 
     def get(self, buf) -> np.ndarray:
-        """A buffer of this device as a flat host array."""
+        """A buffer of this device as a flat host array (on the CPU, the buffer itself)."""
         raise NotImplementedError
 
-    def copy(self, buf):
-        out = self.pool.take(buf.size, buf.dtype)
-        self.copy_into(out, buf)
-        return out
+    def copy_into(self, out, src) -> None:
+        """Copy a buffer of this device, or a host array, into `out`."""
+        raise NotImplementedError
+
+    def storage(self, src) -> Storage:
+        """A new Storage holding a copy of `src` (a buffer of this device or a flat host array)."""
+        buf = self.pool.take(src.size, np.dtype(src.dtype))
+        self.copy_into(buf, src)
+        return self.pool.claim(buf)
 
 
 class CpuDevice(Device):
     kind = "cpu"
 
+    def __init__(self):
+        super().__init__(BufferPool(np.empty, lambda buf: buf.ctypes.data, check=_check_memory()))
+
     def put(self, host: np.ndarray) -> np.ndarray:
-        return host
+        return host  # the kernels read host memory in place
 
     def get(self, buf: np.ndarray) -> np.ndarray:
         return buf
 
-    @staticmethod
-    def copy_into(out, buf) -> None:
-        np.copyto(out, buf)
+    def copy_into(self, out, src) -> None:
+        np.copyto(out, src)
 
 
 class CudaDevice(Device):
@@ -60,18 +71,24 @@ class CudaDevice(Device):
     def __init__(self):
         from numba import cuda
 
-        self._cuda = cuda
-        super().__init__(BufferPool(cuda.device_array))
+        def address(buf) -> int:
+            if simulator():
+                return buf.ctypes.data  # a simulator array forwards to the numpy array it wraps
+            return buf.device_ctypes_pointer.value or 0  # None for an empty array
+
+        super().__init__(BufferPool(cuda.device_array, address, check=_check_memory()))
 
     def put(self, host: np.ndarray):
-        return self._cuda.to_device(host)
+        buf = self.pool.allocate(host.size, host.dtype)  # through the pool's allocator, not its free lists
+        buf.copy_to_device(host)
+        return buf
 
     def get(self, buf) -> np.ndarray:
         return buf.copy_to_host()
 
-    @staticmethod
-    def copy_into(out, buf) -> None:
-        out.copy_to_device(buf)
+    def copy_into(self, out, src) -> None:
+        if out.size:  # numba compares the strides of empty arrays too, and they differ
+            out.copy_to_device(src)
 
 
 @functools.cache
@@ -90,20 +107,15 @@ def cuda_available() -> bool:
         return False
 
 
-_CPU = CpuDevice(BufferPool(np.empty))
-
-
-@functools.cache
-def _cuda_device() -> CudaDevice:
-    return CudaDevice()
+_devices: dict[str, Device] = {"cpu": CpuDevice()}
 
 
 def device(kind: str | Device) -> Device:
     """`jn.device("cpu")` or `jn.device("cuda")`; a clear error where the device cannot be used."""
     if isinstance(kind, Device):
         return kind
-    if kind == "cpu":
-        return _CPU
+    if kind in _devices:
+        return _devices[kind]
     if kind == "cuda":
         if not cuda_available():
             raise RuntimeError(
@@ -111,8 +123,16 @@ def device(kind: str | Device) -> Device:
                 "extra, check the driver with nvidia-smi, or set NUMBA_ENABLE_CUDASIM=1 for the "
                 "simulator); use device('cpu')"
             )
-        return _cuda_device()
+        _devices["cuda"] = CudaDevice()
+        return _devices["cuda"]
     raise ValueError(f"unknown device {kind!r}; expected 'cpu' or 'cuda'")
+
+
+def empty_cache() -> None:
+    """Release the idle buffers every device's pool keeps for reuse (as `torch.cuda.empty_cache`).
+    Memory held by live Arrays stays; the pools refill as programs run."""
+    for dev in _devices.values():
+        dev.pool.clear()
 
 
 def default_backend() -> str:

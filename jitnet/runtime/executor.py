@@ -1,7 +1,9 @@
 """The executor: runs a Program, a list of kernels over numbered buffer slots.
 
-Intermediate buffers come from the pool and go back to it right after their last reader, so the
-next kernel (and the next call) reuses them. Outputs are handed to the caller as Arrays.
+A run owns the buffers it takes from the pool: each intermediate goes back right after its last
+reader, so the next kernel (and the next call) reuses it; each output is claimed by one Storage and
+handed to the caller as an Array. If a kernel raises, the run's buffers are simply dropped (the
+allocator frees them): none is given back while something might still use it.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class Program:
     consts: list[tuple[int, np.ndarray]]  # slot, flat data
     steps: list[Step]
     outputs: list[tuple[int, tuple]]  # slot, shape
-    copy_outputs: frozenset  # output slots that alias inputs or constants: copied out
+    copy_outputs: frozenset  # output slots holding an input's, a capture's or a constant's memory: copied out
     device: Device
 
     def run(self, inputs: list, captured: list) -> list[Array]:
@@ -53,10 +55,14 @@ class Program:
             for r in step.release:
                 give(slots[r])
                 slots[r] = None
-        results = []
+        results, claimed = [], set()
         for slot, shape in self.outputs:
             buf = slots[slot]
-            if slot in self.copy_outputs:
-                buf = self.device.copy(buf)
-            results.append(Array(buf, shape, self.device, owned=True))
+            # one Storage per output: a slot returned twice (a value and its reshape) is copied once more
+            if slot in self.copy_outputs or slot in claimed:
+                storage = self.device.storage(buf)
+            else:
+                storage = self.device.pool.claim(buf)
+                claimed.add(slot)
+            results.append(Array(storage, shape, self.device))
         return results

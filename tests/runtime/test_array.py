@@ -348,9 +348,9 @@ def test_assign_move_takes_the_buffer():
     f = jn.compile(lambda x: x * 3)
     held = a  # another reference sees the update
     new = f(a)
-    buf = new._buf
+    buf = new.buffer()
     a.assign(new, move=True)
-    assert a._buf is buf and held is a
+    assert a.buffer() is buf and held is a
     np.testing.assert_array_equal(values(held), M * 3)
     with pytest.raises(RuntimeError, match="moved"):
         new.numpy()

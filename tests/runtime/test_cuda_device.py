@@ -222,7 +222,7 @@ def test_cuda_arrays_are_passed_not_copied(monkeypatch):
     seen = _record_kernel_inputs(f, g)
     r = f(g)
     assert puts == [], "a CUDA Array input was copied"
-    assert seen[-1][0] is g._buf, "the kernel did not get the Array's own buffer"
+    assert seen[-1][0] is g.buffer(), "the kernel did not get the Array's own buffer"
     np.testing.assert_array_equal(on_cuda(r), M * 2 + 1)
 
 
@@ -245,10 +245,10 @@ def test_outputs_that_are_inputs_are_copies():
     g, h = gpu(M), gpu(N)
     a, b, c, d = f(g, h)
     for out in (a, c):
-        assert out._buf is not g._buf
+        assert out.buffer() is not g.buffer()
         np.testing.assert_array_equal(on_cuda(out), M)
-    assert a._buf is not c._buf
-    assert d._buf is not h._buf
+    assert a.buffer() is not c.buffer()
+    assert d.buffer() is not h.buffer()
     np.testing.assert_array_equal(on_cuda(d), N)
     del a, b, c, d
     gc.collect()
@@ -265,12 +265,12 @@ def test_pool_reuses_result_buffers():
     f = jn.compile(lambda x: x * 3)
     g = gpu(M)
     r = f(g)
-    ref = weakref.ref(r._buf)
+    ref = weakref.ref(r.buffer())
     del r
     gc.collect()
     assert ref() is not None, "a dropped result's buffer was not kept by the pool"
     r2 = f(g)
-    assert r2._buf is ref(), "the next call did not reuse the pooled buffer"
+    assert r2.buffer() is ref(), "the next call did not reuse the pooled buffer"
     np.testing.assert_array_equal(on_cuda(r2), M * 3)
 
 
@@ -319,8 +319,8 @@ def test_cuda_array_interface_on_gpu():
     cai = g.__cuda_array_interface__
     assert cai["shape"] == (2, 3)
     assert np.dtype(cai["typestr"]) == np.float32
-    assert cai["data"][0] == g._buf.device_ctypes_pointer.value
-    assert g._owned is False  # exported: never recycled by the pool
+    assert cai["data"][0] == g.buffer().device_ctypes_pointer.value
+    assert g._storage.reclaimed() is False and g._storage._release is None  # exported: never recycled
 
 
 # ---- no GPU: a clear error ----

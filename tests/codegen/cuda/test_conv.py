@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import pytest
 from helpers import assert_same
-from simhelpers import BiasRelu, ScaleResidual, fast_simulator_barriers, run_source
+from simhelpers import BiasRelu, ScaleResidual, run_source
 
 import jitnet as jn
 from jitnet.codegen.cuda import conv
@@ -27,7 +27,6 @@ pytestmark = [
 ]
 
 rng = np.random.default_rng(2)
-_sim = pytest.fixture(autouse=True, scope="module")(fast_simulator_barriers)
 
 
 def randn(*shape, dtype=np.float32):

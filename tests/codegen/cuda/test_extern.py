@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from helpers import assert_same
-from simhelpers import BiasRelu, ScaleResidual, fast_simulator_barriers, run_source
+from simhelpers import BiasRelu, ScaleResidual, run_source
 
 import jitnet as jn
 from jitnet.codegen.cuda import extern_source
@@ -29,7 +29,6 @@ pytestmark = [
 ]
 
 rng = np.random.default_rng(1)
-_sim = pytest.fixture(autouse=True, scope="module")(fast_simulator_barriers)
 
 
 def randn(*shape, dtype=np.float32):

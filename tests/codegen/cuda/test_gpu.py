@@ -159,7 +159,7 @@ def test_default_backend_is_the_gpu(monkeypatch):
 
 
 def _pointer(a: jn.Array) -> int:
-    return a._buf.device_ctypes_pointer.value
+    return a.buffer().device_ctypes_pointer.value
 
 
 def test_cuda_array_interface_numba():

@@ -16,7 +16,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-from simhelpers import fast_simulator_barriers
 
 from jitnet.codegen import cache
 from jitnet.codegen.cuda import matmul as mm
@@ -31,7 +30,6 @@ pytestmark = [
 rng = np.random.default_rng(0)
 
 
-_sim = pytest.fixture(autouse=True, scope="module")(fast_simulator_barriers)
 
 
 def operands(m, n, k, batch, dtype, a_trans, b_trans):

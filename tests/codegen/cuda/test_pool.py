@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import assert_same
-from simhelpers import fast_simulator_barriers, run_source
+from simhelpers import run_source
 
 import jitnet as jn
 from jitnet.codegen.cuda import pool
@@ -24,7 +24,6 @@ pytestmark = [
 ]
 
 rng = np.random.default_rng(3)
-_sim = pytest.fixture(autouse=True, scope="module")(fast_simulator_barriers)
 
 # (input shape, window, stride, padding): windows that do not divide the input, overlapping windows
 # (stride < window), padding, unequal sides, a window as large as the padded input
