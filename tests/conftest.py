@@ -30,6 +30,15 @@ def backend(request) -> str:
     return request.param
 
 
+@pytest.fixture
+def on_backend(backend, monkeypatch) -> str:
+    """`backend` made the default (JITNET_BACKEND): modules build their parameters on its device, and
+    what has no backend option and follows its data (eager layers, Optimizer.step, train_step) runs
+    there on any machine, a GPU one included."""
+    monkeypatch.setenv("JITNET_BACKEND", backend)
+    return backend
+
+
 @pytest.fixture(autouse=True, scope="session")
 def driver_like_memory() -> Iterator[dict]:
     """Every test allocates device memory through `DriverLikeAllocator` (freed by a finalizer on the

@@ -80,7 +80,7 @@ class CudaDevice(Device):
 
     def put(self, host: np.ndarray):
         buf = self.pool.allocate(host.size, host.dtype)  # through the pool's allocator, not its free lists
-        buf.copy_to_device(host)
+        self.copy_into(buf, host)
         return buf
 
     def get(self, buf) -> np.ndarray:

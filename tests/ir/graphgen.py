@@ -7,6 +7,7 @@ chooses each step against the values traced so far, so every step fits the shape
 computed; `replay` turns a program into a traceable Python function, and a failing example prints
 as a readable listing. What differs between the two tests is a parameter: the op tables and step
 kinds (`Ops`: the gradient test keeps every op to its smooth domain) and the kinds of inputs.
+`run_property` checks a property on one backend, with that backend's number of examples.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from hypothesis import given, settings
 
 import jitnet as jn
 from jitnet.ir.trace import input_tracer, tracing
@@ -335,3 +337,20 @@ def trace_steps(r: Choices, ops: Ops, inputs: tuple[np.ndarray, ...], n_steps: i
             steps.append(step)
             values.append(apply_step(ops, step, values))
         return tuple(steps), [tuple(v.shape) for v in values]
+
+
+# ---- running a property on one backend ----
+
+
+def run_property(strategy, check, backend: str, examples: int, **settings_kwargs) -> None:
+    """`check(program, backend)` on programs drawn from `strategy`: `examples` of them on the cpu, a
+    quarter as many on cuda (the simulator runs a Python thread per CUDA thread). A test parametrised
+    over the backends calls this rather than taking @given itself, since the settings of a @given
+    test cannot depend on a parameter."""
+
+    @settings(max_examples=examples if backend == "cpu" else max(1, examples // 4), **settings_kwargs)
+    @given(strategy)
+    def holds_for(program):
+        check(program, backend)
+
+    holds_for()

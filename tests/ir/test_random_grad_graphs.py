@@ -1,5 +1,5 @@
-"""Random expression graphs, differentiated: the gradient compiled for the CPU must agree with the
-gradient run by the numpy reference interpreter.
+"""Random expression graphs, differentiated: the gradient compiled for each backend (cpu, cuda) must
+agree with the gradient run by the numpy reference interpreter.
 
 A hypothesis strategy draws one or two float32 inputs whose shapes broadcast together and a short
 program of steps over them (elementwise ops with broadcasting, reductions, views, softmax), with
@@ -7,15 +7,27 @@ the random graph builder of the value test (graphgen.py). The objective is sum(o
 random R (passed as an argument), and both backends run
 `jn.compile(jn.grad(objective, argnums=...), backend=...)`. Every op keeps to its smooth domain
 (logs and square roots see values bounded away from 0, exponentials see clipped inputs), so the
-gradients are finite and both backends take the same branch at every kink.
+gradients are finite and both backends take the same branch at every kink. cuda checks a quarter
+as many graphs (graphgen.run_property).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from graphgen import COMMON_BINARY, COMMON_UNARY, Choices, Ops, Program, input_arrays, replay, trace_steps
-from helpers import assert_same
-from hypothesis import HealthCheck, given, settings
+import pytest
+from graphgen import (
+    COMMON_BINARY,
+    COMMON_UNARY,
+    Choices,
+    Ops,
+    Program,
+    input_arrays,
+    replay,
+    run_property,
+    trace_steps,
+)
+from helpers import BACKENDS, assert_same, check, on_device
+from hypothesis import HealthCheck
 from hypothesis import strategies as st
 
 import jitnet as jn
@@ -82,12 +94,13 @@ def programs(draw, min_steps: int, max_steps: int) -> Program:
 # ---- the property ----
 
 
-def check_gradients(program: Program) -> None:
+def check_gradients(program: Program, backend: str) -> None:
     fn = objective(program)
     argnums = tuple(range(len(program.inputs)))
     args = (*program.inputs, program.r)
-    got = jn.compile(jn.grad(fn, argnums=argnums), backend="cpu")(*args)
+    got = jn.compile(jn.grad(fn, argnums=argnums), backend=backend)(*args)
     want = jn.compile(jn.grad(fn, argnums=argnums), backend="interpret")(*args)
+    on_device(got, backend)
     assert_same(got, want, rtol=RTOL, atol=ATOL)
     for g, x in zip(want, program.inputs):
         assert np.asarray(g).shape == x.shape and np.asarray(g).dtype == np.float32
@@ -96,20 +109,18 @@ def check_gradients(program: Program) -> None:
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@settings(max_examples=150, **SETTINGS)
-@given(programs(min_steps=1, max_steps=3))
-def test_gradient_of_short_random_graph_matches_interpreter(program):
-    check_gradients(program)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradient_of_short_random_graph_matches_interpreter(backend):
+    run_property(programs(min_steps=1, max_steps=3), check_gradients, backend, 150, **SETTINGS)
 
 
-@settings(max_examples=100, **SETTINGS)
-@given(programs(min_steps=3, max_steps=7))
-def test_gradient_of_random_graph_matches_interpreter(program):
-    check_gradients(program)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradient_of_random_graph_matches_interpreter(backend):
+    run_property(programs(min_steps=3, max_steps=7), check_gradients, backend, 100, **SETTINGS)
 
 
-def test_gradient_with_zero_size_constant_cotangent_weights():
+def test_gradient_with_zero_size_constant_cotangent_weights(backend):
     """Found by the random graphs when R was a captured constant: an empty slice times an empty R."""
     x = np.ones(1, np.float32)
-    g = jn.grad(lambda x: jn.sum(x[2:] * np.zeros(0, np.float32)))(x)
+    g = check(jn.grad(lambda x: jn.sum(x[2:] * np.zeros(0, np.float32))), x, backend=backend)
     np.testing.assert_array_equal(np.asarray(g), [0.0])

@@ -1,4 +1,5 @@
-"""Random expression graphs: compiled for the CPU, they must agree with the numpy reference interpreter.
+"""Random expression graphs: compiled for each backend (cpu, cuda), they must agree with the numpy
+reference interpreter.
 
 The `programs` strategy builds, deterministically from one hypothesis draw, 1-3 input arrays whose
 shapes broadcast against each other (size-1 dims, now and then a size-0 dim or 0-d arrays, int32
@@ -6,16 +7,27 @@ inputs, NaN and inf) and a program of steps over them: elementwise ops, broadcas
 comparisons feeding `where`, reductions, softmax, and views (transpose, reshape, slicing with
 negative steps, broadcast_to, expand_dims, pad, concatenate). The builder (graphgen.py, shared with
 the gradient test) keeps the program as plain data: `replay` turns it into a traceable Python
-function, and a failing example prints as a readable listing.
+function, and a failing example prints as a readable listing. Each property runs on every backend;
+cuda checks a quarter as many graphs (graphgen.run_property), all of them tiny (dims of at most 5).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from graphgen import COMMON_BINARY, COMMON_UNARY, Choices, Ops, Program, input_arrays, replay, trace_steps
-from helpers import COMPARISONS, assert_same, check
-from hypothesis import HealthCheck, Phase, given, settings
+from graphgen import (
+    COMMON_BINARY,
+    COMMON_UNARY,
+    Choices,
+    Ops,
+    Program,
+    input_arrays,
+    replay,
+    run_property,
+    trace_steps,
+)
+from helpers import BACKENDS, COMPARISONS, assert_same, check, on_device
+from hypothesis import HealthCheck, Phase
 from hypothesis import strategies as st
 
 import jitnet as jn
@@ -60,10 +72,11 @@ def programs(draw, min_steps: int = 3, max_steps: int = 12, special: bool | None
 # ---- the properties ----
 
 
-def check_program(program: Program) -> None:
+def check_program(program: Program, backend: str) -> None:
     fn = replay(program)
-    got = jn.compile(fn, backend="cpu")(*program.inputs)
+    got = jn.compile(fn, backend=backend)(*program.inputs)
     want = jn.compile(fn, backend="interpret")(*program.inputs)
+    on_device(got, backend)
     assert_same(got, want, rtol=RTOL, atol=ATOL)
 
 
@@ -78,16 +91,14 @@ SETTINGS = dict(
 )
 
 
-@settings(max_examples=200, **SETTINGS)
-@given(programs())
-def test_random_graph_matches_interpreter(program):
-    check_program(program)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_random_graph_matches_interpreter(backend):
+    run_property(programs(), check_program, backend, 200, **SETTINGS)
 
 
-@settings(max_examples=80, **SETTINGS)
-@given(programs(min_steps=1, max_steps=5, special=True))
-def test_random_graph_with_nan_and_inf_matches_interpreter(program):
-    check_program(program)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_random_graph_with_nan_and_inf_matches_interpreter(backend):
+    run_property(programs(min_steps=1, max_steps=5, special=True), check_program, backend, 80, **SETTINGS)
 
 
 # ---- regressions: failures the random graphs found, as small fixed cases ----
@@ -105,15 +116,15 @@ X2 = np.array([4.0, 2.0], np.float32)
     ],
     ids=["pad_after_reshape", "concat_then_broadcast_add"],
 )
-def test_view_index_wraps_around(fn, expected):
-    got = check(fn, X2)
+def test_view_index_wraps_around(fn, expected, backend):
+    got = check(fn, X2, backend=backend)
     np.testing.assert_array_equal(np.asarray(got), np.array(expected, np.float32))
 
 
 @pytest.mark.parametrize("index", [slice(-5, None, -1), slice(-6, -6, -1)])
-def test_empty_negative_step_slice(index):
+def test_empty_negative_step_slice(index, backend):
     x = np.arange(3, dtype=np.float32)
-    got = check(lambda x: x[index] + 1, x)
+    got = check(lambda x: x[index] + 1, x, backend=backend)
     assert np.asarray(got).shape == x[index].shape == (0,)
 
 
@@ -126,7 +137,7 @@ def test_empty_negative_step_slice(index):
         ([-np.inf, 1.0], 1.0),
     ],
 )
-def test_logsumexp_of_infinities(row, expected):
+def test_logsumexp_of_infinities(row, expected, backend):
     x = np.array([row], np.float32)
-    got = check(lambda x: jn.logsumexp(x, axis=1), x)
+    got = check(lambda x: jn.logsumexp(x, axis=1), x, backend=backend)
     np.testing.assert_array_equal(np.asarray(got), np.array([expected], np.float32))

@@ -1,9 +1,11 @@
-"""Layers against numpy references of their formulas (and PyTorch where installed)."""
+"""Layers against numpy references of their formulas (and PyTorch where installed), on each backend:
+the forward compiled for it must also agree with the numpy reference interpreter."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import check, on_device
 
 import jitnet as jn
 from jitnet import nn
@@ -15,16 +17,17 @@ def rand(*shape):
     return RNG.standard_normal(shape).astype(np.float32)
 
 
-def run(model, x):
-    """The model's forward compiled for the CPU (parameters are captured Arrays)."""
-    return jn.compile(lambda x: model(x), backend="cpu")(x).numpy()
+def run(model, x, backend):
+    """The model's forward compiled for `backend` (parameters are captured Arrays), checked against
+    the interpreter."""
+    return check(lambda x: model(x), x, backend=backend).numpy()
 
 
 def p(model, name):
     return model.state_dict()[name].numpy()
 
 
-def test_linear_shapes_init_and_forward():
+def test_linear_shapes_init_and_forward(on_backend):
     jn.manual_seed(1)
     layer = nn.Linear(20, 7)
     w, b = p(layer, "weight"), p(layer, "bias")
@@ -32,7 +35,7 @@ def test_linear_shapes_init_and_forward():
     bound = 1 / np.sqrt(20)
     assert np.abs(w).max() <= bound and np.abs(w).max() > 0.8 * bound  # U(-1/sqrt(fan_in), 1/sqrt(fan_in))
     x = rand(5, 20)
-    np.testing.assert_allclose(run(layer, x), x @ w.T + b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run(layer, x, on_backend), x @ w.T + b, rtol=1e-5, atol=1e-6)
     assert list(nn.Linear(3, 2, bias=False).parameters()) == ["weight"]
 
 
@@ -45,7 +48,7 @@ def test_manual_seed_repeats_initialisation():
     assert not np.array_equal(a, p(nn.Conv2d(3, 4, 3), "weight"))
 
 
-def test_conv2d_and_pools():
+def test_conv2d_and_pools(on_backend):
     layer = nn.Conv2d(2, 3, 3, stride=1, padding=1)
     w, b = p(layer, "weight"), p(layer, "bias")
     assert w.shape == (3, 2, 3, 3)
@@ -55,12 +58,12 @@ def test_conv2d_and_pools():
     for i in range(5):
         for j in range(5):
             want[:, :, i, j] = np.einsum("ncij,ocij->no", xp[:, :, i : i + 3, j : j + 3], w)
-    np.testing.assert_allclose(run(layer, x), want + b[None, :, None, None], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run(layer, x, on_backend), want + b[None, :, None, None], rtol=1e-4, atol=1e-5)
     x = rand(2, 3, 4, 6)
     blocks = x.reshape(2, 3, 2, 2, 3, 2)
-    np.testing.assert_allclose(run(nn.MaxPool2d(2), x), blocks.max(axis=(3, 5)))
-    np.testing.assert_allclose(run(nn.AvgPool2d(2), x), blocks.mean(axis=(3, 5)), rtol=1e-6)
-    assert run(nn.Flatten(), x).shape == (2, 72)
+    np.testing.assert_allclose(run(nn.MaxPool2d(2), x, on_backend), blocks.max(axis=(3, 5)))
+    np.testing.assert_allclose(run(nn.AvgPool2d(2), x, on_backend), blocks.mean(axis=(3, 5)), rtol=1e-6, atol=1e-7)
+    assert run(nn.Flatten(), x, on_backend).shape == (2, 72)
 
 
 @pytest.mark.parametrize(
@@ -73,9 +76,9 @@ def test_conv2d_and_pools():
         (nn.Tanh(), np.tanh),
     ],
 )
-def test_activations(layer, ref):
+def test_activations(layer, ref, on_backend):
     x = rand(4, 9) * 3
-    np.testing.assert_allclose(run(layer, x), ref(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run(layer, x, on_backend), ref(x), rtol=1e-5, atol=1e-6)
 
 
 def test_dropout_layer_train_and_eval():
@@ -97,7 +100,7 @@ def _bn_reference(x, axes, n):
 
 
 @pytest.mark.parametrize("two_d", [False, True])
-def test_batchnorm_train_updates_running_stats_and_eval_uses_them(two_d):
+def test_batchnorm_train_updates_running_stats_and_eval_uses_them(two_d, on_backend):
     c = 3
     layer = nn.BatchNorm2d(c) if two_d else nn.BatchNorm1d(c)
     assert list(layer.state_dict()) == ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
@@ -106,14 +109,16 @@ def test_batchnorm_train_updates_running_stats_and_eval_uses_them(two_d):
     shape = (1, c, 1, 1) if two_d else (1, c)
     n = x.size // c
     mean, var, unbiased = _bn_reference(x, axes, n)
-    y = np.asarray(layer(x))  # eager, training: running statistics are updated in place
+    y = layer(x)  # eager, training, on the layer's device: running statistics are updated in place
+    on_device([y, layer.state_dict()], on_backend)
+    y = np.asarray(y)
     np.testing.assert_allclose(y, (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + 1e-5), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(p(layer, "running_mean"), 0.1 * mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(p(layer, "running_var"), 0.9 + 0.1 * unbiased, rtol=1e-5)
     assert int(p(layer, "num_batches_tracked")) == 1
     layer.eval()
     rm, rv = p(layer, "running_mean").reshape(shape), p(layer, "running_var").reshape(shape)
-    np.testing.assert_allclose(run(layer, x), (x - rm) / np.sqrt(rv + 1e-5), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run(layer, x, on_backend), (x - rm) / np.sqrt(rv + 1e-5), rtol=1e-4, atol=1e-5)
 
 
 def test_sequential_names_and_errors():
@@ -142,7 +147,7 @@ def test_state_dict_strictness():
     np.testing.assert_array_equal(weight.numpy(), 0.5)
 
 
-def test_torch_state_dict_loads_and_gives_torch_outputs():
+def test_torch_state_dict_loads_and_gives_torch_outputs(on_backend):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     tmodel = torch.nn.Sequential(
@@ -172,9 +177,12 @@ def test_torch_state_dict_loads_and_gives_torch_outputs():
     model.load_state_dict({k: v.numpy() for k, v in tmodel.state_dict().items()})
     tmodel.eval()
     model.eval()
-    np.testing.assert_allclose(run(model, x), tmodel(torch.from_numpy(x)).detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        run(model, x, on_backend), tmodel(torch.from_numpy(x)).detach().numpy(), rtol=1e-4, atol=1e-5
+    )
     tmodel.train()
     model.train()
     np.testing.assert_allclose(np.asarray(model(x)), tmodel(torch.from_numpy(x)).detach().numpy(), rtol=1e-4, atol=1e-4)
+    on_device(model.state_dict(), on_backend)
     for k, v in tmodel.state_dict().items():
         np.testing.assert_allclose(p(model, k), v.numpy(), rtol=1e-5, atol=1e-6, err_msg=k)

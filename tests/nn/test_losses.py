@@ -1,9 +1,11 @@
-"""Losses against numpy references (and PyTorch where installed); bad inputs raise clear errors."""
+"""Losses against numpy references (and PyTorch where installed), compiled for each backend and
+checked against the numpy reference interpreter too; bad inputs raise clear errors."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import check
 
 import jitnet as jn
 from jitnet import nn
@@ -13,9 +15,14 @@ LOGITS = (RNG.standard_normal((6, 4)) * 3).astype(np.float32)
 LABELS = np.array([0, 3, 1, 1, 2, 3], np.int64)
 
 
-def value_and_grad(loss, *args):
-    value, grad = jn.compile(jn.value_and_grad(loss), backend="cpu")(*args)
-    return float(value), grad.numpy()
+def value_and_grad(loss, *args, backend):
+    """The loss and its gradient compiled for `backend`, checked against the interpreter."""
+    got, grad = check(jn.value_and_grad(loss), *args, backend=backend)
+    return float(got), grad.numpy()
+
+
+def value(loss, *args, backend):
+    return float(check(loss, *args, backend=backend))
 
 
 def log_softmax(z):
@@ -24,29 +31,29 @@ def log_softmax(z):
     return z - m - np.log(np.exp(z - m).sum(1, keepdims=True))
 
 
-def test_cross_entropy_value_gradient_and_large_logits():
-    value, grad = value_and_grad(nn.cross_entropy, LOGITS, LABELS)
+def test_cross_entropy_value_gradient_and_large_logits(backend):
+    loss, grad = value_and_grad(nn.cross_entropy, LOGITS, LABELS, backend=backend)
     onehot = np.eye(4)[LABELS]
-    assert value == pytest.approx(-np.mean(log_softmax(LOGITS)[np.arange(6), LABELS]), rel=1e-5)
+    assert loss == pytest.approx(-np.mean(log_softmax(LOGITS)[np.arange(6), LABELS]), rel=1e-5)
     np.testing.assert_allclose(grad, (np.exp(log_softmax(LOGITS)) - onehot) / 6, rtol=1e-4, atol=1e-6)
     big = np.array([[1000.0, -1000.0, 0.0], [-5e4, 5e4, 0.0]], np.float32)
-    value, grad = value_and_grad(nn.cross_entropy, big, np.array([1, 1]))
-    assert value == pytest.approx(1000.0, rel=1e-6) and np.isfinite(grad).all()
-    assert float(jn.compile(nn.cross_entropy, backend="cpu")(LOGITS, LABELS.astype(np.int32))) == pytest.approx(
+    loss, grad = value_and_grad(nn.cross_entropy, big, np.array([1, 1]), backend=backend)
+    assert loss == pytest.approx(1000.0, rel=1e-6) and np.isfinite(grad).all()
+    assert value(nn.cross_entropy, LOGITS, LABELS.astype(np.int32), backend=backend) == pytest.approx(
         -np.mean(log_softmax(LOGITS)[np.arange(6), LABELS]), rel=1e-5
     )
 
 
-def test_mse_hinge_multiclass_hinge_bce():
+def test_mse_hinge_multiclass_hinge_bce(backend):
     pred, target = LOGITS, RNG.standard_normal((6, 4)).astype(np.float32)
-    value, grad = value_and_grad(nn.mse_loss, pred, target)
-    assert value == pytest.approx(np.mean((pred - target) ** 2), rel=1e-5)
+    loss, grad = value_and_grad(nn.mse_loss, pred, target, backend=backend)
+    assert loss == pytest.approx(np.mean((pred - target) ** 2), rel=1e-5)
     np.testing.assert_allclose(grad, 2 * (pred - target) / pred.size, rtol=1e-5)
 
     s = LOGITS[:, 0]
     y = np.where(RNG.random(6) < 0.5, -1.0, 1.0).astype(np.float32)
-    value, grad = value_and_grad(nn.hinge_loss, s, y)
-    assert value == pytest.approx(np.mean(np.maximum(0, 1 - y * s)), rel=1e-5)
+    loss, grad = value_and_grad(nn.hinge_loss, s, y, backend=backend)
+    assert loss == pytest.approx(np.mean(np.maximum(0, 1 - y * s)), rel=1e-5)
     np.testing.assert_allclose(grad, np.where(1 - y * s > 0, -y, 0) / 6, rtol=1e-6)
 
     def svm(scores, labels, margin):
@@ -56,19 +63,19 @@ def test_mse_hinge_multiclass_hinge_bce():
         return terms.sum(1).mean()
 
     for margin in (1.0, 2.5):
-        got = float(jn.compile(lambda s, y, m=margin: nn.multiclass_hinge_loss(s, y, m), backend="cpu")(LOGITS, LABELS))
+        got = value(lambda s, y, m=margin: nn.multiclass_hinge_loss(s, y, m), LOGITS, LABELS, backend=backend)
         assert got == pytest.approx(svm(LOGITS.astype(np.float64), LABELS, margin), rel=1e-5)
 
     t = (RNG.random((6, 4)) < 0.5).astype(np.float32)
     x = LOGITS * 10  # large logits stay finite
-    value, grad = value_and_grad(nn.binary_cross_entropy_with_logits, x, t)
+    loss, grad = value_and_grad(nn.binary_cross_entropy_with_logits, x, t, backend=backend)
     x64 = x.astype(np.float64)
     want = np.mean(np.maximum(x64, 0) - x64 * t + np.log1p(np.exp(-np.abs(x64))))
-    assert value == pytest.approx(want, rel=1e-5)
+    assert loss == pytest.approx(want, rel=1e-5)
     np.testing.assert_allclose(grad, (1 / (1 + np.exp(-x64)) - t) / x.size, rtol=1e-4, atol=1e-7)
 
 
-def test_against_torch():
+def test_against_torch(backend):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
     logits, labels = torch.from_numpy(LOGITS), torch.from_numpy(LABELS)
@@ -79,7 +86,7 @@ def test_against_torch():
         (nn.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits(logits, t), (LOGITS, t.numpy())),
         (nn.mse_loss, F.mse_loss(logits, t), (LOGITS, t.numpy())),
     ]:
-        assert float(jn.compile(ours, backend="cpu")(*args)) == pytest.approx(float(theirs), rel=1e-5)
+        assert value(ours, *args, backend=backend) == pytest.approx(float(theirs), rel=1e-5)
 
 
 def test_bad_inputs():

@@ -1,5 +1,6 @@
 """Optimizers against numpy references of PyTorch's update rules over several steps (state
-included), and against torch.optim where installed."""
+included), and against torch.optim where installed, on each backend: `Optimizer.step` runs where the
+parameters live."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import on_device
 
 import jitnet as jn
 from jitnet import optim
@@ -67,14 +69,14 @@ CASES = [
 ]
 
 
-def fresh_params():
-    return {k: jn.asarray(v.copy()) for k, v in P0.items()}
+def fresh_params(device="cpu"):
+    return {k: jn.asarray(v.copy(), device=device) for k, v in P0.items()}
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_rule_over_several_steps(case):
+def test_rule_over_several_steps(case, on_backend):
     make, ref = CASES[case]
-    params = fresh_params()
+    params = fresh_params(on_backend)
     opt = make(params)
     want = {k: v.astype(np.float64) for k, v in P0.items()}
     states = {k: {} for k in P0}
@@ -85,10 +87,11 @@ def test_rule_over_several_steps(case):
             np.testing.assert_allclose(params[k].numpy(), want[k], rtol=2e-5, atol=2e-6, err_msg=f"step {t} {k}")
     assert opt.iterations == len(GRADS)
     assert opt._step_fn.traces == 1
+    on_device([params, opt.state], on_backend)
 
 
-def test_schedule_lr_and_gradient_clipping():
-    params = fresh_params()
+def test_schedule_lr_and_gradient_clipping(on_backend):
+    params = fresh_params(on_backend)
     opt = optim.SGD(params, lr=optim.schedules.step(0.1, 2, 0.5), clip_grad_norm=1.0)
     want = {k: v.astype(np.float64) for k, v in P0.items()}
     for it, grads in enumerate(GRADS):
@@ -101,14 +104,15 @@ def test_schedule_lr_and_gradient_clipping():
     assert opt._step_fn.traces == 1  # the changing rate is a runtime scalar
 
 
-def test_state_dict_round_trip_and_errors():
-    params = fresh_params()
+def test_state_dict_round_trip_and_errors(on_backend):
+    params = fresh_params(on_backend)
     opt = optim.Adam(params)
     opt.step(GRADS[0])
     state = {k: np.array(v) for k, v in opt.state_dict().items()}
     assert sorted(state) == ["b.exp_avg", "b.exp_avg_sq", "iterations", "w.exp_avg", "w.exp_avg_sq"]
-    other = optim.Adam(fresh_params())
+    other = optim.Adam(fresh_params(on_backend))
     other.load_state_dict(state)
+    on_device(other.state, on_backend)
     assert other.iterations == 1
     np.testing.assert_array_equal(other.state["w"]["exp_avg"].numpy(), state["w.exp_avg"])
     with pytest.raises(ValueError, match=r"missing keys \['iterations'\]"):
@@ -138,10 +142,10 @@ TORCH_CASES = [
 
 
 @pytest.mark.parametrize("case", TORCH_CASES, ids=[c[0] for c in TORCH_CASES])
-def test_against_torch(case):
+def test_against_torch(case, on_backend):
     torch = pytest.importorskip("torch")
     ours, kwargs, theirs, _ = case
-    params = fresh_params()
+    params = fresh_params(on_backend)
     opt = getattr(optim, ours)(params, **kwargs)
     tparams = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in P0.items()}
     topt = getattr(torch.optim, theirs)(list(tparams.values()), **kwargs)

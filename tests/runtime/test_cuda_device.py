@@ -226,6 +226,17 @@ def test_cuda_arrays_are_passed_not_copied(monkeypatch):
     np.testing.assert_array_equal(on_cuda(r), M * 2 + 1)
 
 
+def test_empty_numpy_input_with_numbas_own_allocator(monkeypatch):
+    """An empty host array is uploaded without a copy call: numba compares the strides of empty arrays
+    (a flattened (2, 0) array has stride 0, a fresh device array the item size) and raises. The
+    session's driver-like allocator hides this, so the device's own allocator is put back here."""
+    from numba import cuda
+
+    monkeypatch.setattr(jn.device("cuda").pool, "allocate", cuda.device_array)
+    out = jn.compile(lambda x: x * 2, backend="cuda")(np.zeros((2, 0), np.float32))
+    assert out.shape == (2, 0) and out.numpy().shape == (2, 0)
+
+
 def test_numpy_inputs_are_copied_to_the_device(monkeypatch):
     f = jn.compile(lambda x: x * 2 + 1, backend="cuda")
     x = M.copy()
