@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from jitnet.runtime.cuda_support import check_cuda_packages
 from jitnet.runtime.memory import BufferPool, Storage
 
 BACKENDS = ("cpu", "cuda", "interpret")
@@ -123,6 +124,8 @@ def device(kind: str | Device) -> Device:
                 "extra, check the driver with nvidia-smi, or set NUMBA_ENABLE_CUDASIM=1 for the "
                 "simulator); use device('cpu')"
             )
+        if not simulator():
+            check_cuda_packages()  # a numpy that numba-cuda cannot compile with: say so, by name
         _devices["cuda"] = CudaDevice()
         return _devices["cuda"]
     raise ValueError(f"unknown device {kind!r}; expected 'cpu' or 'cuda'")
