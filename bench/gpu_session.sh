@@ -33,7 +33,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log
     tail -n 4 "$OUT/$name.log"
 }
 
-step tests 240 python3 -m pytest -q -p no:cacheprovider -m "cuda or gpu" -x --durations=15
+step tests 240 python3 -m pytest -q -p no:cacheprovider -m "cuda or gpu" --durations=15
 step train_mlp 90 python3 examples/train_mlp.py --epochs 3 --quiet
 step train_lenet 120 python3 examples/train_lenet.py --epochs 3 --quiet
 step gpu_check 150 python3 -m bench.gpu_check --quick
