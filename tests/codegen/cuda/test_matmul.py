@@ -30,8 +30,6 @@ pytestmark = [
 rng = np.random.default_rng(0)
 
 
-
-
 def operands(m, n, k, batch, dtype, a_trans, b_trans):
     a = rng.standard_normal((batch, k, m) if a_trans else (batch, m, k)).astype(dtype)
     b = rng.standard_normal((batch, n, k) if b_trans else (batch, k, n)).astype(dtype)
