@@ -11,22 +11,17 @@ import pytest
 import jitnet as jn
 from jitnet.runtime.device import cuda_available
 
-# Every differential test runs on each backend. The "cuda" cases carry the `cuda` mark: the plain
-# test process skips them, `NUMBA_ENABLE_CUDASIM=1 pytest -m cuda` runs them (and only them) under
-# numba's simulator, and `pytest -m cuda` on a machine with a GPU runs them there.
-BACKENDS = [
-    pytest.param("cpu", id="cpu"),
-    pytest.param(
-        "cuda",
-        id="cuda",
-        marks=[
-            pytest.mark.cuda,
-            pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU or NUMBA_ENABLE_CUDASIM=1"),
-            # the simulator evaluates kernels with numpy scalars, which warn where a GPU gives inf/NaN quietly
-            pytest.mark.filterwarnings("ignore::RuntimeWarning"),
-        ],
-    ),
+# What a CUDA test carries: the `cuda` mark (the plain test process skips it, `NUMBA_ENABLE_CUDASIM=1
+# pytest -m cuda` runs it under numba's simulator, `pytest -m cuda` runs it on a GPU), a skip where
+# neither is there, and quiet RuntimeWarnings (the simulator evaluates kernels with numpy scalars,
+# which warn where a GPU gives inf/NaN quietly). A CUDA-only module sets `pytestmark = CUDA_MARKS`.
+CUDA_MARKS = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU or NUMBA_ENABLE_CUDASIM=1"),
+    pytest.mark.filterwarnings("ignore::RuntimeWarning"),
 ]
+# Every differential test runs on each backend.
+BACKENDS = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=CUDA_MARKS)]
 
 
 def assert_same(actual, expected, rtol: float = 1e-5, atol: float = 1e-6) -> None:

@@ -17,14 +17,12 @@ import weakref
 
 import numpy as np
 import pytest
+from helpers import CUDA_MARKS
 
 import jitnet as jn
-from jitnet.runtime.device import cuda_available, default_backend, simulator
+from jitnet.runtime.device import default_backend, simulator
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU or NUMBA_ENABLE_CUDASIM=1"),
-]
+pytestmark = CUDA_MARKS
 
 M = np.arange(6, dtype=np.float32).reshape(2, 3) - 2.5
 N = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)

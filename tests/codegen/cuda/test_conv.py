@@ -11,20 +11,16 @@ import dataclasses
 
 import numpy as np
 import pytest
-from helpers import assert_same
+from helpers import CUDA_MARKS, assert_same
 from simhelpers import BiasRelu, ScaleResidual, run_source
 
 import jitnet as jn
 from jitnet.codegen.cuda import conv
 from jitnet.codegen.cuda import matmul as mm
 from jitnet.ir.ops import OPS
-from jitnet.runtime.device import cuda_available, simulator
+from jitnet.runtime.device import simulator
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU or NUMBA_ENABLE_CUDASIM=1"),
-    pytest.mark.filterwarnings("ignore::RuntimeWarning"),
-]
+pytestmark = CUDA_MARKS
 
 rng = np.random.default_rng(2)
 

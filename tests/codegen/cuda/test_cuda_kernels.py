@@ -15,17 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import check, on_device
+from helpers import CUDA_MARKS, check, on_device
 
 import jitnet as jn
-from jitnet.runtime.device import cuda_available, simulator
+from jitnet.runtime.device import simulator
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU or NUMBA_ENABLE_CUDASIM=1"),
-    # the simulator evaluates kernels with numpy scalars, which warn where a GPU silently gives inf/NaN
-    pytest.mark.filterwarnings("ignore::RuntimeWarning"),
-]
+pytestmark = CUDA_MARKS
 
 rng = np.random.default_rng(0)
 

@@ -13,20 +13,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import assert_same
+from helpers import CUDA_MARKS, assert_same
 from simhelpers import BiasRelu, ScaleResidual, run_source
 
 import jitnet as jn
 from jitnet.codegen.cuda import extern_source
 from jitnet.codegen.cuda import matmul as mm
 from jitnet.ir.ops import OPS
-from jitnet.runtime.device import cuda_available
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU or NUMBA_ENABLE_CUDASIM=1"),
-    pytest.mark.filterwarnings("ignore::RuntimeWarning"),  # NaN, inf and int wraparound through numpy scalars
-]
+pytestmark = CUDA_MARKS
 
 rng = np.random.default_rng(1)
 

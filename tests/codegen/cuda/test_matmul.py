@@ -16,16 +16,13 @@ import dataclasses
 
 import numpy as np
 import pytest
+from helpers import CUDA_MARKS
 
 from jitnet.codegen import cache
 from jitnet.codegen.cuda import matmul as mm
-from jitnet.runtime.device import cuda_available, simulator
+from jitnet.runtime.device import simulator
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU or NUMBA_ENABLE_CUDASIM=1"),
-    pytest.mark.filterwarnings("ignore::RuntimeWarning"),  # NaN and inf through numpy scalars in the simulator
-]
+pytestmark = CUDA_MARKS
 
 rng = np.random.default_rng(0)
 

@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_same
+from helpers import CUDA_MARKS, assert_same
 from simhelpers import run_source
 
 import jitnet as jn
 from jitnet.codegen.cuda import pool
 from jitnet.ir.ops import OPS
-from jitnet.runtime.device import cuda_available
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU or NUMBA_ENABLE_CUDASIM=1"),
-    pytest.mark.filterwarnings("ignore::RuntimeWarning"),
-]
+pytestmark = CUDA_MARKS
 
 rng = np.random.default_rng(3)
 
