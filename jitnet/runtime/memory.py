@@ -2,11 +2,12 @@
 
 An allocation that leaves a program run (an output, an uploaded array) is held by exactly one
 `Storage`. Arrays, and numpy views of CPU arrays, hold the Storage; when nothing holds it any more,
-a `weakref.finalize` gives the allocation back to the pool. The finalizer's callback owns the raw
-buffer, so the buffer stays reachable from the finalizer registry for as long as the claim stands:
-the cyclic garbage collector never sees it as garbage, the allocator's own finalizer (numba frees
-device memory through one on each allocation) never runs under a live claim, and nothing is
-resurrected from `__del__`. Intermediate buffers are owned by the program run that took them
+a weak-reference callback gives the allocation back to the pool. The pool's claim table owns the raw
+buffer (and the weak reference) for as long as the claim stands, so the cyclic garbage collector
+never sees the buffer as garbage, the allocator's own finalizer (numba frees device memory through
+one on each allocation) never runs under a live claim, and nothing is resurrected from `__del__`.
+(A weak reference with a callback, not `weakref.finalize`: the same guarantee at a third of the
+cost, which every output of every call pays.) Intermediate buffers are owned by the program run that took them
 (runtime/executor.py), which gives each back after its last reader.
 
 A fresh large buffer costs page faults on first touch (a 64 MiB host output up to ~20 ms) or a
@@ -17,6 +18,7 @@ on idle bytes; `jn.empty_cache()` releases them.
 from __future__ import annotations
 
 import bisect
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -28,25 +30,28 @@ MAX_PER_KEY = 8
 
 
 class Storage:
-    """One allocation and the claim on it. `recycle` storages return their buffer to the pool when
-    the last holder is gone; an exported one (`export`) never does."""
+    """One allocation and the claim on it. While claimed, the pool's claim table holds the raw buffer
+    and a weak reference to this Storage whose callback returns the buffer to the pool; an exported
+    Storage (`export`) gives up its claim, so its memory is never handed to anyone else."""
 
-    __slots__ = ("__weakref__", "_release", "buf")
+    __slots__ = ("__weakref__", "_claim", "_claims", "buf")
 
-    def __init__(self, buf, release: Callable | None):
+    def __init__(self, buf, claims: dict, reclaim: Callable):
         self.buf = buf  # flat, contiguous, on the pool's device
-        self._release = weakref.finalize(self, release, buf) if release is not None else None
+        self._claim = weakref.ref(self, reclaim)
+        self._claims = claims
+        claims[self._claim] = buf
 
     def export(self) -> None:
-        """Shared outside jitnet (`__cuda_array_interface__`): never handed to anyone else."""
-        if self._release is not None:
-            self._release.detach()
-            self._release = None
+        """Shared outside jitnet (`__cuda_array_interface__`): never recycled."""
+        if self._claim is not None:
+            self._claims.pop(self._claim, None)
+            self._claim = None
 
     def reclaimed(self) -> bool:
         """True once the pool took the buffer back: only an object resurrected by a finalizer can
         still reach such a Storage, and reading it would read someone else's memory."""
-        return self._release is not None and not self._release.alive
+        return self._claim is not None and self._claim not in self._claims
 
 
 class BufferPool:
@@ -61,6 +66,7 @@ class BufferPool:
         self.allocate = allocate  # (size, dtype) -> a flat contiguous buffer
         self._address = address  # buffer -> its first byte's address
         self._free: dict[tuple[int, str], list] = {}
+        self._claims: dict[weakref.ref, object] = {}  # claim (a weak reference to a Storage) -> its buffer
         self._lock = threading.RLock()  # finalizers give buffers back from any thread, at any allocation
         self.idle_bytes = 0
         self.check = check
@@ -70,10 +76,11 @@ class BufferPool:
     def take(self, size: int, dtype: np.dtype):
         """A flat, contiguous, uninitialised buffer, owned by the caller until it gives it back
         (`give`) or hands it to a Storage (`claim`)."""
+        buf = None
         with self._lock:
             bucket = self._free.get((size, dtype.char))
-            buf = bucket.pop() if bucket else None
-            if buf is not None:
+            if bucket:
+                buf = bucket.pop()
                 self.idle_bytes -= buf.nbytes
         if buf is None:
             buf = self.allocate(size, dtype)
@@ -83,20 +90,26 @@ class BufferPool:
 
     def give(self, buf) -> None:
         """Take back a buffer that nobody will read or write again."""
+        key = (buf.size, buf.dtype.char)
         with self._lock:
-            bucket = self._free.setdefault((buf.size, buf.dtype.char), [])
+            bucket = self._free.get(key)
+            if bucket is None:
+                bucket = self._free[key] = []
             if len(bucket) < MAX_PER_KEY and self.idle_bytes + buf.nbytes <= MAX_BYTES:
                 bucket.append(buf)
                 self.idle_bytes += buf.nbytes
 
     def claim(self, buf) -> Storage:
         """A Storage owning `buf`, which comes back to this pool when the Storage is unreachable."""
-        storage = Storage(buf, self._reclaim)
+        storage = Storage(buf, self._claims, self._reclaim)
         if self.check:
             self._hold(storage)
         return storage
 
-    def _reclaim(self, buf) -> None:
+    def _reclaim(self, claim: weakref.ref, _finalizing=sys.is_finalizing) -> None:  # bound early: `sys` goes at exit
+        buf = self._claims.pop(claim, None)
+        if buf is None or _finalizing():  # exported meanwhile; or the interpreter is tearing modules down
+            return
         if self.check:
             self._unhold(buf)
         self.give(buf)

@@ -329,7 +329,7 @@ def test_cuda_array_interface_on_gpu():
     assert cai["shape"] == (2, 3)
     assert np.dtype(cai["typestr"]) == np.float32
     assert cai["data"][0] == g.buffer().device_ctypes_pointer.value
-    assert g._storage.reclaimed() is False and g._storage._release is None  # exported: never recycled
+    assert g._storage.reclaimed() is False and g._storage._claim is None  # exported: never recycled
 
 
 # ---- no GPU: a clear error ----
