@@ -17,6 +17,7 @@ import importlib.util
 import os
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +41,16 @@ class CacheStats:
 
 stats = CacheStats()
 _modules: dict[str, ModuleType] = {}  # key -> the imported kernel module
-_collected: list[str] | None = None  # inside collect(): the sources load() was asked for
+
+
+class _Collecting(threading.local):
+    """Per thread: inside collect(), the sources load() was asked for (another thread building a
+    program at the same time must still get real kernels)."""
+
+    sources: list[str] | None = None
+
+
+_collecting = _Collecting()
 
 
 def _fingerprint() -> str:
@@ -71,8 +81,9 @@ def key_of(source: str) -> str:
 
 def load(source: str, name: str = "kernel") -> Callable:
     """The compiled function `name` defined by `source`, from memory, disk, or a fresh compile."""
-    if _collected is not None:
-        _collected.append(source)
+    collected = _collecting.sources
+    if collected is not None:
+        collected.append(source)
         return _not_compiled
     return getattr(module(source), name)
 
@@ -124,12 +135,12 @@ def on_disk(source: str) -> bool:
 def collect():
     """Within: load() compiles nothing and returns a placeholder; yields the list of the sources
     it was asked for (a dry run of code generation, to compile them all at once)."""
-    global _collected
-    outer, _collected = _collected, []
+    outer = _collecting.sources
+    _collecting.sources = []
     try:
-        yield _collected
+        yield _collecting.sources
     finally:
-        _collected = outer
+        _collecting.sources = outer
 
 
 def _path(key: str) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -83,11 +84,20 @@ class TraceContext:
         return Tracer(node)
 
 
-_contexts: list[TraceContext] = []
+class _TraceStack(threading.local):
+    """The traces open in this thread, innermost last. Per thread: a compiled call in one thread must
+    not join a trace another thread has open (it would return a Tracer), nor capture its arrays."""
+
+    def __init__(self):
+        self.contexts: list[TraceContext] = []
+
+
+_stack = _TraceStack()
 
 
 def current() -> TraceContext | None:
-    return _contexts[-1] if _contexts else None
+    contexts = _stack.contexts
+    return contexts[-1] if contexts else None
 
 
 class tracing:
@@ -95,11 +105,11 @@ class tracing:
 
     def __enter__(self) -> TraceContext:
         ctx = TraceContext()
-        _contexts.append(ctx)
+        _stack.contexts.append(ctx)
         return ctx
 
     def __exit__(self, *exc) -> None:
-        _contexts.pop()
+        _stack.contexts.pop()
 
 
 def input_tracer(slot: int, shape: tuple, dtype: np.dtype, weak: bool = False) -> Tracer:
