@@ -913,6 +913,21 @@ def test_conv_and_pools(backend):
     check(fn, x, backend=backend, rtol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride",
+    [((2, 1, 5, 1), (1, 1, 3, 1), 2), ((2, 1, 5, 1), (1, 1, 3, 1), (2, 1)), ((2, 1, 1, 5), (1, 1, 1, 3), (1, 2))],
+    ids=["stride_2", "stride_2_1", "conv1d_stride_1_2"],
+)
+def test_strided_conv_of_thin_images(backend, x_shape, w_shape, stride):
+    """These crashed the CPU process (exit 139): a parallel kernel's entry freed its table of buffer
+    addresses before the launch (numba frees an array after its last use, and `address(args, 0)`
+    was the last), so another thread's scratch array reused it. Repeated: the crash depended on
+    what the allocator handed out."""
+    x, w = randn(*x_shape), randn(*w_shape)
+    for _ in range(5):
+        check(lambda x, w: jn.conv2d(x, w, stride=stride), x, w, backend=backend, rtol=1e-5, atol=1e-6)
+
+
 def test_conv_and_pool_gradients(backend):
     x, w = randn(2, 3, 6, 6), randn(4, 3, 3, 3)
     conv_loss = lambda x, w: (jn.conv2d(x, w) ** 2).sum() + jn.max_pool2d(x, 2).sum()

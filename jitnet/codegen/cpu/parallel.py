@@ -86,24 +86,30 @@ def call_address(typingctx, fn, args, t, nt):
 
 
 @intrinsic(prefer_literal=True)
-def launch(typingctx, name, args, nt):
-    """Run the chunk `name` (a symbol) over nt threads, or call it directly when nt <= 1."""
-    if not isinstance(name, types.StringLiteral):
+def launch(typingctx, name, table, nt, *keep):
+    """Run the chunk `name` (a symbol) over nt threads, or call it directly when nt <= 1, with the
+    address of `table` (the int64 array of the chunk's buffer addresses). The table and the scratch
+    arrays (`keep`) are passed as arrays, not addresses, so that numba keeps them alive until the
+    chunks are done: it frees an array after its last use, and taking an address is no use that
+    reaches the launch (the freed table was reused as another thread's scratch: a segfault)."""
+    if not isinstance(name, types.StringLiteral) or not isinstance(table, types.Array):
         return None
     sym = name.literal_value
 
     def codegen(context, builder, sig, a):
         chunk = cgutils.get_or_insert_function(builder.module, CHUNK, sym)
+        data = context.make_array(sig.args[1])(context, builder, a[1]).data
+        addr = builder.ptrtoint(data, I64)
         nt = builder.sext(a[2], I64) if a[2].type.width < 64 else a[2]
         with builder.if_else(builder.icmp_signed("<=", nt, ir.Constant(I64, 1))) as (serial, threaded):
             with serial:
-                builder.call(chunk, [a[1], ir.Constant(I64, 0), ir.Constant(I64, 1)])
+                builder.call(chunk, [addr, ir.Constant(I64, 0), ir.Constant(I64, 1)])
             with threaded:
                 launcher = cgutils.get_or_insert_function(builder.module, CHUNK, LAUNCHER)
-                builder.call(launcher, [builder.ptrtoint(chunk, I64), a[1], nt])
+                builder.call(launcher, [builder.ptrtoint(chunk, I64), addr, nt])
         return context.get_dummy_value()
 
-    return types.void(name, types.int64, nt), codegen
+    return types.void(name, table, nt, types.StarArgTuple(keep)), codegen
 
 
 @intrinsic(prefer_literal=True)
@@ -232,6 +238,6 @@ def chunked_kernel(
         *(f"    {n} = np.empty({s}, np.{d})" for n, d, s in table[len(buffers) :]),
         f"    args = np.empty({len(table)}, np.int64)",
         *(f"    args[{i}] = address({n}, 0)" for i, (n, _, _) in enumerate(table)),
-        f'    launch("{name}", address(args, 0), nt)',
+        f'    launch("{name}", {", ".join(["args", "nt", *(n for n, _, _ in table[len(buffers) :])])})',
         *after,
     ]
