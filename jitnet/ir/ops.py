@@ -521,8 +521,8 @@ def _extremum_vjp(jn, g, out, x, axes, keepdims):
 def _sum_ref(x, axes, keepdims):
     """Floats add up in float64 and round once, as the kernels accumulate: numpy's float32 sum along
     a leading axis adds row after row in float32, which drifts (~1e-5 relative over 1e5 rows)."""
-    acc = np.float64 if x.dtype.kind == "f" else _sum_dtype([x.dtype], 0)
-    return np.sum(x, axis=axes, keepdims=keepdims, dtype=acc).astype(_sum_dtype([x.dtype], 0))
+    out = _sum_dtype([x.dtype], 0)
+    return np.sum(x, axis=axes, keepdims=keepdims, dtype=np.float64 if x.dtype.kind == "f" else out).astype(out)
 
 
 def _logsumexp_ref(x, axes, keepdims):

@@ -7,8 +7,8 @@ buffer (and the weak reference) for as long as the claim stands, so the cyclic g
 never sees the buffer as garbage, the allocator's own finalizer (numba frees device memory through
 one on each allocation) never runs under a live claim, and nothing is resurrected from `__del__`.
 (A weak reference with a callback, not `weakref.finalize`: the same guarantee at a third of the
-cost, which every output of every call pays.) Intermediate buffers are owned by the program run that took them
-(runtime/executor.py), which gives each back after its last reader.
+cost, which every output of every call pays.) Intermediate buffers are owned by the program run
+that took them (runtime/executor.py), which gives each back after its last reader.
 
 A fresh large buffer costs page faults on first touch (a 64 MiB host output up to ~20 ms) or a
 driver allocation on the GPU, so the pool keeps freed buffers, keyed by (size, dtype), up to a bound
@@ -71,7 +71,7 @@ class BufferPool:
         self.idle_bytes = 0
         self.check = check
         self._held_starts: list[int] = []  # sorted start addresses of the live Storages (check only)
-        self._held: dict[int, tuple[int, weakref.ref]] = {}  # start -> (end, Storage)
+        self._held: dict[int, tuple[int, weakref.ref]] = {}  # start -> (end, the Storage's claim)
 
     def take(self, size: int, dtype: np.dtype):
         """A flat, contiguous, uninitialised buffer, owned by the caller until it gives it back
@@ -132,7 +132,7 @@ class BufferPool:
             with self._lock:
                 if start not in self._held:
                     bisect.insort(self._held_starts, start)
-                self._held[start] = (end, weakref.ref(storage))
+                self._held[start] = (end, storage._claim)  # a weak reference to the Storage
 
     def _unhold(self, buf) -> None:
         start, end = self._span(buf)
