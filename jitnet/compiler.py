@@ -2,7 +2,9 @@
 
 A compiled function keeps a table from call signature (pytree structure, shapes and dtypes of the
 array leaves, types of the scalar leaves, static argument values) to a ready Program, so a repeated
-signature goes straight to the executor.
+signature goes straight to the executor. The table keeps the `JITNET_CACHE_SIZE` (default 64) most
+recently used signatures: a function called with ever new shapes does not hold a program (its graph,
+constants and kernels) for each one forever.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +32,21 @@ from jitnet.runtime.device import BACKENDS, Device, default_backend, device
 from jitnet.runtime.executor import Program, Step
 
 _SCALARS = (bool, int, float)
+DEFAULT_CACHE_SIZE = 64  # programs kept per compiled function (JITNET_CACHE_SIZE overrides)
+
+
+def cache_size() -> int:
+    """How many signatures' programs a compiled function keeps (least recently used go first)."""
+    text = os.environ.get("JITNET_CACHE_SIZE", "")
+    if not text:
+        return DEFAULT_CACHE_SIZE
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise ValueError(f"jitnet: JITNET_CACHE_SIZE must be a positive integer, got {text!r}")
+    return size
 
 
 def _leaf_spec(x: Any):
@@ -36,10 +54,14 @@ def _leaf_spec(x: Any):
     if isinstance(x, Array):
         return (x.shape, x.dtype.char, False)
     if isinstance(x, (np.ndarray, np.generic)):
-        if x.dtype not in dtypes.SUPPORTED:
+        try:
+            dt = dtypes.canonical(x.dtype)
+        except TypeError:
             names = ", ".join(d.name for d in dtypes.SUPPORTED)
-            raise TypeError(f"jitnet: argument of dtype {x.dtype.name} is not supported; convert it to one of {names}")
-        return (x.shape, x.dtype.char, False)
+            raise TypeError(
+                f"jitnet: argument of dtype {x.dtype.name} is not supported; convert it to one of {names}"
+            ) from None
+        return (x.shape, dt.char, False)
     if isinstance(x, _SCALARS):
         return ((), dtypes.weak_storage(x).char, True)
     raise TypeError(f"jitnet: cannot pass a {type(x).__name__} to a compiled function; use arrays, numbers or pytrees")
@@ -50,7 +72,7 @@ def _buffer_on(dev: Device, x: Any, dtype_char: str):
     if isinstance(x, Array):
         return x.buffer() if x.device is dev else dev.put(x.device.get(x.buffer()))
     if isinstance(x, np.ndarray):
-        return dev.put(np.ascontiguousarray(x).reshape(-1))
+        return dev.put(np.ascontiguousarray(x, dtype=dtype_char).reshape(-1))
     return dev.put(np.array([x], dtype=dtype_char))
 
 
@@ -108,7 +130,7 @@ class CompiledFunction:
             sorted({static_argnums} if isinstance(static_argnums, int) else set(static_argnums))
         )
         self.backend = backend
-        self._table: dict = {}
+        self._table: OrderedDict = OrderedDict()  # signature -> Compiled, least recently used first
         self.traces = 0  # how many times fn was traced (a new signature traces once)
 
     def _split(self, args: tuple) -> tuple[tuple, tuple]:
@@ -127,8 +149,12 @@ class CompiledFunction:
         except TypeError:
             raise TypeError(f"jitnet: static arguments must be hashable, got {static!r}") from None
         if entry is None or not entry.captures_unchanged():
+            size = cache_size()
             entry = self._build(args, treedef, specs, backend)
             self._table[key] = entry
+            while len(self._table) > size:
+                self._table.popitem(last=False)
+        self._table.move_to_end(key)
         return entry, leaves, specs
 
     def __call__(self, *args):

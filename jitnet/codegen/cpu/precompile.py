@@ -8,7 +8,9 @@ code to the cache, and compiles the rest itself meanwhile; once the worker is do
 modules is a disk-cache hit. The split balances estimated compile costs, the main process takes
 the shared GEMM cores and launcher first (the worker's own GEMM modules come last, by when the
 cores are on disk). Nothing depends on the worker: if it fails, or hangs past a generous bound, its
-modules compile in this process when they are loaded.
+modules compile in this process when they are loaded. The worker loads through `cache.module`, so
+it records the same manifests (see cache.py) and its machine code is trusted like ours; without a
+usable disk cache there is nothing to share and everything compiles here.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def compile_new(sources: list[str]) -> None:
     todo = [s for s in dict.fromkeys(sources) if not cache.on_disk(s)]
     shared = [(s, name) for s, name in _shared(todo) if not cache.on_disk(s)]
     work = sum(map(_cost, todo)) + len(shared)  # a core or the launcher: ~1 s
-    if work < MIN_WORK_S or (os.cpu_count() or 1) < 2:
+    if work < MIN_WORK_S or (os.cpu_count() or 1) < 2 or cache.cache_dir() is None:
         return
     mine, theirs = float(len(shared)), WORKER_START_S
     main_part, worker_part = [], []
@@ -63,14 +65,14 @@ def compile_new(sources: list[str]) -> None:
             worker_part.append(s)
             theirs += _cost(s)
     worker_part.sort(key=_cost)  # modules that call the GEMM cores last: by then they are on disk
-    for s, _ in shared:
-        cache.write(s)
-    paths = [str(cache.write(s)) for s in worker_part]
+    paths = [cache.write(s) for s in worker_part]
+    if None in paths:  # the cache directory just became unusable
+        return
     package_root = str(Path(__file__).resolve().parents[3])  # jitnet importable even if not installed
     path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
     try:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "jitnet.codegen.cpu.precompile", *paths],
+            [sys.executable, "-m", "jitnet.codegen.cpu.precompile", *map(str, paths)],
             env=dict(os.environ, PYTHONPATH=path),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -93,7 +95,9 @@ def compile_new(sources: list[str]) -> None:
 def _worker(paths: list[str]) -> None:
     for path in map(Path, paths):
         with contextlib.suppress(Exception):  # the main process meets the error again when it loads
-            cache._import(path, path.stem.removeprefix("k_"))
+            source = path.read_text()
+            if cache.key_of(source) == path.stem.removeprefix("k_"):  # else the main process rewrites it
+                cache.module(source)
 
 
 if __name__ == "__main__":
