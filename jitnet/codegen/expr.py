@@ -81,7 +81,7 @@ class Dialect:
         if name == "select":
             return f"({args[1]} if {args[0]} else {args[2]})"
         if name == "pow":
-            return f"({args[0]} ** {args[1]})"
+            return self.power(args[0], args[1], in_dtype)
         a = args[0]
         if name == "sign":
             one, zero = self.literal(1, in_dtype), self.literal(0, in_dtype)
@@ -89,6 +89,15 @@ class Dialect:
                 return f"({one} if {a} > {zero} else (-{one} if {a} < {zero} else {a}))"
             return f"({one} if {a} > {zero} else (-{one} if {a} < {zero} else {zero}))"
         return self.extremum(name, a, args[1], in_dtype)
+
+    def power(self, a: str, b: str, dtype: np.dtype) -> str:
+        """a ** b; for integers exact and wrapped to the dtype, a negative exponent giving the
+        truncated reciprocal (the reference's rule: numba and numpy differ there)."""
+        if not dtypes.is_int(dtype):
+            return f"({a} ** {b})"
+        one, zero = self.literal(1, dtype), self.literal(0, dtype)
+        reciprocal = f"({one} if {a} == {one} else ((-{one} if {b} & {one} else {one}) if {a} == -{one} else {zero}))"
+        return f"({self.cast(f'{a} ** {b}', dtype)} if {b} >= {zero} else {reciprocal})"
 
     def extremum(self, name: str, a: str, b: str, dtype: np.dtype) -> str:
         """maximum or minimum of a and b, NaN winning as in numpy."""

@@ -143,6 +143,27 @@ def test_binary_int(name, dtype, backend):
     check(BINARY[name], a, b, backend=backend)
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_integer_power_is_exact(dtype, backend):
+    """int ** int stays int and exact, as numpy (float32 gave 11**7 = 19487172); overflow wraps in
+    the dtype; a runtime negative exponent gives the truncated reciprocal (a constant one raises,
+    tests/test_errors.py)."""
+    a = np.array([11, 13, -3, 2, 0, 1, -1, 7, 3], dtype)
+    b = np.array([7, 7, 5, 30, 0, 9, 3, 0, 41], dtype)
+    got = check(lambda a, b: (a**b, a**3, 2**b), a, b, backend=backend)
+    np.testing.assert_array_equal(np.asarray(got[0]), a**b)
+    assert np.asarray(got[0])[:2].tolist() == [19487171, 62748517]
+    neg = check(
+        lambda a, b: a**b,
+        np.array([1, -1, -1, 2, -5, 0], dtype),
+        np.array([-3, -3, -2, -1, -1, -2], dtype),
+        backend=backend,
+    )
+    assert np.asarray(neg).tolist() == [1, -1, 1, 0, 0, 0]
+    check(lambda a, n: a**n, a, -2, backend=backend)  # a runtime Python int exponent: the same rule
+    check(lambda a: (a > 0) ** 2, a, backend=backend)  # bools count as int64
+
+
 def test_int_chain_and_casts(backend):
     a, b = randint(4, 6, lo=-9, hi=10), randint(4, 6, dtype=np.int64, lo=-9, hi=10)
     fn = lambda a, b: (a * b + 3, -a, jn.abs(a), a.astype(np.float32) / 2, (a > 0).astype(np.int32) * b)
@@ -359,6 +380,14 @@ def test_zero_d(backend):
     check(lambda a: a.reshape(1, 1), s, backend=backend)
     fn = lambda a, b: (a * b, jn.exp(a) + 1, jn.maximum(a, b), a.sum(), jn.argmax(a))
     check(fn, np.float32(2.0), np.float32(-1.0), backend=backend)
+
+
+@pytest.mark.parametrize("axis", [0, -1, (0,), (-1,)])
+def test_zero_d_axis(axis, backend):
+    """A 0-d array takes axis 0 and -1, as PyTorch (-1 raised while 0 was accepted)."""
+    fn = lambda a: (a.sum(axis), jn.logsumexp(a, axis), jn.max(a, axis, keepdims=True), jn.squeeze(a, axis))
+    got = check(fn, np.float32(2.5), backend=backend)
+    assert [np.asarray(g).shape for g in got] == [(), (), (), ()]
 
 
 # ---- reductions ----

@@ -32,7 +32,7 @@ import numpy as np
 
 from jitnet.codegen.cpu import gemm
 from jitnet.codegen.cpu import matmul as mm
-from jitnet.codegen.cpu.parallel import chunked_kernel
+from jitnet.codegen.cpu.parallel import chunked_kernel, jit_flags
 
 
 class Geometry(NamedTuple):
@@ -69,7 +69,7 @@ def _module(kind: str, notes: list[str], dt: np.dtype, tile, buffers, epilogue, 
     head = [f"# jitnet cpu conv2d {kind}", *(f"# {line}" for line in notes), *mm.IMPORTS, ""]
     head.append(gemm.require_line(dt, tile.mr, tile.nr))
     buffers = buffers + mm.epilogue_buffers(epilogue, dt.name)
-    return "\n".join(head + chunked_kernel(buffers, _signature(dt, epilogue), body, mm.FLAGS, **kw)) + "\n"
+    return "\n".join(head + chunked_kernel(buffers, _signature(dt, epilogue), body, jit_flags(), **kw)) + "\n"
 
 
 def _gradient_geometry(kind: str, x_shape, w_shape, g_shape, stride, padding) -> Geometry:
@@ -85,8 +85,8 @@ def _signature(dt: np.dtype, epilogue) -> str:
     return f"void({dt.name}[::1], readonly({dt.name}), readonly({dt.name}){ptypes})"
 
 
-def _gemm(e, ind: int, dt: np.dtype, t, c: str, a: str, b: str, mnk, rows, a_trans=False, accumulate=False) -> None:
-    """The core's call for one image's product: C at address c, A at a, B at b; all column panels,
+def _gemm(e, ind: int, dt: np.dtype, t, c, a, b, mnk, rows, a_trans=False, accumulate=False) -> None:
+    """The core's call for one image's product: C, A and B as (array, offset); all column panels,
     row panels `rows` (lo, hi)."""
     m, n, k = mnk
     flags = (a_trans, False, mm.packing(m, n, k, False, t, dt.itemsize), accumulate)
@@ -164,9 +164,7 @@ def conv2d_source(x_shape, w_shape, stride, padding, dtype, epilogue=None) -> st
     _im2col(e, 2, g, transposed=False)
     e(2, f"r_lo = part * {mp} // parts")
     e(2, f"r_hi = (part + 1) * {mp} // parts")
-    _gemm(
-        e, 2, dt, t, f"address(out, nn * {o * yx})", "address(w, 0)", "address(col, 0)", (o, yx, ckk), ("r_lo", "r_hi")
-    )
+    _gemm(e, 2, dt, t, ("out", f"nn * {o * yx}"), ("w", "0"), ("col", "0"), (o, yx, ckk), ("r_lo", "r_hi"))
     if epilogue is not None:
         e(2, f"for i in range(r_lo * {t.mr}, min(r_hi * {t.mr}, {o})):")
         e(3, f"for j in range({yx}):")
@@ -175,7 +173,7 @@ def conv2d_source(x_shape, w_shape, stride, padding, dtype, epilogue=None) -> st
         f"x {x_shape}, w {w_shape}, stride {stride}, padding {padding} -> ({n}, {o}, {ho}, {wo})",
         f"per image: W ({o} x {ckk}) @ col ({ckk} x {yx})",
     ]
-    buffers = [("out", dt, n * o * yx), ("x", dt, n * c * h * w), ("w", dt, o * ckk)]
+    buffers = [("out", dt), ("x", dt), ("w", dt)]
     return _module("forward", notes, dt, t, buffers, epilogue, e.lines)
 
 
@@ -191,8 +189,8 @@ def conv2d_input_grad_source(g_shape, w_shape, stride, padding, in_shape, dtype,
     e = mm._Lines()
     e(1, f"col = np.empty({ckk * yx}, np.{dt.name})")
     e(1, f"for nn in range(t * {n} // nt, (t + 1) * {n} // nt):")
-    w_t, g_n = "address(w, 0)", f"address(g, nn * {o * yx})"
-    _gemm(e, 2, dt, t, "address(col, 0)", w_t, g_n, (ckk, yx, o), ("0", str(-(-ckk // t.mr))), a_trans=True)
+    w_t, g_n = ("w", "0"), ("g", f"nn * {o * yx}")
+    _gemm(e, 2, dt, t, ("col", "0"), w_t, g_n, (ckk, yx, o), ("0", str(-(-ckk // t.mr))), a_trans=True)
     e(2, f"xoff = nn * {c * h * w}")
     _col2im(e, 2, geo)
     if epilogue is not None:
@@ -204,7 +202,7 @@ def conv2d_input_grad_source(g_shape, w_shape, stride, padding, in_shape, dtype,
         f"g {tuple(g_shape)}, w {w_shape}, stride {stride}, padding {padding} -> {in_shape}",
         f"per image: col ({ckk} x {yx}) = W^T ({ckk} x {o}) @ g[n] ({o} x {yx}); col2im",
     ]
-    buffers = [("out", dt, n * c * h * w), ("g", dt, n * o * yx), ("w", dt, o * ckk)]
+    buffers = [("out", dt), ("g", dt), ("w", dt)]
     threads = f"min(num_threads(), {max(n, 1)})"
     return _module("input gradient", notes, dt, t, buffers, epilogue, e.lines, threads=threads)
 
@@ -225,8 +223,8 @@ def conv2d_weight_grad_source(x_shape, g_shape, stride, padding, w_shape, dtype,
     e(1, f"for nn in range(t * {n} // nt, (t + 1) * {n} // nt):")
     e(2, f"xoff = nn * {c * h * w}")
     _im2col(e, 2, geo, transposed=True)
-    acc, g_n = f"address(part, t * {o * ckk})", f"address(g, nn * {o * yx})"
-    _gemm(e, 2, dt, t, acc, g_n, "address(col, 0)", (o, ckk, yx), ("0", str(-(-o // t.mr))), accumulate=True)
+    acc, g_n = ("part", f"t * {o * ckk}"), ("g", f"nn * {o * yx}")
+    _gemm(e, 2, dt, t, acc, g_n, ("col", "0"), (o, ckk, yx), ("0", str(-(-o // t.mr))), accumulate=True)
     after = mm._Lines()  # in the entry, once every thread's partial sum is done
     after(1, f"for q in range({o * ckk}):")
     after(2, "s = part[q]")
@@ -240,7 +238,7 @@ def conv2d_weight_grad_source(x_shape, g_shape, stride, padding, w_shape, dtype,
         f"x {x_shape}, g {tuple(g_shape)}, stride {stride}, padding {padding} -> {w_shape}",
         f"per thread: gw ({o} x {ckk}) += g[n] ({o} x {yx}) @ colT ({yx} x {ckk})",
     ]
-    buffers = [("out", dt, o * ckk), ("x", dt, n * c * h * w), ("g", dt, n * o * yx)]
+    buffers = [("out", dt), ("x", dt), ("g", dt)]
     work, threads = [("part", dt, f"nt * {o * ckk}")], f"min(num_threads(), {max(n, 1)})"
     return _module(
         "weight gradient", notes, dt, t, buffers, epilogue, e.lines, work=work, after=after.lines, threads=threads

@@ -47,7 +47,8 @@ def lanes_of(dtype) -> int:
 
 
 def symbol(dtype, mr: int, nr: int) -> str:
-    return f"jitnet_gemm_{np.dtype(dtype).name}_{mr}x{nr}"
+    """The core's symbol; checked mode has cores of its own (see `core_source`)."""
+    return f"jitnet_gemm_{np.dtype(dtype).name}_{mr}x{nr}" + ("_checked" if parallel.checked() else "")
 
 
 def require_line(dtype, mr: int, nr: int) -> str:
@@ -86,16 +87,16 @@ def core_source(dtype, mr: int, nr: int) -> str:
     lines = [
         f"# jitnet cpu GEMM core: {T}, register tile {mr} x {nr} ({mr} x {NV} vectors of {W})",
         "import numpy as np",
-        "from numba import cfunc",
+        "from numba import cfunc, njit",
         "from numba.types import float32, float64, int64, void",
         "",
         "from jitnet.codegen.cpu.intrinsics import align_skip, ld, prefetch, st",
         "from jitnet.codegen.cpu.intrinsics import vadd, vfma, vload_n, vsplat, vstore, vstore_n, vtranspose",
-        "from jitnet.codegen.cpu.parallel import array_at",
+        "from jitnet.codegen.cpu.parallel import array_at, fail",
         "",
         "",
-        f'@cfunc(void({", ".join(["int64"] * 16)}), cache=True, error_model="numpy")',
-        f"def gemm({ARGS}):",
+    ]
+    body = [
         f'    out = array_at(c_addr, "{T}", M * N)',
         f'    a = array_at(a_addr, "{T}", M * K)',
         f'    b = array_at(b_addr, "{T}", K * N)',
@@ -166,15 +167,15 @@ def core_source(dtype, mr: int, nr: int) -> str:
         *(f"                        y{v} = vload_n(bsrc, bo + {v * W}, q{v}, {W})" for v in V),
     ]
     for i in range(mr):
-        lines.append(f"                        x{i} = vsplat(ld(a, ao + a{i}), {W})")
-        lines += [f"                        c{i}_{v} = vfma(x{i}, y{v}, c{i}_{v})" for v in V]
-    lines += ["                        ao += step_p", "                        bo += bs"]
+        body.append(f"                        x{i} = vsplat(ld(a, ao + a{i}), {W})")
+        body += [f"                        c{i}_{v} = vfma(x{i}, y{v}, c{i}_{v})" for v in V]
+    body += ["                        ao += step_p", "                        bo += bs"]
     for i in range(mr):
         ind = "                    "
         if i:
-            lines.append(f"{ind}if rows > {i}:")
+            body.append(f"{ind}if rows > {i}:")
             ind += "    "
         for v in V:
             at = f"co + {i} * N + {v * W}"
-            lines.append(f"{ind}vstore_n(out, {at}, vadd(vload_n(out, {at}, l{v}, {W}), c{i}_{v}), n{v})")
-    return "\n".join(lines) + "\n"
+            body.append(f"{ind}vstore_n(out, {at}, vadd(vload_n(out, {at}, l{v}, {W}), c{i}_{v}), n{v})")
+    return "\n".join(lines + parallel.cfunc_source("gemm", ARGS.split(", "), parallel.jit_flags(), body)) + "\n"

@@ -6,12 +6,34 @@
 - SIMD vectors (`Vec`, `vload`, `vfma`, ...): what a GEMM micro-kernel needs, with the vector width
   explicit (see cpu/gemm.py for why not LLVM's SLP vectoriser).
 - Unchecked element access (`ld`, `st`), `prefetch`, `align_skip` and `num_threads`.
+
+"Unchecked" holds in normal builds; a kernel compiled with numba's `boundscheck=True` (the
+JITNET_BOUNDSCHECK mode, cpu/parallel.py) gets every access range checked (`check_range`).
 """
 
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
+
+_I64 = ir.IntType(64)
+
+
+def check_range(context, builder, arrty, arr, start, count) -> None:
+    """Under boundscheck=True: raise IndexError unless arr[start : start + count] lies in arr
+    (count >= 0, and 0 <= start, start + count <= arr.size unless count is 0: a masked access of
+    no lanes touches nothing). The unchecked intrinsics call this on their range."""
+    if not context.enable_boundscheck:
+        return
+    size = cgutils.unpack_tuple(builder, context.make_array(arrty)(context, builder, arr).shape)[0]
+    start, count = (v if v.type == _I64 else builder.sext(v, _I64) for v in (start, count))
+    zero = ir.Constant(_I64, 0)
+    outside = builder.or_(
+        builder.icmp_signed("<", start, zero), builder.icmp_signed(">", builder.add(start, count), size)
+    )
+    bad = builder.select(builder.icmp_signed(">", count, zero), outside, builder.icmp_signed("<", count, zero))
+    with cgutils.if_unlikely(builder, bad):
+        context.call_conv.return_user_exc(builder, IndexError, ("jitnet: index out of bounds (JITNET_BOUNDSCHECK)",))
 
 
 def _call_binary(llvm_name: str, context, builder, t, args):
@@ -91,6 +113,7 @@ def vload(typingctx, arr, i, lanes):
     vt = Vec(arr.dtype, n)
 
     def codegen(context, builder, sig, args):
+        check_range(context, builder, sig.args[0], args[0], args[1], ir.Constant(_I64, n))
         ptr = _vec_ptr(context, builder, sig.args[0], args[0], args[1], vt)
         return builder.load(ptr, align=arr.dtype.bitwidth // 8)
 
@@ -107,6 +130,7 @@ def vload_n(typingctx, arr, i, count, lanes):
     vt = Vec(arr.dtype, n)
 
     def codegen(context, builder, sig, args):
+        check_range(context, builder, sig.args[0], args[0], args[1], args[2])
         vty = context.get_value_type(vt)
         ptr = _vec_ptr(context, builder, sig.args[0], args[0], args[1], vt)
         fnty = ir.FunctionType(vty, [ptr.type, ir.IntType(32), _mask_type(n), vty])
@@ -133,6 +157,7 @@ def vstore(typingctx, arr, i, v):
         return None
 
     def codegen(context, builder, sig, args):
+        check_range(context, builder, sig.args[0], args[0], args[1], ir.Constant(_I64, v.lanes))
         ptr = _vec_ptr(context, builder, sig.args[0], args[0], args[1], v)
         builder.store(args[2], ptr, align=v.dtype.bitwidth // 8)
         return context.get_dummy_value()
@@ -156,6 +181,10 @@ def vtranspose(typingctx, src, s_off, s_stride, dst, d_off, d_stride, lanes):
 
     def codegen(context, builder, sig, args):
         so, ss, do, ds = (context.cast(builder, args[k], sig.args[k], types.intp) for k in (1, 2, 4, 5))
+        for k, off, stride in ((0, so, ss), (3, do, ds)):  # the first row and the last (strides are >= 0)
+            check_range(context, builder, sig.args[k], args[k], off, ir.Constant(_I64, n))
+            last = builder.add(off, builder.mul(stride, ir.Constant(_I64, n - 1)))
+            check_range(context, builder, sig.args[k], args[k], last, ir.Constant(_I64, n))
         align = src.dtype.bitwidth // 8
         intp = context.get_value_type(types.intp)
         rows = []
@@ -182,6 +211,7 @@ def vstore_n(typingctx, arr, i, v, count):
         return None
 
     def codegen(context, builder, sig, args):
+        check_range(context, builder, sig.args[0], args[0], args[1], args[3])
         vty = context.get_value_type(v)
         ptr = _vec_ptr(context, builder, sig.args[0], args[0], args[1], v)
         fnty = ir.FunctionType(ir.VoidType(), [vty, ptr.type, ir.IntType(32), _mask_type(v.lanes)])
@@ -242,6 +272,7 @@ def ld(typingctx, arr, i):
         return None
 
     def codegen(context, builder, sig, args):
+        check_range(context, builder, sig.args[0], args[0], args[1], ir.Constant(_I64, 1))
         return builder.load(_element_ptr(context, builder, sig.args[0], args[0], args[1]))
 
     return arr.dtype(arr, i), codegen
@@ -254,6 +285,7 @@ def st(typingctx, arr, i, x):
         return None
 
     def codegen(context, builder, sig, args):
+        check_range(context, builder, sig.args[0], args[0], args[1], ir.Constant(_I64, 1))
         val = context.cast(builder, args[2], sig.args[2], arr.dtype)
         builder.store(val, _element_ptr(context, builder, sig.args[0], args[0], args[1]))
         return context.get_dummy_value()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jitnet.codegen.cpu.parallel import chunked_kernel
+from jitnet.codegen.cpu.parallel import chunked_kernel, jit_flags
 from jitnet.codegen.expr import Dialect, Emitter
 from jitnet.codegen.index import Idx, flat_index, unflatten_index
 from jitnet.codegen.source import KernelSource, acc_dtype, numba_type, prod, reduction_index
@@ -82,9 +82,7 @@ def generate(kernel: Kernel) -> str:
         f"readonly({numba_type(n.dtype)})" for n in kernel.inputs
     ]
     sig = f"void({', '.join(types)})"
-    flags = 'error_model="numpy"'
-    if kernel.kind != "elementwise":
-        flags += ', fastmath={"reassoc"}'
+    flags = jit_flags('fastmath={"reassoc"}' if kernel.kind != "elementwise" else "")
     header = [
         f"# jitnet cpu kernel: {kernel.kind}, {work} elements of work, {'parallel' if parallel else 'serial'}",
         *(f"# {name}: {type_str(n)}" for n, name in src.outputs.items()),
@@ -101,8 +99,8 @@ def generate(kernel: Kernel) -> str:
     if not parallel:
         body = [f"@njit({sig}, cache=True, {flags})", f"def kernel({', '.join(args)}):", *(src.lines or ["    pass"])]
         return "\n".join(header + ["", ""] + body) + "\n"
-    buffers = [(src.outputs[n], n.dtype, n.size) for n in kernel.outputs]
-    buffers += [(name, n.dtype, n.size) for n, name in src.params.items()]
+    buffers = [(src.outputs[n], n.dtype) for n in kernel.outputs]
+    buffers += [(name, n.dtype) for n, name in src.params.items()]
     body = chunked_kernel(buffers, sig, src.lines[:after], flags, work=scratch, after=src.lines[after:])
     return "\n".join(header + [""] + body) + "\n"
 

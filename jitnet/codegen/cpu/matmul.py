@@ -31,7 +31,7 @@ import numpy as np
 
 from jitnet.codegen.cpu import gemm
 from jitnet.codegen.cpu.gemm import lanes_of
-from jitnet.codegen.cpu.parallel import chunked_kernel
+from jitnet.codegen.cpu.parallel import chunked_kernel, jit_flags
 
 # ---------------------------------------------------------------------------------------------
 # Tiles and routing
@@ -137,7 +137,6 @@ IMPORTS = [  # what a generated module (matmul's, conv's, pool's, or an epilogue
     "from jitnet.codegen.cpu.intrinsics import fmaximum, fminimum, ld, st",
     "from jitnet.codegen.cpu.signature import readonly",
 ]
-FLAGS = 'error_model="numpy"'
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -180,19 +179,21 @@ def _param_types(epilogue, default: str) -> list[str]:
     return [{"bool": "boolean"}.get(np.dtype(t).name, np.dtype(t).name) for t in dts]
 
 
-def epilogue_buffers(epilogue, default: str, sizes: dict[str, int] | None = None) -> list[tuple[str, str, int]]:
-    """(name, dtype, size) of the epilogue's buffers, as chunked kernels pass them (sizes are
-    nominal: the generated code indexes them unchecked)."""
+def epilogue_buffers(epilogue, default: str) -> list[tuple[str, str]]:
+    """(name, dtype) of the epilogue's buffers, as chunked kernels pass them."""
     if epilogue is None:
         return []
     types = [{"boolean": "bool"}.get(t, t) for t in _param_types(epilogue, default)]
-    return [(p, t, (sizes or {}).get(p, 0)) for p, t in zip(epilogue.params, types)]
+    return list(zip(epilogue.params, types))
 
 
 def gemm_call(e: _Lines, ind: int, dt: np.dtype, t: Tile, operands, mnk, flags, block) -> None:
-    """The core's call on one product: operands (addresses of C, A, B); flags (a_trans, b_trans,
+    """The core's call on one product: operands ((array, offset) of C, A, B: each is passed as a
+    `span` of the elements the core addresses, checked in checked mode); flags (a_trans, b_trans,
     pack_b, accumulate); block (r_lo, r_hi, j_lo, j_hi)."""
-    args = [*operands, *map(str, mnk), *(str(int(f)) for f in flags), *block, str(t.kc), str(max(1, t.mc // t.mr))]
+    m, n, k = mnk
+    spans = [f"span({x}, {o}, {size})" for (x, o), size in zip(operands, (m * n, m * k, k * n))]
+    args = [*spans, *map(str, mnk), *(str(int(f)) for f in flags), *block, str(t.kc), str(max(1, t.mc // t.mr))]
     e(ind, f'call("{gemm.symbol(dt, t.mr, t.nr)}", {", ".join(args)})')
 
 
@@ -271,7 +272,7 @@ def matmul_source(
     sig = f"void({T}[::1], readonly({T}), readonly({T}){ptypes})"
     e = _Lines()
     if M == 0 or N == 0 or K == 0:  # nothing to multiply: out is empty, or all zeros (or unchanged)
-        e(0, f"@njit({sig}, cache=True, {FLAGS})")
+        e(0, f"@njit({sig}, cache=True, {jit_flags()})")
         e(0, f"def kernel(out, a, b{pdecl}):")
         e(1, f"for z in range({B}):")
         e(2, f"for i in range({M}):")
@@ -300,16 +301,15 @@ def matmul_source(
     e(1, f"j_hi = (tj + 1) * {NP} // tn")
     e(1, f"for z in range({B}):")
     offsets = (f"z * {M * N}", _batch_offset(out_batch, a_batch, M * K), _batch_offset(out_batch, b_batch, K * N))
-    operands = [f"address({x}, {o})" for x, o in zip(("out", "a", "b"), offsets)]
+    operands = list(zip(("out", "a", "b"), offsets))
     flags, block = (a_trans, b_trans, pack_b, accumulate), ("r_lo", "r_hi", "j_lo", "j_hi")
     gemm_call(e, 2, dt, t, operands, (M, N, K), flags, block)
     if epilogue is not None:  # the finished block, still in cache
         e(2, f"for i in range(r_lo * {t.mr}, min(r_hi * {t.mr}, {M})):")
         e(3, f"for j in range(j_lo * {t.nr}, min(j_hi * {t.nr}, {N})):")
         apply_epilogue(e, 4, epilogue, "out", f"(z * {M} + i) * {N} + j", ["z", "i", "j"])
-    sizes = {"a": int(np.prod(a_batch, dtype=np.int64)) * M * K, "b": int(np.prod(b_batch, dtype=np.int64)) * K * N}
-    buffers = [("out", T, B * M * N), ("a", T, sizes["a"]), ("b", T, sizes["b"]), *epilogue_buffers(epilogue, T)]
-    body = chunked_kernel(buffers, sig, e.lines, FLAGS, threads="num_threads()" if parallel else "1")
+    buffers = [("out", T), ("a", T), ("b", T), *epilogue_buffers(epilogue, T)]
+    body = chunked_kernel(buffers, sig, e.lines, jit_flags(), threads="num_threads()" if parallel else "1")
     return "\n".join(header + [gemm.require_line(dt, t.mr, t.nr)] + body) + "\n"
 
 
@@ -361,8 +361,8 @@ def epilogue_source(batch: int, m: int, n: int, dtype, epilogue) -> str:
     e(2, f"for j in range({n}):")
     apply_epilogue(e, 3, epilogue, "out", f"r * {n} + j", ["z", "i", "j"])
     threads = "num_threads()" if rows * n >= 1 << 15 else "1"
-    buffers = [("out", dt, rows * n), *epilogue_buffers(epilogue, dt.name)]
-    body = chunked_kernel(buffers, f"void({t}[::1]{ptypes})", e.lines, FLAGS, threads=threads)
+    buffers = [("out", dt), *epilogue_buffers(epilogue, dt.name)]
+    body = chunked_kernel(buffers, f"void({t}[::1]{ptypes})", e.lines, jit_flags(), threads=threads)
     return (
         "\n".join([f"# jitnet cpu matmul epilogue over out ({batch}, {m}, {n}) {dt.name}", *IMPORTS, "", *body]) + "\n"
     )

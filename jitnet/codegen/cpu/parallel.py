@@ -16,11 +16,21 @@ function, the per-image function, the kernel and the kernel's gufunc) took 2.5-5
 Symbols are resolved when a caller is finalised, also when numba loads it from its disk cache, so a
 module registers every symbol it calls (`require` / `register`) before the functions that call them
 are compiled or loaded: a generated module does that in its first lines.
+
+Checked mode (`JITNET_BOUNDSCHECK=1`, read when a kernel's source is generated): every generated
+CPU kernel and GEMM core compiles with numba's `boundscheck=True`, which also makes the unchecked
+intrinsics (`ld`, `st`, `vload_n`, ..., `span`) check their element ranges; the flag is in the
+source, so checked kernels have cache entries of their own. A chunk's table carries each array's
+true size. An exception in a `cfunc` does not reach its caller: numba prints "Exception ignored"
+and the cfunc returns, the launch goes on and the call returns a wrong result. So in checked mode
+chunks and cores catch it and set a process-wide failure word, which the entry tests after the
+launch and turns into an IndexError at the kernel's call.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -30,6 +40,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np import numpy_support
 from numba.np.arrayobj import populate_array
+
+from jitnet.codegen.cpu.intrinsics import check_range
 
 I64 = ir.IntType(64)
 CHUNK = ir.FunctionType(ir.VoidType(), [I64, I64, I64])  # chunk(args, t, nt)
@@ -48,7 +60,36 @@ def {LAUNCHER}(chunk, args, nt):
         call_address(chunk, args, t, nt)
 '''
 
+BOUNDSCHECK = "JITNET_BOUNDSCHECK"
+FAILURE = "jitnet_chunk_failure"  # the failure word's symbol (checked mode)
+
 _registered: set[str] = set()
+_failure = np.zeros(1, np.int64)
+llvm.add_symbol(FAILURE, _failure.ctypes.data)
+
+
+def checked() -> bool:
+    """Whether kernels generated now check their indexing (JITNET_BOUNDSCHECK=1)."""
+    return os.environ.get(BOUNDSCHECK, "0") not in ("", "0")
+
+
+def jit_flags(extra: str = "") -> str:
+    """The numba options of a generated kernel: numpy's error model, `extra`, and checked indexing
+    in checked mode."""
+    return 'error_model="numpy"' + (f", {extra}" if extra else "") + (", boundscheck=True" if checked() else "")
+
+
+def cfunc_source(name: str, params: list[str], flags: str, body: list[str]) -> list[str]:
+    """Source lines of the void cfunc `name(<params>)` (all int64) whose body is `body` (lines
+    indented one level). In checked mode the body is an njit function the cfunc calls in a try:
+    an exception sets the failure word instead of vanishing (see the module docstring). (A try
+    around a long body, such as the GEMM core's, exhausts numba's recursion limit.)"""
+    args = ", ".join(params)
+    head = [f"@cfunc(void({', '.join(['int64'] * len(params))}), cache=True, {flags})", f"def {name}({args}):"]
+    if not checked():
+        return head + list(body)
+    guard = ["    try:", f"        {name}_body({args})", "    except Exception:", "        fail()"]
+    return [f"@njit(cache=True, {flags})", f"def {name}_body({args}):", *body, "", "", *head, *guard]
 
 
 def register(name: str, fn) -> None:
@@ -129,9 +170,36 @@ def call(typingctx, name, *args):
     return types.void(name, types.StarArgTuple(args)), codegen
 
 
+def _failure_word(builder):
+    """The failure word, declared in the module being built (resolved to `_failure` by symbol)."""
+    return builder.module.globals.get(FAILURE) or ir.GlobalVariable(builder.module, I64, FAILURE)
+
+
+@intrinsic
+def fail(typingctx):
+    """Set the failure word (checked mode: a chunk or core caught an exception)."""
+
+    def codegen(context, builder, sig, a):
+        builder.store_atomic(ir.Constant(I64, 1), _failure_word(builder), "monotonic", 8)
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@intrinsic
+def take_failure(typingctx):
+    """The failure word, cleared."""
+
+    def codegen(context, builder, sig, a):
+        old = builder.atomic_rmw("xchg", _failure_word(builder), ir.Constant(I64, 0), "monotonic")
+        return builder.icmp_signed("!=", old, ir.Constant(I64, 0))
+
+    return types.boolean(), codegen
+
+
 @intrinsic
 def address(typingctx, arr, offset):
-    """The address of arr[offset] (no bounds check)."""
+    """The address of arr[offset] (unchecked: see `span`)."""
     if not (isinstance(arr, types.Array) and isinstance(offset, types.Integer)):
         return None
 
@@ -140,6 +208,21 @@ def address(typingctx, arr, offset):
         return builder.ptrtoint(builder.gep(data, [a[1]]), I64)
 
     return types.int64(arr, offset), codegen
+
+
+@intrinsic
+def span(typingctx, arr, offset, count):
+    """The address of arr[offset], where a callee reads or writes `count` elements (checked mode:
+    they lie in arr): how a GEMM core's operands are passed."""
+    if not (isinstance(arr, types.Array) and isinstance(offset, types.Integer) and isinstance(count, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, a):
+        check_range(context, builder, sig.args[0], a[0], a[1], a[2])
+        data = context.make_array(sig.args[0])(context, builder, a[0]).data
+        return builder.ptrtoint(builder.gep(data, [a[1]]), I64)
+
+    return types.int64(arr, offset, count), codegen
 
 
 def _array(context, builder, aryty, addr, size):
@@ -159,18 +242,19 @@ def _array_type(dtype) -> types.Array | None:
 
 
 @intrinsic(prefer_literal=True)
-def arg_array(typingctx, args, i, dtype, size):
-    """The array of `size` elements of `dtype` (a string) at the address in the table args[i]."""
+def arg_array(typingctx, args, i, dtype):
+    """Array i of the table at `args` (pairs of address and size) as an array of `dtype` (a string):
+    its true size, as the entry found it, so that checked indexing means something."""
     aryty = _array_type(dtype)
     if aryty is None or not isinstance(i, types.IntegerLiteral):
         return None
 
     def codegen(context, builder, sig, a):
         table = builder.inttoptr(a[0], I64.as_pointer())
-        addr = builder.load(builder.gep(table, [ir.Constant(I64, i.literal_value)]))
-        return _array(context, builder, aryty, addr, a[3])
+        addr, size = (builder.load(builder.gep(table, [ir.Constant(I64, 2 * i.literal_value + k)])) for k in (0, 1))
+        return _array(context, builder, aryty, addr, size)
 
-    return aryty(args, i, dtype, size), codegen
+    return aryty(args, i, dtype), codegen
 
 
 @intrinsic(prefer_literal=True)
@@ -189,15 +273,16 @@ def array_at(typingctx, addr, dtype, size):
 # ---- the module shape -------------------------------------------------------------------------
 
 
-IMPORTS = [  # what chunked_kernel's lines use (the caller's body may use call and address too)
+IMPORTS = [  # what chunked_kernel's lines use (the caller's body may use call, address and span too)
     "from numba import cfunc",
     "from jitnet.codegen.cpu.intrinsics import num_threads",
-    "from jitnet.codegen.cpu.parallel import address, arg_array, call, launch, register, require",
+    "from jitnet.codegen.cpu.parallel import address, arg_array, call, fail, launch, register, require, span",
+    "from jitnet.codegen.cpu.parallel import take_failure",
 ]
 
 
 def chunked_kernel(
-    buffers: list[tuple[str, np.dtype, int]],
+    buffers: list[tuple[str, np.dtype]],
     signature: str,
     body: list[str],
     flags: str,
@@ -209,23 +294,23 @@ def chunked_kernel(
     """Source lines of a parallel kernel `kernel(<buffers>)`, its imports included (the module's
     own header imports numpy, njit and the numba types), whose work is `body` (lines indented
     one level, using the buffers by name and t / nt: this chunk and the number of chunks).
-    `buffers`: (name, dtype, size) of the kernel's arguments in order; `signature`: the entry's
-    numba signature; `work`: (name, dtype, size) of scratch arrays the entry allocates
-    (uninitialised) and every chunk sees (a size may be an expression of nt); `after`: entry
-    lines run once all chunks are done (indented one level); `threads`: the entry's expression
-    for nt, the number of chunks."""
-    table = [(n, np.dtype(d).name, s) for n, d, s in [*buffers, *work]]
-    chunk = [f"    {n} = arg_array(args, {i}, {d!r}, {s})" for i, (n, d, s) in enumerate(table)] + list(body)
-    name = symbol("\n".join(chunk) + flags)
-    params = [n for n, _, _ in buffers]
+    `buffers`: (name, dtype) of the kernel's arguments in order; `signature`: the entry's numba
+    signature; `flags`: both functions' numba options (`jit_flags`); `work`: (name, dtype, size)
+    of scratch arrays the entry allocates (uninitialised) and every chunk sees (a size may be an
+    expression of nt); `after`: entry lines run once all chunks are done (indented one level);
+    `threads`: the entry's expression for nt, the number of chunks."""
+    table = [(n, np.dtype(d).name) for n, d, *_ in [*buffers, *work]]
+    chunk = [f"    {n} = arg_array(args, {i}, {d!r})" for i, (n, d) in enumerate(table)] + list(body)
+    chunk = cfunc_source("chunk", ["args", "t", "nt"], flags, chunk)
+    name = symbol("\n".join(chunk))
+    params = [n for n, _ in buffers]
+    check = [f'        raise IndexError("jitnet kernel {name}: index out of bounds ({BOUNDSCHECK})")']
     return [
         *IMPORTS,
         "",
         "require()",
         "",
         "",
-        f"@cfunc(void(int64, int64, int64), cache=True, {flags})",
-        "def chunk(args, t, nt):",
         *chunk,
         "",
         "",
@@ -235,9 +320,14 @@ def chunked_kernel(
         f"@njit({signature}, cache=True, {flags})",
         f"def kernel({', '.join(params)}):",
         f"    nt = {threads}",
-        *(f"    {n} = np.empty({s}, np.{d})" for n, d, s in table[len(buffers) :]),
-        f"    args = np.empty({len(table)}, np.int64)",
-        *(f"    args[{i}] = address({n}, 0)" for i, (n, _, _) in enumerate(table)),
-        f'    launch("{name}", {", ".join(["args", "nt", *(n for n, _, _ in table[len(buffers) :])])})',
+        *(f"    {n} = np.empty({s}, np.{np.dtype(d).name})" for n, d, s in work),
+        f"    args = np.empty({2 * len(table)}, np.int64)",
+        *(
+            f"    args[{2 * i + k}] = {v}"
+            for i, (n, _) in enumerate(table)
+            for k, v in enumerate([f"address({n}, 0)", f"{n}.size"])
+        ),
+        f'    launch("{name}", {", ".join(["args", "nt", *(n for n, _, _ in work)])})',
+        *(["    if take_failure():", *check] if checked() else []),
         *after,
     ]

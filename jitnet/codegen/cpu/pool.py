@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from jitnet.codegen.cpu.matmul import FLAGS, IMPORTS, _Lines
-from jitnet.codegen.cpu.parallel import chunked_kernel
+from jitnet.codegen.cpu.matmul import IMPORTS, _Lines
+from jitnet.codegen.cpu.parallel import chunked_kernel, jit_flags
 
 
 def _geometry(in_shape, kernel, stride, padding):
@@ -41,13 +41,11 @@ def _header(op: str, in_shape, kernel, stride, padding, ho: int, wo: int) -> lis
 
 def _module(op: str, dt: np.dtype, in_shape, geo, lines: list[str], header: list[str]) -> str:
     """The chunked kernel: each thread takes a run of planes (q)."""
-    planes, h, w, _, _, _, _, _, _, ho, wo = geo
-    sizes = {"x": planes * h * w, "g": planes * ho * wo}
-    out_size = planes * h * w if op.endswith("_vjp") else planes * ho * wo
-    buffers = [("out", dt, out_size)] + [(a, dt, sizes[a]) for a in ARGS[op]]
+    planes = geo[0]
+    buffers = [("out", dt)] + [(a, dt) for a in ARGS[op]]
     sig = f"void({dt.name}[::1], {', '.join(f'readonly({dt.name})' for _ in ARGS[op])})"
     threads = "num_threads()" if planes > 1 else "1"
-    return "\n".join(header + chunked_kernel(buffers, sig, lines, FLAGS, threads=threads)) + "\n"
+    return "\n".join(header + chunked_kernel(buffers, sig, lines, jit_flags(), threads=threads)) + "\n"
 
 
 def _window(e, ind: int, geo) -> None:

@@ -8,14 +8,19 @@ import pytest
 
 from jitnet.codegen import cache
 from jitnet.codegen.cpu import parallel
-from jitnet.codegen.cpu.matmul import FLAGS, IMPORTS
+from jitnet.codegen.cpu.matmul import IMPORTS
 
 
 def chunked(body: list[str], n: int, threads: str = "num_threads()", **kw) -> str:
     """kernel(out, x) over n float32 elements with `body` as each chunk's work."""
-    buffers = [("out", np.float32, n), ("x", np.float32, n)]
+    buffers = [("out", np.float32), ("x", np.float32)]
     sig = "void(float32[::1], readonly(float32))"
-    return "\n".join([*IMPORTS, "", *parallel.chunked_kernel(buffers, sig, body, FLAGS, threads=threads, **kw)]) + "\n"
+    return (
+        "\n".join(
+            [*IMPORTS, "", *parallel.chunked_kernel(buffers, sig, body, parallel.jit_flags(), threads=threads, **kw)]
+        )
+        + "\n"
+    )
 
 
 def test_chunks_cover_the_range_once_per_thread_count():
@@ -77,11 +82,14 @@ def test_arg_array_and_address_round_trip(dtype):
                 "",
                 "@njit",
                 "def copy(src, dst):",
-                "    table = np.empty(2, np.int64)",
+                "    table = np.empty(4, np.int64)",
                 "    table[0] = address(src, 0)",
-                "    table[1] = address(dst, 0)",
-                f"    a = arg_array(address(table, 0), 0, {dtype!r}, src.size)",
-                f"    b = arg_array(address(table, 0), 1, {dtype!r}, dst.size)",
+                "    table[1] = src.size",
+                "    table[2] = address(dst, 0)",
+                "    table[3] = dst.size",
+                f"    a = arg_array(address(table, 0), 0, {dtype!r})",
+                f"    b = arg_array(address(table, 0), 1, {dtype!r})",
+                "    assert a.size == src.size and b.size == dst.size",
                 "    for i in range(a.size):",
                 "        b[i] = a[i]",
             ]
