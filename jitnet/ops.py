@@ -36,9 +36,34 @@ def lift(x: Any) -> Tracer:
         return trace.current().capture(x, x.shape, x.dtype)
     if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
         return trace.const(x, dtypes.weak_storage(x), weak=True)
-    if isinstance(x, (np.ndarray, np.generic, list, tuple)):
+    if isinstance(x, (list, tuple)) and not _numbers_only(x):
+        raise trace_error(TraceTypeError, "lift", "a list of arrays is not an array; combine them with jn.concatenate")
+    if isinstance(x, (list, tuple)):
+        return trace.const(_list_array(x))
+    if isinstance(x, (np.ndarray, np.generic)):
         return trace.const(np.asarray(x))
     raise trace_error(TraceTypeError, "lift", f"cannot use a {type(x).__name__} as an array")
+
+
+def _numbers_only(x) -> bool:
+    """A (nested) list or tuple of plain numbers: array data, as numpy reads it."""
+    if isinstance(x, (list, tuple)):
+        return builtins.all(_numbers_only(v) for v in x)
+    return isinstance(x, (bool, int, float, np.generic))
+
+
+def _list_array(x) -> np.ndarray:
+    """A nested list of numbers as an array of the default dtypes, as `jn.asarray` makes it."""
+    arr = np.asarray(x)
+    if arr.dtype.kind == "f":
+        return arr.astype(dtypes.DEFAULT_FLOAT)
+    return arr.astype(dtypes.DEFAULT_INT) if arr.dtype.kind in "iu" else arr
+
+
+def _as_data(x):
+    """Nested lists of numbers become one array (else the compiled op would see a pytree of
+    scalars); other arguments pass unchanged."""
+    return _list_array(x) if isinstance(x, (list, tuple)) and x and _numbers_only(x) else x
 
 
 def _has_tracer(tree) -> bool:
@@ -65,7 +90,7 @@ def primitive(n_arrays: int = 1):
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            arrays, static = args[:n_arrays], args[n_arrays:]
+            arrays, static = tuple(map(_as_data, args[:n_arrays])), args[n_arrays:]
             if trace.current() is not None or _has_tracer(arrays):
                 return fn(*args, **kwargs)
             key = (fn, len(arrays), _hashable(static), _hashable(tuple(sorted(kwargs.items()))))
@@ -170,7 +195,36 @@ add = _binary("add", False)
 sub = _binary("sub", False)
 mul = _binary("mul", False)
 div = _binary("div", True)
-pow = _binary("pow", True)
+
+
+def pow(a, b):
+    """Elementwise a ** b with broadcasting, as numpy's: integers stay integers (exact, wrapping on
+    overflow; bools count as int64). A negative integer exponent given as Python or numpy data
+    raises; one in an Array or a traced value gives the truncated reciprocal (1 for a == 1, +-1
+    for a == -1, else 0)."""
+    host_exponent = not (isinstance(b, Tracer) or is_runtime_array(b))
+    if host_exponent and _integer_data(a) and _integer_data(b) and np.any(np.asarray(b) < 0):
+        raise trace_error(TraceShapeError, "pow", "integers to negative integer powers are not allowed")
+    return _pow(a, b)
+
+
+def _integer_data(x) -> bool:
+    if isinstance(x, (bool, np.bool_)):
+        return False
+    if isinstance(x, int):
+        return True
+    dt = getattr(x, "dtype", None) if not isinstance(x, (list, tuple)) else _list_array(x).dtype
+    return dt is not None and np.dtype(dt).kind in "iu"
+
+
+@primitive(2)
+def _pow(a, b):
+    ta, tb = lift(a), lift(b)
+    if dtypes.is_bool(_promote([ta, tb])[0]):
+        ta, tb = _cast(ta, dtypes.DEFAULT_INT), _cast(tb, dtypes.DEFAULT_INT)
+    return _elementwise("pow", ta, tb)
+
+
 maximum = _binary("maximum", False)
 minimum = _binary("minimum", False)
 logical_and = _binary("logical_and", False)
@@ -238,7 +292,7 @@ def _axes(op: str, t: Tracer, axis) -> tuple[int, ...]:
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out = []
     for a in axes:
-        if not -t.ndim <= a < builtins.max(t.ndim, 1) or (t.ndim == 0 and a not in (0, -1)):
+        if not -builtins.max(t.ndim, 1) <= a < builtins.max(t.ndim, 1):
             raise trace_error(TraceShapeError, op, f"axis {a} is out of range for shape {t.shape}")
         out.append(int(a) % builtins.max(t.ndim, 1))
     if len(set(out)) != len(out):
@@ -330,13 +384,28 @@ def _shape_arg(shape) -> tuple:
     return tuple(int(d) for d in shape)
 
 
+def _dims(op: str, shape, allow_infer: bool = False) -> tuple[int, ...]:
+    """A shape of non-negative ints (and one -1 where `allow_infer`), or an error naming it."""
+    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
+    bad = [d for d in shape if d < 0 and not (allow_infer and d == -1)]
+    if bad or (allow_infer and shape.count(-1) > 1):
+        what = "non-negative sizes and at most one -1" if allow_infer else "non-negative sizes"
+        raise trace_error(TraceShapeError, op, f"shape {shape} must have {what}")
+    return shape
+
+
+def _axis(op: str, axis, ndim: int) -> int:
+    """One axis in [-ndim, ndim), made non-negative."""
+    if not -ndim <= int(axis) < ndim:
+        raise trace_error(TraceShapeError, op, f"axis {axis} is out of range for {ndim} dimensions")
+    return int(axis) % ndim
+
+
 @primitive()
 def reshape(x, *shape):
     """numpy's reshape, with one -1 allowed."""
     t = lift(x)
-    shape = _shape_arg(shape)
-    if shape.count(-1) > 1:
-        raise trace_error(TraceShapeError, "reshape", f"only one -1 allowed in {shape}")
+    shape = _dims("reshape", _shape_arg(shape), allow_infer=True)
     if -1 in shape:
         known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
         if known == 0 or t.size % known:
@@ -350,7 +419,11 @@ def reshape(x, *shape):
 @primitive()
 def transpose(x, axes=None):
     t = lift(x)
-    axes = tuple(reversed(range(t.ndim))) if axes is None else tuple(int(a) % builtins.max(t.ndim, 1) for a in axes)
+    axes = tuple(reversed(range(t.ndim))) if axes is None else tuple(_axis("transpose", a, t.ndim) for a in axes)
+    if sorted(axes) != list(range(t.ndim)):
+        raise trace_error(
+            TraceShapeError, "transpose", f"axes {axes} are not a permutation of the axes of shape {t.shape}"
+        )
     if axes == tuple(range(t.ndim)):
         return t
     return apply("permute", (t,), t.weak, axes=axes)
@@ -359,7 +432,7 @@ def transpose(x, axes=None):
 @primitive()
 def broadcast_to(x, shape):
     t = lift(x)
-    shape = tuple(int(d) for d in shape)
+    shape = _dims("broadcast_to", shape)
     if len(shape) < t.ndim:
         raise trace_error(TraceShapeError, "broadcast_to", f"cannot broadcast {t.shape} to {shape}")
     return _expand_to(t, shape)
@@ -368,9 +441,11 @@ def broadcast_to(x, shape):
 @primitive()
 def expand_dims(x, axis):
     t = lift(x)
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     ndim = t.ndim + len(axes)
-    axes = sorted(a % ndim for a in axes)
+    axes = sorted(_axis("expand_dims", a, ndim) for a in axes)
+    if len(set(axes)) != len(axes):
+        raise trace_error(TraceShapeError, "expand_dims", f"repeated axis in {axis}")
     shape, it = [], iter(t.shape)
     for d in range(ndim):
         shape.append(1 if d in axes else next(it))
@@ -396,13 +471,17 @@ def flatten(x, start_dim: int = 0, end_dim: int = -1):
     t = lift(x)
     if t.ndim == 0:
         return reshape(t, (1,))
-    s, e = start_dim % t.ndim, end_dim % t.ndim
+    s, e = _axis("flatten", start_dim, t.ndim), _axis("flatten", end_dim, t.ndim)
+    if s > e:
+        raise trace_error(TraceShapeError, "flatten", f"start_dim {start_dim} comes after end_dim {end_dim}")
     merged = int(np.prod(t.shape[s : e + 1], dtype=np.int64))
     return reshape(t, t.shape[:s] + (merged,) + t.shape[e + 1 :])
 
 
 @primitive()
 def concatenate(xs, axis: int = 0):
+    if isinstance(xs, Tracer):  # one array: its rows, as numpy iterates it
+        xs = [getitem(xs, i) for i in range(xs.shape[0])] if xs.ndim else [xs]
     ts = [lift(x) for x in xs]
     if not ts:
         raise trace_error(TraceShapeError, "concatenate", "needs at least one array")
@@ -410,7 +489,7 @@ def concatenate(xs, axis: int = 0):
     ts = [_cast(t, dt) for t in ts]
     if builtins.any(t.ndim != ts[0].ndim or t.ndim == 0 for t in ts):
         raise trace_error(TraceShapeError, "concatenate", f"needs arrays of one rank >= 1, got {[t.shape for t in ts]}")
-    a = int(axis) % ts[0].ndim
+    a = _axis("concatenate", axis, ts[0].ndim)
     ts = [t for t in ts if t.shape[a] > 0] or ts[:1]
     if len(ts) == 1:
         return ts[0]
@@ -423,6 +502,10 @@ def pad(x, pad_width, value: float = 0.0):
     t = lift(x)
     w = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (t.ndim, 2))
     widths = tuple((int(lo), int(hi)) for lo, hi in w)
+    if builtins.any(lo < 0 or hi < 0 for lo, hi in widths):
+        raise trace_error(
+            TraceShapeError, "pad", f"pad widths must be non-negative, got {pad_width} for shape {t.shape}"
+        )
     if builtins.all(lo == 0 and hi == 0 for lo, hi in widths):
         return t
     return apply("pad", (t,), t.weak, widths=widths, value=float(value))
@@ -498,8 +581,14 @@ def matmul(a, b):
     return reshape(out, shape)
 
 
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))
+def _pair(op: str, name: str, v) -> tuple[int, int]:
+    """An int or a pair of ints, as PyTorch's kernel_size, stride and padding (the shape rule checks
+    their ranges)."""
+    if isinstance(v, (int, np.integer)):
+        return (int(v), int(v))
+    if isinstance(v, (tuple, list)) and len(v) == 2 and builtins.all(isinstance(u, (int, np.integer)) for u in v):
+        return (int(v[0]), int(v[1]))
+    raise trace_error(TraceTypeError, op, f"{name} must be an int or a pair of ints, got {v!r}")
 
 
 @primitive(2)
@@ -507,15 +596,16 @@ def conv2d(x, w, stride=1, padding=0):
     """Cross-correlation of x (N, C, H, W) with w (O, C, kh, kw), as PyTorch's conv2d."""
     tx, tw = lift(x), lift(w)
     dt = dtypes.to_float(_promote([tx, tw])[0])
-    return apply("conv2d", (_cast(tx, dt), _cast(tw, dt)), stride=_pair(stride), padding=_pair(padding))
+    stride, padding = _pair("conv2d", "stride", stride), _pair("conv2d", "padding", padding)
+    return apply("conv2d", (_cast(tx, dt), _cast(tw, dt)), stride=stride, padding=padding)
 
 
 def _pool(op: str, x, kernel_size, stride, padding) -> Tracer:
     t = lift(x)
     t = _cast(t, dtypes.to_float(t.dtype))
-    k = _pair(kernel_size)
-    s = k if stride is None else _pair(stride)
-    return apply(op, (t,), kernel=k, stride=s, padding=_pair(padding))
+    k = _pair(op, "kernel_size", kernel_size)
+    s = k if stride is None else _pair(op, "stride", stride)
+    return apply(op, (t,), kernel=k, stride=s, padding=_pair(op, "padding", padding))
 
 
 @primitive()
@@ -536,6 +626,8 @@ def one_hot(labels, num_classes: int):
     t = lift(labels)
     if not dtypes.is_int(t.dtype):
         raise trace_error(TraceTypeError, "one_hot", f"labels must be integers, got {t.dtype.name}")
+    if not isinstance(num_classes, (int, np.integer)) or num_classes < 0:
+        raise trace_error(TraceShapeError, "one_hot", f"num_classes must be a non-negative int, got {num_classes!r}")
     classes = arange(num_classes, dtype=t.dtype)
     return astype(equal(expand_dims(t, -1), classes), dtypes.DEFAULT_FLOAT)
 
@@ -612,7 +704,7 @@ def _const_value(t: Tracer) -> np.ndarray:
 
 
 def full(shape, fill_value, dtype=None):
-    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
+    shape = _dims("full", shape)
     dt = dtypes.scalar_dtype(fill_value) if dtype is None else dtypes.canonical(dtype)
     value = trace.const(np.asarray(fill_value, dtype=dt))
     return _constructor_result(_expand_to(value, shape))

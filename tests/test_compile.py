@@ -221,6 +221,20 @@ def test_captured_numpy_array_and_number_are_trace_time_constants(backend):
     assert len(f.lower(X).graph.inputs) == 1
 
 
+def test_big_endian_inputs_compute_in_the_native_dtype(backend):
+    """Data read from a file may be big-endian: it is the same number, not an unsupported dtype."""
+    x, y = X.astype(">f4"), np.arange(4, dtype=">i8")
+    f = jn.compile(lambda a, b, c: (a * 2 + b.sum(), a @ c), backend=backend)
+    scaled, product = f(x, y, W.astype(">f8"))
+    assert scaled.dtype == product.dtype == np.float64  # as numpy: float32 with int64 is float64
+    np.testing.assert_array_equal(np.asarray(scaled), x * 2 + y.sum())
+    np.testing.assert_allclose(np.asarray(product), X.astype(np.float64) @ W, rtol=1e-12)
+    assert f.traces == 1 and f(X, np.arange(4), W.astype(np.float64)) is not None and f.traces == 1
+    k = np.arange(3, dtype=">f8")
+    np.testing.assert_array_equal(np.asarray(jn.compile(lambda a: a + k, backend=backend)(X[:, :3])), X[:, :3] + k)
+    assert jn.asarray(x).dtype == np.float32 and np.asarray(jn.asarray(x)).tolist() == X.tolist()
+
+
 # ---- results are the caller's ----
 
 

@@ -45,7 +45,7 @@ SHAPE_ERRORS = [
     ("index_out_of_bounds", lambda x: x[3], (X,), ["getitem", "3", "out of bounds", "size 3"]),
     ("negative_index_out_of_bounds", lambda x: x[:, -5], (X,), ["getitem", "-5", "out of bounds", "size 4"]),
     ("too_many_indices", lambda x: x[0, 0, 0], (X,), ["getitem", "too many", "(3, 4)"]),
-    ("transpose_axes", lambda x: jn.transpose(x, (0, 0)), (X,), ["permute", "(0, 0)", "(3, 4)"]),
+    ("transpose_axes", lambda x: jn.transpose(x, (0, 0)), (X,), ["transpose", "(0, 0)", "(3, 4)"]),
     ("squeeze", lambda x: jn.squeeze(x, 1), (X,), ["squeeze", "(3, 4)"]),
     ("pad_negative", lambda x: jn.pad(x, -1), (X,), ["pad", "(3, 4)"]),
     (
@@ -59,6 +59,52 @@ SHAPE_ERRORS = [
     ("pool_too_big", lambda x: jn.max_pool2d(x, 6), (IMG,), ["max_pool2d", "(6, 6)"]),
     ("pool_rank", lambda x: jn.avg_pool2d(x, 2), (X,), ["avg_pool2d", "(3, 4)"]),
     ("arange_zero_step", lambda x: jn.arange(0, 3, 0) + x, (X,), ["arange", "step"]),
+    # sizes, axes and window arguments that were silently accepted, wrapped or cropped
+    ("reshape_negative", lambda x: jn.reshape(x, (-2, -6)), (X,), ["reshape", "(-2, -6)", "non-negative"]),
+    ("zeros_negative", lambda x: x.sum() + jn.zeros((2, -3, 0)), (X,), ["full", "(2, -3, 0)"]),
+    ("ones_negative", lambda x: x.sum() + jn.ones(-1), (X,), ["full", "(-1,)"]),
+    ("full_negative", lambda x: x.sum() + jn.full((-2,), 1.0), (X,), ["full", "(-2,)"]),
+    ("broadcast_to_negative", lambda x: jn.broadcast_to(x, (-3, 4)), (X,), ["broadcast_to", "(-3, 4)"]),
+    ("expand_dims_axis", lambda v: jn.expand_dims(v, 5), (V5,), ["expand_dims", "axis 5", "2 dimensions"]),
+    ("expand_dims_far_axis", lambda x: jn.expand_dims(x, 77), (X,), ["expand_dims", "axis 77"]),
+    ("expand_dims_repeated", lambda x: jn.expand_dims(x, (0, -4)), (X,), ["expand_dims", "repeated"]),
+    ("concatenate_axis", lambda x: jn.concatenate([x, x], axis=77), (X,), ["concatenate", "axis 77"]),
+    ("transpose_axis", lambda x: jn.transpose(x, (0, 2)), (X,), ["transpose", "axis 2"]),
+    ("flatten_axis", lambda x: jn.flatten(x, 3), (X,), ["flatten", "axis 3"]),
+    ("one_hot_negative", lambda v: jn.one_hot(v.astype(np.int32), -2), (V5,), ["one_hot", "-2"]),
+    (
+        "conv2d_negative_padding",
+        lambda x, w: jn.conv2d(x, w, padding=-1),
+        (IMG, np.ones((1, 2, 3, 3), np.float32)),
+        ["conv2d", "padding", "(-1, -1)"],
+    ),
+    (
+        "conv2d_zero_stride",
+        lambda x, w: jn.conv2d(x, w, stride=0),
+        (IMG, np.ones((1, 2, 3, 3), np.float32)),
+        ["conv2d", "stride", "(0, 0)"],
+    ),
+    (
+        "conv2d_zero_stride_h",
+        lambda x, w: jn.conv2d(x, w, stride=(0, 1)),
+        (IMG, np.ones((1, 2, 3, 3), np.float32)),
+        ["conv2d", "stride", "(0, 1)"],
+    ),
+    (
+        "max_pool_negative_padding",
+        lambda x: jn.max_pool2d(x, 2, padding=-1),
+        (IMG,),
+        ["max_pool2d", "padding", "(-1, -1)"],
+    ),
+    ("max_pool_zero_kernel", lambda x: jn.max_pool2d(x, 0), (IMG,), ["max_pool2d", "kernel", "(0, 0)"]),
+    ("avg_pool_zero_stride", lambda x: jn.avg_pool2d(x, 2, stride=0), (IMG,), ["avg_pool2d", "stride", "(0, 0)"]),
+    ("int_pow_negative", lambda x: x.astype(np.int32) ** -1, (X,), ["pow", "negative integer powers"]),
+    (
+        "int_pow_negative_array",
+        lambda x: jn.pow(x.astype(np.int64), np.array([2, -1])),
+        (X[:, :2],),
+        ["pow", "negative"],
+    ),
 ]
 
 TYPE_ERRORS = [
@@ -78,6 +124,31 @@ TYPE_ERRORS = [
     ("bool_of_tracer_and", lambda x: (x > 0) and x, (X,), ["bool"]),
     ("asarray_of_tracer", lambda x: np.asarray(x), (X,), ["asarray"]),
     ("lift_string", lambda x: x + "a", (X,), ["str"]),
+    ("lift_list_of_arrays", lambda x: jn.exp([x, x]), (X,), ["list of arrays", "concatenate"]),
+    (
+        "conv2d_padding_triple",
+        lambda x, w: jn.conv2d(x, w, padding=(1, 1, 1)),
+        (IMG, np.ones((1, 2, 3, 3), np.float32)),
+        ["conv2d", "padding", "(1, 1, 1)"],
+    ),
+    (
+        "max_pool_padding_triple",
+        lambda x: jn.max_pool2d(x, 2, padding=(1, 1, 1)),
+        (IMG,),
+        ["max_pool2d", "padding", "(1, 1, 1)"],
+    ),
+    (
+        "avg_pool_padding_triple",
+        lambda x: jn.avg_pool2d(x, 2, padding=(1, 1, 1)),
+        (IMG,),
+        ["avg_pool2d", "padding", "(1, 1, 1)"],
+    ),
+    (
+        "conv2d_float_stride",
+        lambda x, w: jn.conv2d(x, w, stride=1.5),
+        (IMG, np.ones((1, 2, 3, 3), np.float32)),
+        ["conv2d", "stride", "1.5"],
+    ),
 ]
 
 
@@ -176,6 +247,24 @@ def test_unsupported_arguments(arg, words):
     with pytest.raises(TypeError) as info:
         jn.compile(lambda a: a, backend="interpret")(arg)
     assert all(w in str(info.value) for w in words), str(info.value)
+
+
+def test_eager_constructors_check_their_shape():
+    for make in (lambda: jn.zeros(-1), lambda: jn.ones((2, -3, 0)), lambda: jn.full((-1, 2), 3.0)):
+        with pytest.raises(jn.TraceError, match="non-negative"):
+            make()
+
+
+def test_nested_lists_are_arrays():
+    """A list of lists is array data with the default dtypes, as jn.asarray reads it (it failed with
+    'cannot turn a traced array into a numpy array')."""
+    got = jn.exp([[0.0, 1.0], [2.0, 3.0]])
+    assert got.shape == (2, 2) and got.dtype == np.float32
+    np.testing.assert_allclose(np.asarray(got), np.exp(np.float32([[0, 1], [2, 3]])), rtol=1e-6)
+    assert jn.maximum([1, 5], 3).dtype == np.int64
+    np.testing.assert_array_equal(np.asarray(jn.concatenate([[1, 2], [3, 4]])), [1, 2, 3, 4])
+    got = jn.compile(lambda x: x * [[1.0], [2.0]], backend="interpret")(np.ones(3, np.float32))
+    assert got.shape == (2, 3) and got.dtype == np.float32
 
 
 def test_unknown_backend():

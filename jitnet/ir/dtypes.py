@@ -31,6 +31,8 @@ def canonical(dtype) -> np.dtype:
         dt = np.dtype(dtype)
     except TypeError as e:
         raise TypeError(f"not a dtype: {dtype!r}") from e
+    if not dt.isnative:  # big-endian data computes in the native dtype of the same kind
+        dt = dt.newbyteorder("=")
     if dt not in SUPPORTED:
         names = ", ".join(d.name for d in SUPPORTED)
         raise TypeError(f"unsupported dtype {dt.name}; jitnet computes in {names}")

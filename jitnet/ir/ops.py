@@ -212,7 +212,18 @@ def _pow_vjp(jn, g, out, a, b):
     return da, db
 
 
-_elementwise("pow", np.power, "pow({0}, {1})", _float_only, cost=16, vjp=_pow_vjp)
+def _pow_ref(a, b):
+    """numpy's power; for integers a negative exponent gives the truncated reciprocal (1 for a == 1,
+    +-1 for a == -1, else 0), where numpy raises: the exponent may be runtime data."""
+    if not dtypes.is_int(a.dtype):
+        return np.power(a, b)
+    whole = np.power(a, np.maximum(b, 0))
+    odd = (b & 1).astype(bool)
+    reciprocal = np.where(a == 1, 1, np.where(a == -1, np.where(odd, -1, 1), 0))
+    return np.where(b < 0, reciprocal, whole).astype(a.dtype)
+
+
+_elementwise("pow", _pow_ref, "pow({0}, {1})", _no_bool, cost=16, vjp=_pow_vjp)
 _elementwise(
     "maximum",
     _maximum_ref,
@@ -608,9 +619,20 @@ def _conv_out(size, k, stride, pad):
     return (size + 2 * pad - k) // stride + 1
 
 
+def _check_window(**pairs) -> None:
+    """Kernel sizes and strides are positive, paddings non-negative (else a division by zero or a
+    silent crop, not a shape)."""
+    for name, pair in pairs.items():
+        lowest = 0 if name == "padding" else 1
+        if len(pair) != 2 or any(v < lowest for v in pair):
+            bound = "non-negative" if lowest == 0 else "positive"
+            raise ValueError(f"{name} must be two {bound} ints, got {pair}")
+
+
 def _conv2d_shape(shapes, attrs):
     x, w = shapes
     s, p = attrs["stride"], attrs["padding"]
+    _check_window(stride=s, padding=p)
     if len(x) != 4 or len(w) != 4 or x[1] != w[1]:
         raise ValueError(f"conv2d needs x (N, C, H, W) and w (O, C, kh, kw), got x {x}, w {w}")
     ho, wo = _conv_out(x[2], w[2], s[0], p[0]), _conv_out(x[3], w[3], s[1], p[1])
@@ -635,6 +657,7 @@ def _conv2d_ref(x, w, stride, padding):
 def _pool_shape(shapes, attrs):
     (x,) = shapes
     k, s, p = attrs["kernel"], attrs["stride"], attrs["padding"]
+    _check_window(kernel=k, stride=s, padding=p)
     if len(x) != 4:
         raise ValueError(f"pooling needs (N, C, H, W), got {x}")
     if any(pi * 2 > ki for pi, ki in zip(p, k)):

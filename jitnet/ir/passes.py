@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from jitnet.ir import dtypes
 from jitnet.ir.interpret import evaluate
 from jitnet.ir.node import Const, Graph, Node, toposort
 from jitnet.ir.ops import OPS, Kind
@@ -56,7 +57,7 @@ def _pow_by_constant(node: Node) -> Node | None:
         return _node("square", (x,), node)
     if c == 3:
         return _node("mul", (_node("square", (x,), node), x), node)
-    if c == -1:
+    if c == -1 and dtypes.is_float(node.dtype):  # integers: the truncated reciprocal, kept as pow
         return _node("reciprocal", (x,), node)
     return None
 

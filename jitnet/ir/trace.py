@@ -118,6 +118,8 @@ def input_tracer(slot: int, shape: tuple, dtype: np.dtype, weak: bool = False) -
 
 def const(value: Any, dtype=None, weak: bool = False) -> Tracer:
     arr = np.asarray(value, dtype=dtype)
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.dtype not in dtypes.SUPPORTED:
         if arr.dtype.kind == "f":
             arr = arr.astype(dtypes.DEFAULT_FLOAT)
