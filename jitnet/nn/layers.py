@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 import jitnet as jn
@@ -9,14 +11,22 @@ from jitnet.nn import init
 from jitnet.nn.module import Module, next_dropout_seed, update_buffer
 
 
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))
+def _int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _pair(layer: str, name: str, v, low: int = 1) -> tuple[int, int]:
+    """An int or a pair of ints, each >= low, as a pair (PyTorch's kernel_size/stride/padding)."""
+    pair = (v, v) if _int(v) else tuple(v) if isinstance(v, (tuple, list)) else ()
+    if len(pair) != 2 or not all(_int(e) and e >= low for e in pair):
+        raise ValueError(f"{layer}: {name} must be an integer >= {low} or a pair of them, got {v!r}")
+    return int(pair[0]), int(pair[1])
 
 
 def _check_positive(layer: str, **sizes) -> None:
     for name, v in sizes.items():
-        if int(v) <= 0:
-            raise ValueError(f"{layer}: {name} must be a positive integer, got {v}")
+        if not _int(v) or v <= 0:
+            raise ValueError(f"{layer}: {name} must be a positive integer, got {v!r}")
 
 
 def _check_input(layer: str, x, ndim: int, dim: int, size: int) -> None:
@@ -52,7 +62,9 @@ class Conv2d(Module):
         super().__init__()
         _check_positive("Conv2d", in_channels=in_channels, out_channels=out_channels)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
+        self.kernel_size = _pair("Conv2d", "kernel_size", kernel_size)
+        self.stride = _pair("Conv2d", "stride", stride)
+        self.padding = _pair("Conv2d", "padding", padding, low=0)
         fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
         shape = (self.out_channels, self.in_channels, *self.kernel_size)
         self.register_parameter("weight", init.kaiming_uniform(shape, fan_in))
@@ -72,8 +84,17 @@ class Conv2d(Module):
 
 
 class MaxPool2d(Module):
+    """Max over kernel_size windows (stride defaults to kernel_size), -inf padding."""
+
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
+        layer = type(self).__name__
+        k = _pair(layer, "kernel_size", kernel_size)
+        if stride is not None:
+            _pair(layer, "stride", stride)
+        pad = _pair(layer, "padding", padding, low=0)
+        if pad[0] > k[0] // 2 or pad[1] > k[1] // 2:  # else a window could hold only padding
+            raise ValueError(f"{layer}: padding {padding} must be at most half of kernel_size {kernel_size}")
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
     def forward(self, x):
@@ -84,6 +105,8 @@ class MaxPool2d(Module):
 
 
 class AvgPool2d(MaxPool2d):
+    """Mean over kernel_size windows; padded zeros count, as PyTorch's default."""
+
     def forward(self, x):
         return jn.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
 
@@ -138,8 +161,8 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= float(p) <= 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1], got {p!r}")
         self.p = float(p)
 
     def forward(self, x):

@@ -9,7 +9,7 @@ running statistics).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -89,8 +89,14 @@ class Module:
         return out
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
-        """Copy values into the existing Arrays (their identity stays). Missing, unexpected or
-        mis-shaped keys raise a ValueError naming them (with strict=False only shapes are checked)."""
+        """Copy values into the existing Arrays (their identity stays). Missing, unexpected,
+        mis-shaped or unconvertible keys raise a ValueError naming them, before anything is copied
+        (with strict=False missing and unexpected keys are skipped)."""
+        self._prepare_load(state, strict)()
+
+    def _prepare_load(self, state: dict, strict: bool = True) -> Callable[[], None]:
+        """Check `state` and convert every value, then return the function that copies them in: a
+        caller loading several objects (a Trainer: model and optimizer) checks all before changing any."""
         own = self.state_dict()
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
@@ -103,9 +109,21 @@ class Module:
         ]
         if bad:
             raise ValueError(f"load_state_dict: mis-shaped keys: {'; '.join(bad)}")
-        for k, arr in own.items():
+        values = {}
+        for k in own:
             if k in state:
-                arr.assign(np.asarray(state[k], dtype=arr.dtype))
+                try:
+                    values[k] = np.asarray(state[k], dtype=own[k].dtype)
+                except (TypeError, ValueError) as e:
+                    raise ValueError(
+                        f"load_state_dict: {k}: cannot convert {state[k]!r} to {own[k].dtype}: {e}"
+                    ) from None
+
+        def commit() -> None:
+            for k, v in values.items():
+                own[k].assign(v)
+
+        return commit
 
     def to(self, device) -> Module:
         """Move every parameter and buffer to `device` ("cpu", "cuda" or a jn.device); build the

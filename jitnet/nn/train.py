@@ -6,6 +6,11 @@ Parameters, buffers and optimizer state are device Arrays passed in place (no co
 are moved into them with `Array.assign(..., move=True)`. Per step only the batch goes in and the
 loss (a 0-d Array) comes out; the learning rate, Adam's bias corrections and the dropout seed are
 runtime scalars, so nothing recompiles while they change.
+
+Labels: when the step's loss is a class-index loss on the batch's labels (cross_entropy,
+multiclass_hinge_loss), the trace records the number of classes and every later call checks host
+labels (numpy) against it before running, an IndexError as in PyTorch; labels already on the device
+are not read back, and a bad one makes the loss and the updated parameters NaN.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 
 import jitnet as jn
 from jitnet.nn import init
-from jitnet.nn.losses import accuracy
+from jitnet.nn.losses import accuracy, check_labels, traced_labels
 from jitnet.nn.module import Module
 from jitnet.optim.optimizers import Optimizer
 
@@ -46,6 +51,7 @@ class TrainStep:
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.metrics = _metric_fns(metrics)
         self.seed = int(init.generator().integers(0, 2**31))
+        self.num_classes: int | None = None  # what a class-index loss on y needs (known once traced)
         self._compiled = jn.compile(self._program, static_argnums=(6,))
 
     def _program(self, params, buffers, state, hyper, seed, batch, training):
@@ -55,7 +61,9 @@ class TrainStep:
             out, new_buffers = self.model.functional_call(p, buffers, x, seed=seed if training else None)
             return self.loss_fn(out, y), (out, new_buffers)
 
-        (loss, (out, new_buffers)), grads = jn.value_and_grad(loss_of, has_aux=True)(params)
+        with traced_labels() as uses:
+            (loss, (out, new_buffers)), grads = jn.value_and_grad(loss_of, has_aux=True)(params)
+        self.num_classes = _classes_of(y, uses)
         new_params, new_state = self.optimizer.update(params, grads, state, hyper)
         metrics = {name: fn(out, y) for name, fn in self.metrics.items()}
         return loss, metrics, new_params, new_buffers, new_state
@@ -74,8 +82,16 @@ class TrainStep:
         """The step's IR, fused kernels and their generated source, as `CompiledFunction.inspect`."""
         return self._compiled.inspect(*self._args(x, y))
 
+    def label_classes(self, x, y) -> int | None:
+        """The number of classes the step's loss needs the labels to index (None: no such loss on y),
+        tracing the step for this batch's shapes if it never was."""
+        if self._compiled.traces == 0:
+            self.lower(x, y)
+        return self.num_classes
+
     def run(self, x, y) -> tuple:
         """(loss, {metric: value}) as 0-d Arrays, after updating the model in place."""
+        _check_labels("train_step", y, self.label_classes(x, y))
         args = self._args(x, y)
         buffers = args[1]
         loss, metrics, new_params, new_buffers, new_state = self._compiled(*args)
@@ -97,6 +113,25 @@ def _check_batch(x, y) -> None:
     nx, ny = np.shape(x)[:1], np.shape(y)[:1]
     if not nx or not ny or nx != ny:
         raise ValueError(f"inputs and targets must have one batch size, got shapes {np.shape(x)} and {np.shape(y)}")
+    if nx[0] == 0:
+        raise ValueError(f"inputs and targets are empty (shapes {np.shape(x)} and {np.shape(y)})")
+
+
+def _classes_of(y, uses: list) -> int | None:
+    """The class count that the class-index losses traced on the labels input `y` need."""
+    return min((c for t, c in uses if t.node is y.node), default=None)
+
+
+def _check_labels(where: str, y, num_classes: int | None) -> None:
+    """Host labels against the class count (device Arrays are not read back: see the module doc)."""
+    if num_classes is not None and not isinstance(y, jn.Array):
+        check_labels(where, y, num_classes)
+
+
+def _check_count(where: str, name: str, value, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
+    return int(value)
 
 
 def _batches(n: int, batch_size: int, order=None, drop_last: bool = False):
@@ -120,11 +155,15 @@ class Trainer:
         self.seed = self.step.seed
         self.epoch = 0
         self._eval = jn.compile(self._eval_program)
+        self._eval_classes: int | None = None
         self._predict = jn.compile(lambda x: self.model(x))
 
     def _eval_program(self, x, y):
         out = self.model(x)
-        return self.loss_fn(out, y), {name: fn(out, y) for name, fn in self.metrics.items()}
+        with traced_labels() as uses:
+            loss = self.loss_fn(out, y)
+        self._eval_classes = _classes_of(y, uses)
+        return loss, {name: fn(out, y) for name, fn in self.metrics.items()}
 
     def fit(
         self,
@@ -143,13 +182,23 @@ class Trainer:
         `drop_last`: skip an epoch's last, smaller batch (a new shape would compile a second step)."""
         x, y = np.asarray(x), np.asarray(y)
         _check_batch(x, y)
-        if int(batch_size) <= 0:
-            raise ValueError(f"fit: batch_size must be positive, got {batch_size}")
+        epochs = _check_count("fit", "epochs", epochs, 0)
+        batch_size = _check_count("fit", "batch_size", batch_size, 1)
+        if validation_data is not None and (
+            not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2
+        ):
+            raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
+        # all labels checked once, before the first update (the class count is known once the step traced)
+        self.model.train()
+        classes = self.step.label_classes(x[:batch_size], y[:batch_size])
+        _check_labels("fit", y, classes)
+        if validation_data is not None:
+            _check_labels("fit: validation_data", np.asarray(validation_data[1]), classes)
         keys = ["loss", *self.metrics]
         if validation_data is not None:
             keys += [f"val_{k}" for k in ["loss", *self.metrics]]
         history = {k: [] for k in [*keys, "samples_per_s"]}
-        n, total = len(x), self.epoch + int(epochs)
+        n, total = len(x), self.epoch + epochs
         while self.epoch < total:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if shuffle else None
             sums = dict.fromkeys(["loss", *self.metrics], 0.0)
@@ -189,9 +238,13 @@ class Trainer:
         """Mean loss and metrics over (x, y) with the model in eval mode."""
         x, y = np.asarray(x), np.asarray(y)
         _check_batch(x, y)
+        batch_size = _check_count("evaluate", "batch_size", batch_size, 1)
         was_training = self.model.training
         self.model.eval()
         try:
+            if self._eval.traces == 0:
+                self._eval.lower(x[:batch_size], y[:batch_size])
+            _check_labels("evaluate", y, self._eval_classes)
             sums = dict.fromkeys(["loss", *self.metrics], 0.0)
             for idx in _batches(len(x), batch_size):
                 loss, metrics = self._eval(x[idx], y[idx])
@@ -205,6 +258,9 @@ class Trainer:
     def predict(self, x, batch_size: int = 1024) -> np.ndarray:
         """The model's outputs for x (eval mode), as one numpy array."""
         x = np.asarray(x)
+        batch_size = _check_count("predict", "batch_size", batch_size, 1)
+        if not len(x):
+            raise ValueError(f"predict: x is empty (shape {x.shape})")
         was_training = self.model.training
         self.model.eval()
         try:
@@ -227,10 +283,18 @@ class Trainer:
         missing = [k for k in ("trainer.epoch", "trainer.seed") if k not in state]
         if missing:
             raise ValueError(f"Trainer.load_state_dict: missing keys {missing}: not a Trainer checkpoint")
-        self.model.load_state_dict(part("model."))
-        self.optimizer.load_state_dict(part("optimizer."))
-        self.epoch = int(state["trainer.epoch"])
-        self.seed = self.step.seed = int(state["trainer.seed"])
+        epoch, seed = (np.asarray(state[f"trainer.{k}"]) for k in ("epoch", "seed"))
+        if any(v.shape != () or v.dtype.kind not in "iu" or v < 0 for v in (epoch, seed)):
+            raise ValueError(
+                f"Trainer.load_state_dict: trainer.epoch and trainer.seed must be non-negative integers, got {epoch!r} and {seed!r}"
+            )
+        # everything is checked before anything changes: a bad optimizer entry leaves the model as it was
+        load_model = self.model._prepare_load(part("model."))
+        load_optimizer = self.optimizer._prepare_load(part("optimizer."))
+        load_model()
+        load_optimizer()
+        self.epoch = int(epoch)
+        self.seed = self.step.seed = int(seed)
 
     def save(self, path: str) -> None:
         jn.save(path, self.state_dict())

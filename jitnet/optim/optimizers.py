@@ -10,16 +10,28 @@ kernels. Per-step scalars (the learning rate from a schedule, Adam's bias correc
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Callable
 
 import numpy as np
 
 import jitnet as jn
 from jitnet.runtime.array import Array
 
+# The ranges PyTorch's optimizers accept (NaN and inf fail every check).
+_RANGES = {
+    "[0, inf)": lambda v: 0 <= v < math.inf,
+    "(0, inf)": lambda v: 0 < v < math.inf,
+    "[0, 1)": lambda v: 0 <= v < 1,
+    "[0, 1]": lambda v: 0 <= v <= 1,
+}
 
-def _number(owner: str, name: str, value, low: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or value < low:
-        raise ValueError(f"{owner}: {name} must be a number >= {low}, got {value!r}")
+
+def _number(owner: str, name: str, value, interval: str = "[0, inf)") -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a number, got {value!r}")
+    if not _RANGES[interval](value):
+        raise ValueError(f"{owner}: {name} must be in {interval}, got {value!r}")
     return float(value)
 
 
@@ -41,7 +53,9 @@ class Optimizer:
         self.params = dict(params)
         self.lr = lr
         self.weight_decay = _number(name, "weight_decay", weight_decay)
-        self.clip_grad_norm = None if clip_grad_norm is None else _number(name, "clip_grad_norm", clip_grad_norm)
+        self.clip_grad_norm = (
+            None if clip_grad_norm is None else _number(name, "clip_grad_norm", clip_grad_norm, "(0, inf)")
+        )
         self.iterations = 0
         self.state = {
             k: {s: jn.asarray(np.zeros(p.shape, p.dtype), device=p.device) for s in self.slots}
@@ -50,7 +64,10 @@ class Optimizer:
         self._step_fn = None
 
     def lr_at(self, it: int) -> float:
-        return float(self.lr(it)) if callable(self.lr) else float(self.lr)
+        """The rate of update `it`; a schedule's value is checked like a fixed rate's."""
+        if callable(self.lr):
+            return _number(type(self).__name__, f"lr (the schedule's value at iteration {it})", self.lr(it))
+        return float(self.lr)
 
     def hyper(self, it: int) -> dict[str, float]:
         """The runtime scalars of update number `it` (0-based)."""
@@ -102,21 +119,35 @@ class Optimizer:
         return out
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore state and iteration count saved by `state_dict` (strict, like Module's)."""
+        """Restore state and iteration count saved by `state_dict` (strict, like Module's); a bad key
+        raises before anything is changed."""
+        self._prepare_load(state)()
+
+    def _prepare_load(self, state: dict) -> Callable[[], None]:
+        """Check and convert every value of `state`; return the function that copies them in."""
+        name = f"{type(self).__name__}.load_state_dict"
         own = self.state_dict()
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         if missing or unexpected:
-            raise ValueError(
-                f"{type(self).__name__}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
-            )
+            raise ValueError(f"{name}: missing keys {missing}, unexpected keys {unexpected}")
+        values = []
         for k, slots in self.state.items():
             for s, arr in slots.items():
                 value = np.asarray(state[f"{k}.{s}"])
                 if value.shape != arr.shape:
-                    raise ValueError(f"load_state_dict: {k}.{s} has shape {value.shape}, expected {arr.shape}")
-                arr.assign(value.astype(arr.dtype))
-        self.iterations = int(np.asarray(state["iterations"]))
+                    raise ValueError(f"{name}: {k}.{s} has shape {value.shape}, expected {arr.shape}")
+                values.append((arr, value.astype(arr.dtype)))
+        iterations = np.asarray(state["iterations"])
+        if iterations.shape != () or iterations.dtype.kind not in "iu" or iterations < 0:
+            raise ValueError(f"{name}: iterations must be a non-negative integer, got {state['iterations']!r}")
+
+        def commit() -> None:
+            for arr, value in values:
+                arr.assign(value)
+            self.iterations = int(iterations)
+
+        return commit
 
 
 class SGD(Optimizer):
@@ -174,7 +205,7 @@ class AdaDelta(Optimizer):
     slots = ("square_avg", "acc_delta")
 
     def __init__(self, params, lr=1.0, rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0.0, **kw):
-        self.rho, self.eps = _number("AdaDelta", "rho", rho), _number("AdaDelta", "eps", eps)
+        self.rho, self.eps = _number("AdaDelta", "rho", rho, "[0, 1]"), _number("AdaDelta", "eps", eps)
         super().__init__(params, lr, weight_decay, **kw)
 
     def _rule(self, p, g, state, hyper):
@@ -191,10 +222,9 @@ class Adam(Optimizer):
     slots = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0, **kw):
-        b1, b2 = betas
-        self.beta1, self.beta2 = _number("Adam", "betas[0]", b1), _number("Adam", "betas[1]", b2)
-        if self.beta1 >= 1 or self.beta2 >= 1:
-            raise ValueError(f"Adam: betas must be in [0, 1), got {betas}")
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}")
+        self.beta1, self.beta2 = (_number("Adam", f"betas[{i}]", b, "[0, 1)") for i, b in enumerate(betas))
         self.eps = _number("Adam", "eps", eps)
         super().__init__(params, lr, weight_decay, **kw)
 

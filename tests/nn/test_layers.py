@@ -186,3 +186,53 @@ def test_torch_state_dict_loads_and_gives_torch_outputs(on_backend):
     on_device(model.state_dict(), on_backend)
     for k, v in tmodel.state_dict().items():
         np.testing.assert_allclose(p(model, k), v.numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+# Sizes PyTorch rejects (at construction or at the first forward), each a ValueError at construction here.
+BAD_LAYERS = {
+    "conv kernel 0": (
+        lambda: nn.Conv2d(1, 6, 0),
+        "Conv2d: kernel_size must be an integer >= 1 or a pair of them, got 0",
+    ),
+    "conv kernel pair": (lambda: nn.Conv2d(1, 6, (3, 0)), r"kernel_size must be .*, got \(3, 0\)"),
+    "conv kernel 1-tuple": (lambda: nn.Conv2d(1, 6, (3,)), "kernel_size must be"),
+    "conv stride 0": (lambda: nn.Conv2d(1, 6, 3, stride=0), "Conv2d: stride must be an integer >= 1"),
+    "conv padding -1": (lambda: nn.Conv2d(1, 6, 3, padding=-1), "Conv2d: padding must be an integer >= 0"),
+    "conv channels 0": (lambda: nn.Conv2d(0, 6, 3), "in_channels must be a positive integer, got 0"),
+    "linear in 0": (lambda: nn.Linear(0, 3), "Linear: in_features must be a positive integer, got 0"),
+    "linear out -2": (lambda: nn.Linear(3, -2), "out_features must be a positive integer, got -2"),
+    "linear in 2.5": (lambda: nn.Linear(2.5, 3), "in_features must be a positive integer, got 2.5"),
+    "maxpool kernel 0": (lambda: nn.MaxPool2d(0), "MaxPool2d: kernel_size must be an integer >= 1"),
+    "maxpool stride 0": (lambda: nn.MaxPool2d(2, stride=0), "MaxPool2d: stride must be"),
+    "maxpool padding -1": (lambda: nn.MaxPool2d(3, padding=-1), "padding must be an integer >= 0"),
+    "avgpool padding > k/2": (lambda: nn.AvgPool2d(2, padding=2), "AvgPool2d: padding 2 must be at most half"),
+    "dropout -0.1": (lambda: nn.Dropout(-0.1), r"Dropout: p must be in \[0, 1\], got -0.1"),
+    "dropout nan": (lambda: nn.Dropout(float("nan")), "p must be in"),
+    "dropout str": (lambda: nn.Dropout("0.5"), "p must be in"),
+    "batchnorm 0": (lambda: nn.BatchNorm1d(0), "BatchNorm1d: num_features must be a positive integer"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_LAYERS, ids=list(BAD_LAYERS))
+def test_bad_layer_sizes(case):
+    make, message = BAD_LAYERS[case]
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_edge_sizes_that_pytorch_accepts():
+    conv = nn.Conv2d(1, 2, (3, 1), stride=(1, 2), padding=(1, 0))
+    assert conv.weight.shape == (2, 1, 3, 1) and conv.stride == (1, 2)
+    assert np.asarray(nn.MaxPool2d(3, stride=1, padding=1)(rand(1, 1, 4, 4))).shape == (1, 1, 4, 4)
+    np.testing.assert_array_equal(np.asarray(nn.Dropout(1.0)(np.ones((2, 3), np.float32))), 0.0)  # as PyTorch
+
+
+def test_a_failed_load_state_dict_changes_nothing():
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    before = {k: np.array(v) for k, v in model.state_dict().items()}
+    state = {k: v + 1 for k, v in before.items()}
+    state["1.bias"] = np.array(["a", "b"])  # the last key cannot be converted
+    with pytest.raises(ValueError, match=r"load_state_dict: 1.bias: cannot convert .* to float32"):
+        model.load_state_dict(state)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), before[k], err_msg=k)

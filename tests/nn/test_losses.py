@@ -100,3 +100,29 @@ def test_bad_inputs():
         nn.mse_loss(LOGITS, LOGITS[:3])
     with pytest.raises(ValueError, match="must have one shape"):
         nn.hinge_loss(LOGITS, LOGITS[:, :1])
+
+
+@pytest.mark.parametrize("loss", [nn.cross_entropy, nn.multiclass_hinge_loss])
+def test_out_of_range_labels_raise_on_concrete_labels(loss):
+    name = loss.__name__
+    with pytest.raises(IndexError, match=f"{name}: label 7 \\(sample 1\\) is out of bounds for 3 classes"):
+        loss(np.zeros((2, 3), np.float32), [0, 7])
+    with pytest.raises(IndexError, match=f"{name}: label -1 \\(sample 0\\) is out of bounds for 4 classes"):
+        loss(LOGITS, np.array([-1, 0, 1, 2, 3, 3]))
+    with pytest.raises(IndexError, match="label 4 \\(sample 5\\)"):  # Arrays called eagerly too
+        loss(jn.asarray(LOGITS), jn.asarray(np.array([0, 1, 2, 3, 0, 4])))
+    torch = pytest.importorskip("torch")
+    with pytest.raises(IndexError, match="out of bounds"):  # what PyTorch does
+        torch.nn.functional.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 7]))
+
+
+@pytest.mark.parametrize("loss", [nn.cross_entropy, nn.multiclass_hinge_loss])
+def test_out_of_range_traced_labels_give_nan_loss_and_gradient(loss, backend):
+    """Compiled code cannot read the labels without a host round trip: a bad label makes the loss and
+    its sample's gradient NaN, never a plausible number; the other samples' gradients stay finite."""
+    labels = np.array([0, 3, 4, 1, -2, 2])
+    got, grad = check(jn.value_and_grad(loss), LOGITS, labels, backend=backend)
+    grad = grad.numpy()
+    assert np.isnan(float(got))
+    assert np.isnan(grad[[2, 4]]).all() and np.isfinite(grad[[0, 1, 3, 5]]).all()
+    assert np.isfinite(float(check(loss, LOGITS, LABELS, backend=backend)))

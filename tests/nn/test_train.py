@@ -205,3 +205,91 @@ def test_train_step_matches_interpreter(case, backend, monkeypatch):
     np.testing.assert_allclose(losses, want_losses, rtol=1e-5)
     for k, v in want_state.items():
         np.testing.assert_allclose(state[k].numpy(), v.numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_train_step_checks_host_labels_before_updating(on_backend):
+    model = mlp()
+    step = nn.train_step(model, nn.cross_entropy, optim.SGD(model.parameters(), lr=0.1))
+    before = values(model.parameters())
+    bad = np.array([0, 1, 2, 0, 1, 2, 0, 3, 1, 2])
+    with pytest.raises(IndexError, match=r"train_step: label 3 \(sample 7\) is out of bounds for 3 classes"):
+        step(X[:10], bad)  # the first call: the step is traced to learn the class count, then checked
+    assert step.num_classes == 3 and step.optimizer.iterations == 0
+    for k, v in values(model.parameters()).items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+    # labels already on the device are not read back: the loss and the parameters come out NaN
+    assert np.isnan(float(step(X[:10], jn.asarray(bad))))
+    assert np.isnan(model.parameters()["0.weight"].numpy()).any()
+    regression = nn.train_step(model, lambda out, y: nn.mse_loss(out, y), optim.SGD(model.parameters(), lr=0.1))
+    regression(X[:10], np.full((10, 3), 7.0, np.float32))  # targets, not labels: nothing to check
+    assert regression.num_classes is None
+
+
+def test_trainer_checks_all_labels_once_before_training():
+    model = mlp()
+    trainer = nn.Trainer(model, nn.cross_entropy, optim.SGD(model.parameters(), lr=0.1))
+    before = values(model.parameters())
+    bad = Y.copy()
+    bad[17] = 5
+    with pytest.raises(IndexError, match=r"fit: label 5 \(sample 17\) is out of bounds for 3 classes"):
+        trainer.fit(X, bad, epochs=2, batch_size=8, verbose=0)
+    with pytest.raises(IndexError, match=r"fit: label 3 \(sample 0\)"):  # every label bad: loss 0.0 before
+        trainer.fit(X, np.full(40, 3), epochs=1, batch_size=8, verbose=0)
+    assert trainer.optimizer.iterations == 0 and trainer.epoch == 0
+    for k, v in values(model.parameters()).items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+    with pytest.raises(IndexError, match=r"evaluate: label 5 \(sample 17\)"):
+        trainer.evaluate(X, bad)
+    with pytest.raises(IndexError, match=r"fit: validation_data: label 5 \(sample 17\)"):
+        trainer.fit(X, Y, epochs=1, verbose=0, validation_data=(X, bad))
+    assert trainer.epoch == 0
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda t: t.fit(X, Y, epochs=-1), "fit: epochs must be an integer >= 0, got -1"),
+        (lambda t: t.fit(X, Y, epochs=1.5), "fit: epochs must be an integer >= 0, got 1.5"),
+        (lambda t: t.fit(X, Y, batch_size=0), "fit: batch_size must be an integer >= 1, got 0"),
+        (lambda t: t.fit(X, Y, batch_size=2.5), "batch_size must be an integer >= 1, got 2.5"),
+        (lambda t: t.fit(X, Y, validation_data=(X,)), r"validation_data must be a pair \(x_val, y_val\)"),
+        (lambda t: t.fit(X[:0], Y[:0]), "inputs and targets are empty"),
+        (lambda t: t.fit(X, Y[:39]), "one batch size"),
+        (lambda t: t.evaluate(X, Y, batch_size=0), "evaluate: batch_size must be an integer >= 1"),
+        (lambda t: t.predict(X, batch_size=-1), "predict: batch_size must be an integer >= 1"),
+        (lambda t: t.predict(X[:0]), "predict: x is empty"),
+    ],
+    ids=[
+        "epochs -1",
+        "epochs 1.5",
+        "batch 0",
+        "batch 2.5",
+        "validation",
+        "empty",
+        "lengths",
+        "eval",
+        "predict",
+        "predict empty",
+    ],
+)
+def test_trainer_bad_arguments(call, message):
+    model = mlp()
+    trainer = nn.Trainer(model, nn.cross_entropy, optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match=message):
+        call(trainer)
+    assert trainer.optimizer.iterations == 0 and trainer.epoch == 0
+
+
+def test_a_failed_trainer_load_changes_nothing(tmp_path):
+    model = mlp(seed=1)
+    trainer = nn.Trainer(model, nn.cross_entropy, optim.SGD(model.parameters(), lr=0.1))  # no momentum
+    trainer.fit(X, Y, epochs=1, batch_size=20, verbose=0)
+    trainer.save(tmp_path / "plain.safetensors")
+    other = mlp(seed=2)
+    resumed = nn.Trainer(other, nn.cross_entropy, optim.SGD(other.parameters(), lr=0.1, momentum=0.9))
+    before = values(other.state_dict())
+    with pytest.raises(ValueError, match=r"SGD.load_state_dict: missing keys \['0.weight.momentum_buffer'"):
+        resumed.load(tmp_path / "plain.safetensors")
+    for k, v in values(other.state_dict()).items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+    assert resumed.epoch == 0

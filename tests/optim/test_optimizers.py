@@ -122,14 +122,59 @@ def test_state_dict_round_trip_and_errors(on_backend):
 def test_bad_arguments():
     with pytest.raises(TypeError, match="non-empty dict"):
         optim.SGD([], lr=0.1)
-    with pytest.raises(ValueError, match="lr must be a number"):
-        optim.SGD(fresh_params(), lr=-1.0)
-    with pytest.raises(ValueError, match="nesterov needs a momentum"):
-        optim.SGD(fresh_params(), lr=0.1, nesterov=True)
-    with pytest.raises(ValueError, match="betas must be in"):
-        optim.Adam(fresh_params(), betas=(0.9, 1.0))
     with pytest.raises(ValueError, match="gradients missing"):
         optim.SGD(fresh_params(), lr=0.1).step({"w": GRADS[0]["w"]})
+
+
+NAN, INF = float("nan"), float("inf")
+# PyTorch's ranges (NaN and inf rejected as well): (optimizer, arguments, error, message)
+BAD_HYPERPARAMETERS = [
+    ("SGD", {"lr": -1.0}, ValueError, r"SGD: lr must be in \[0, inf\), got -1.0"),
+    ("SGD", {"lr": NAN}, ValueError, "lr must be in"),
+    ("SGD", {"lr": "0.1"}, TypeError, "lr must be a number, got '0.1'"),
+    ("SGD", {"lr": 0.1, "momentum": -0.9}, ValueError, "momentum must be in"),
+    ("SGD", {"lr": 0.1, "weight_decay": -1e-4}, ValueError, "weight_decay must be in"),
+    ("SGD", {"lr": 0.1, "nesterov": True}, ValueError, "nesterov needs a momentum"),
+    ("SGD", {"lr": 0.1, "clip_grad_norm": 0.0}, ValueError, r"clip_grad_norm must be in \(0, inf\)"),
+    ("Adam", {"betas": (0.9,)}, ValueError, r"Adam: betas must be a pair \(beta1, beta2\), got \(0.9,\)"),
+    ("Adam", {"betas": 0.9}, ValueError, "betas must be a pair"),
+    ("Adam", {"betas": (0.9, 1.0)}, ValueError, r"betas\[1\] must be in \[0, 1\), got 1.0"),
+    ("Adam", {"betas": (-0.1, 0.999)}, ValueError, r"betas\[0\] must be in"),
+    ("Adam", {"eps": -1e-8}, ValueError, "eps must be in"),
+    ("Adam", {"lr": INF}, ValueError, "lr must be in"),
+    ("AdaGrad", {"eps": -1.0}, ValueError, "AdaGrad: eps must be in"),
+    ("RMSProp", {"alpha": -0.5}, ValueError, "RMSProp: alpha must be in"),
+    ("RMSProp", {"eps": NAN}, ValueError, "RMSProp: eps must be in"),
+    ("AdaDelta", {"rho": 1.5}, ValueError, r"AdaDelta: rho must be in \[0, 1\]"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_HYPERPARAMETERS, ids=[f"{c[0]}-{list(c[1])[-1]}" for c in BAD_HYPERPARAMETERS])
+def test_hyperparameters_are_checked_as_pytorch_does(case):
+    name, kwargs, error, message = case
+    with pytest.raises(error, match=message):
+        getattr(optim, name)(fresh_params(), **kwargs)
+
+
+def test_a_schedule_value_is_checked_at_its_step():
+    opt = optim.SGD(fresh_params(), lr=lambda it: 0.1 - 0.1 * it)
+    opt.step(GRADS[0])
+    opt.step(GRADS[1])  # lr 0 is allowed
+    with pytest.raises(ValueError, match=r"lr \(the schedule's value at iteration 2\) must be in \[0, inf\)"):
+        opt.step(GRADS[2])
+
+
+def test_a_failed_load_changes_nothing():
+    opt = optim.Adam(fresh_params())
+    opt.step(GRADS[0])
+    before = {k: np.array(v) for k, v in opt.state_dict().items()}
+    state = {k: v + 1 for k, v in before.items()}
+    with pytest.raises(ValueError, match=r"b.exp_avg_sq has shape \(4,\), expected \(3,\)"):
+        opt.load_state_dict({**state, "b.exp_avg_sq": np.zeros(4, np.float32)})  # the last slot loaded
+    with pytest.raises(ValueError, match="iterations must be a non-negative integer"):
+        opt.load_state_dict({**state, "iterations": np.array(-2)})
+    for k, v in opt.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(v), before[k], err_msg=k)
 
 
 TORCH_CASES = [
