@@ -177,7 +177,7 @@ def _check_cai(log) -> bool:
 def validate(big: bool, log) -> tuple[int, int]:
     """(passed, total) over the cases."""
     import jitnet as jn
-    from jitnet.codegen.cuda import kernels
+    from jitnet.backends.cuda import kernels
 
     log(
         f"validation ({'GPU sizes' if big else 'tiny simulator sizes'}; block {kernels.BLOCK}, "
@@ -260,7 +260,7 @@ def main(argv=None) -> int:
     ok &= passed == total
 
     if args.tests:
-        paths = ["tests/codegen/cuda", "tests/runtime/test_cuda_device.py"]
+        paths = ["tests/backends/cuda", "tests/runtime/test_cuda_device.py"]
         rc = _run([sys.executable, "-m", "pytest", "-q", "-m", "cuda or gpu", *paths], log)
         summary.append(f"pytest -m 'cuda or gpu': exit {rc}")
         ok &= rc == 0

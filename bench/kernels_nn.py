@@ -22,8 +22,8 @@ import numpy as np
 
 from bench import peers
 from bench.workloads import F32, Impl, Workload, register
-from jitnet.codegen.cpu import matmul as mm
-from jitnet.ir.ops import OPS
+from jitnet.backends.cpu import matmul as mm
+from jitnet.ir.opdefs import OPS
 
 
 def _rng():

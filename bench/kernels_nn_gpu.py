@@ -69,7 +69,7 @@ def _table(title: str, impls: list[Impl], flops: float, errors: dict, extra: dic
 
 
 def bench_matmul(n: int, samples: int) -> bool:
-    from jitnet.codegen.cuda import matmul as mm
+    from jitnet.backends.cuda import matmul as mm
 
     torch = _torch()
     rng = np.random.default_rng(n)

@@ -1,4 +1,4 @@
-"""CPU matmul: jitnet's generated numba kernel (jitnet/codegen/cpu/matmul.py) beside numpy (BLAS,
+"""CPU matmul: jitnet's generated numba kernel (jitnet/backends/cpu/matmul.py) beside numpy (BLAS,
 np.matmul with a preallocated out) and torch (torch.matmul with out=, 2 threads), timed in one run
 in interleaved rounds with a pause before each implementation's turn (time_settled), medians
 reported.
@@ -20,7 +20,7 @@ import numpy as np
 
 from bench.harness import LoadMeter, Stats
 from jitnet.codegen import cache
-from jitnet.codegen.cpu import matmul as mm
+from jitnet.backends.cpu import matmul as mm
 
 THREADS = 2
 SETTLE_S = 0.3  # pause before each implementation's turn (see time_settled)
@@ -248,7 +248,7 @@ def peak():
             [
                 "import numpy as np",
                 "from numba import njit, prange",
-                "from jitnet.codegen.cpu.intrinsics import vsplat, vfma, vstore",
+                "from jitnet.backends.cpu.intrinsics import vsplat, vfma, vstore",
                 "@njit(parallel=True, cache=True)",
                 "def kernel(out, n):",
                 "    for t in prange(2):",

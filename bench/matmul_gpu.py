@@ -1,4 +1,4 @@
-"""GPU matmul: jitnet's generated numba.cuda kernel (jitnet/codegen/cuda/matmul.py) beside cuBLAS
+"""GPU matmul: jitnet's generated numba.cuda kernel (jitnet/backends/cuda/matmul.py) beside cuBLAS
 (torch.matmul with TF32 off; cupy.matmul when cupy imports), float32 cubes.
 
     python -m bench.matmul_gpu                      # 1024, 2048, 4096 cubes + the tile sweep at 4096
@@ -19,7 +19,7 @@ Method (docs: .library/device/METHOD.md)
   ||out - ref||_F / ||ref||_F, which must be < 1e-5 (cuBLAS's own error is printed beside it).
 - FLOPs = 2*n^3; GFLOP/s = FLOPs / median time; "of cuBLAS" = cuBLAS time / jitnet time.
 - The tile sweep times every tile of jitnet's GPU set (and the first without prefetch) at one size
-  and prints the fastest, to tune `choose_tile` (jitnet/codegen/cuda/matmul.py).
+  and prints the fastest, to tune `choose_tile` (jitnet/backends/cuda/matmul.py).
 
 Without a usable GPU (or under numba's CUDA simulator, whose timings mean nothing) it says why and
 exits 0.
@@ -174,7 +174,7 @@ def jitnet_impl(n: int, a_dev, b_dev, tile=None, label: str | None = None) -> tu
     from numba import cuda
 
     from jitnet.codegen import cache
-    from jitnet.codegen.cuda import matmul as mm
+    from jitnet.backends.cuda import matmul as mm
 
     t = mm.resolve_tile(tile, n, n, n, 1)
     t0 = time.perf_counter()
@@ -272,7 +272,7 @@ def run_size(n: int, samples: int, tile=None) -> tuple[bool, list[tuple]]:
 def sweep(n: int, samples: int, names: list[str] | None) -> tuple[bool, list[tuple]]:
     from numba import cuda
 
-    from jitnet.codegen.cuda import matmul as mm
+    from jitnet.backends.cuda import matmul as mm
 
     print(f"\n== tile sweep at {n} x {n} x {n} float32 (rule picks {mm.choose_tile(n, n, n).name}) ==", flush=True)
     a, b = _operands(n, seed=n + 1)

@@ -129,7 +129,7 @@ def _reference(make_model):
         p = {k: v.astype(np.float64) for k, v in _params(make_model).items()}
         h = inputs["x"].astype(np.float64)
         if make_model is _lenet_model:
-            from jitnet.ir.ops import OPS
+            from jitnet.ir.opdefs import OPS
 
             conv, pool = OPS["conv2d"].ref, OPS["max_pool2d"].ref
             h = pool(conv(h, p["0.weight"], (1, 1), (0, 0)) + p["0.bias"][:, None, None], (2, 2), (2, 2), (0, 0))

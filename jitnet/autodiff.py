@@ -14,7 +14,7 @@ from typing import Any
 from jitnet import ops
 from jitnet.errors import TraceShapeError, TraceTypeError
 from jitnet.ir import dtypes, pytree, trace
-from jitnet.ir.autodiff import backward
+from jitnet.ir.backward import backward
 from jitnet.ir.trace import Tracer, apply, trace_error
 
 _tag_ids = itertools.count()

@@ -208,9 +208,9 @@ def _output_tracer(x):
 
 def _build_program(sched: Schedule, dev: Device) -> tuple[Program, list[str]]:
     if dev.kind == "cuda":
-        from jitnet.codegen.cuda import compile_kernels
+        from jitnet.backends.cuda import compile_kernels
     else:
-        from jitnet.codegen.cpu import compile_kernels
+        from jitnet.backends.cpu import compile_kernels
 
     graph = sched.graph
     slot: dict = {}

@@ -18,7 +18,7 @@ from jitnet.codegen.index import Idx, unflatten_index
 from jitnet.codegen.source import prod
 from jitnet.ir.fusion import Kernel, extern_operands
 from jitnet.ir.node import Node
-from jitnet.ir.ops import OPS, Kind
+from jitnet.ir.opdefs import OPS, Kind
 
 
 def extern_op(kernel: Kernel) -> Node:

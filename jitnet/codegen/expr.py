@@ -17,7 +17,7 @@ import numpy as np
 from jitnet.codegen.index import Idx, flat_index, unflatten_index
 from jitnet.ir import dtypes
 from jitnet.ir.node import Node
-from jitnet.ir.ops import OPS, Kind
+from jitnet.ir.opdefs import OPS, Kind
 
 _CALL = re.compile(r"\b(lit|cast|select|maximum|minimum|sign|pow)\(")
 _LIT = re.compile(r"\blit\(([^()]*)\)")

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from jitnet.ir.node import Graph, Node, toposort, type_str
-from jitnet.ir.ops import OPS, Kind
+from jitnet.ir.opdefs import OPS, Kind
 
 # Recompute a value in every kernel that reads it unless its fused subtree costs more than this
 # (a transcendental costs 8, a cheap op 1): writing and re-reading it is the alternative, and on
@@ -37,7 +37,7 @@ FEW_OUTPUTS = 16
 
 @dataclass
 class Kernel:
-    kind: str  # "elementwise", "reduce", "rowwise" or "extern"
+    kind: Kind  # ELEMENTWISE, REDUCE, ROWWISE or EXTERN: what shapes its loops
     root: Node  # the value the kernel writes
     nodes: list[Node]  # the nodes it computes, producers first (root last)
     inputs: list[Node]  # the buffers it reads
@@ -52,7 +52,7 @@ class Kernel:
     def domain(self) -> tuple:
         """The shape the kernel's loops walk: a reduction's input, else the output."""
         reducers = [n for n in self.nodes if _kind(n) == Kind.REDUCE]
-        return reducers[0].inputs[0].shape if self.kind == "reduce" else self.root.shape
+        return reducers[0].inputs[0].shape if self.kind == Kind.REDUCE else self.root.shape
 
     def describe(self) -> str:
         ops = " ".join(n.op for n in self.nodes if n.op != "const")
@@ -216,10 +216,7 @@ def schedule(graph: Graph) -> Schedule:
             continue
         nodes, inputs = _collect(root, buffer_set)
         kinds = {_kind(n) for n in nodes}
-        if Kind.EXTERN in kinds:
-            kind = "extern"
-        else:
-            kind = "rowwise" if Kind.ROWWISE in kinds else "reduce" if Kind.REDUCE in kinds else "elementwise"
+        kind = next((k for k in (Kind.EXTERN, Kind.ROWWISE, Kind.REDUCE) if k in kinds), Kind.ELEMENTWISE)
         kernels.append(Kernel(kind, root, nodes, inputs))
     return Schedule(graph, _merge_siblings(kernels), buffers, aliases)
 
@@ -228,7 +225,7 @@ def _reduction_of(kernel: Kernel) -> tuple | None:
     """(domain, axes) of a reduce kernel whose reductions all run over the same axes."""
     reducers = [n for n in kernel.nodes if _kind(n) == Kind.REDUCE]
     axes = {n.attrs["axes"] for n in reducers}
-    return (kernel.domain, axes.pop()) if kernel.kind == "reduce" and len(axes) == 1 else None
+    return (kernel.domain, axes.pop()) if kernel.kind == Kind.REDUCE and len(axes) == 1 else None
 
 
 def _can_host(host: Kernel, guest: Kernel) -> bool:
@@ -238,12 +235,12 @@ def _can_host(host: Kernel, guest: Kernel) -> bool:
         return False
     if set(host.outputs) & set(guest.inputs) or set(guest.outputs) & set(host.inputs):
         return False
-    if guest.kind == "elementwise":
-        if host.kind == "reduce" and not _splits(host) and host.root.size < FEW_OUTPUTS:
+    if guest.kind == Kind.ELEMENTWISE:
+        if host.kind == Kind.REDUCE and not _splits(host) and host.root.size < FEW_OUTPUTS:
             return False  # a serial loop would take the guest's parallelism away
-        return host.kind in ("elementwise", "reduce") and host.domain == guest.root.shape
+        return host.kind in (Kind.ELEMENTWISE, Kind.REDUCE) and host.domain == guest.root.shape
     return (
-        guest.kind == "reduce"
+        guest.kind == Kind.REDUCE
         and _reduction_of(host) is not None
         and _reduction_of(host) == _reduction_of(guest)
         and (_splits(host) == _splits(guest) or host.root.size >= FEW_OUTPUTS)
@@ -275,7 +272,7 @@ def _merge_siblings(kernels: list[Kernel]) -> list[Kernel]:
                 at, gone = lo, hi  # the later kernel's inputs are ready earlier
             else:
                 continue
-            reduction = guest.kind == "reduce"
+            reduction = guest.kind == Kind.REDUCE
             merged = Kernel(
                 host.kind,
                 host.root,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jitnet.ir.node import Graph, Node, toposort
-from jitnet.ir.ops import OPS
+from jitnet.ir.opdefs import OPS
 
 
 def evaluate(node: Node, inputs: Sequence[np.ndarray] = (), captured: Sequence[np.ndarray] = ()) -> np.ndarray:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from jitnet.ir import dtypes
 from jitnet.ir.interpret import evaluate
 from jitnet.ir.node import Const, Graph, Node, toposort
-from jitnet.ir.ops import OPS, Kind
+from jitnet.ir.opdefs import OPS, Kind
 
 FOLD_LIMIT = 4096  # fold constant subgraphs up to this many elements; larger ones stay lazy views
 

@@ -16,7 +16,7 @@ import numpy as np
 from jitnet.errors import TraceError, TraceShapeError, TraceTypeError
 from jitnet.ir import dtypes
 from jitnet.ir.node import Const, Node
-from jitnet.ir.ops import OPS
+from jitnet.ir.opdefs import OPS
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

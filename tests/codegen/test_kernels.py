@@ -3,7 +3,7 @@ backend (the `backend` fixture: "cpu", and "cuda" under the `cuda` mark).
 
 The cuda cases run under numba's CUDA simulator (`NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cuda`)
 or on a GPU. In the simulator a block has 32 threads, a grid at most 4 blocks, and reductions of at
-least 256 elements per output take the split (two-kernel) path (jitnet/codegen/cuda/kernels.py:
+least 256 elements per output take the split (two-kernel) path (jitnet/backends/cuda/kernels.py:
 BLOCK, MAX_BLOCKS, SPLIT_MIN), so tiny shapes still cover grid-stride loops that wrap, partial blocks,
 shared-memory trees and the split path. The simulator runs a Python thread per CUDA thread and pays
 ~1 ms per barrier: shapes stay tiny, and the few cases that need large ones run on the CPU only.
@@ -1043,7 +1043,7 @@ def test_no_warnings_on_finite_data(backend):
 
 def test_every_elementwise_op_is_covered():
     """The op lists above keep up with the op table's elementwise ops."""
-    from jitnet.ir.ops import OPS, Kind
+    from jitnet.ir.opdefs import OPS, Kind
 
     covered = set(FLOAT_UNARY) | set(BINARY) | {"logical_not", "logical_and", "logical_or", "cast", "where"}
     covered |= {"tag"}  # autodiff's identity marker, removed by simplify before codegen

@@ -8,7 +8,7 @@ from helpers import assert_same
 
 import jitnet as jn
 from jitnet.ir.fusion import RECOMPUTE_LIMIT
-from jitnet.ir.ops import OPS
+from jitnet.ir.opdefs import OPS
 
 rng = np.random.default_rng(0)
 X = rng.standard_normal((3, 4)).astype(np.float32)

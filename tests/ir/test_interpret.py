@@ -10,7 +10,7 @@ import pytest
 import jitnet as jn
 from jitnet.ir.interpret import run as interpret_run
 from jitnet.ir.node import Graph
-from jitnet.ir.ops import OPS
+from jitnet.ir.opdefs import OPS
 from jitnet.ir.trace import apply, input_tracer, tracing
 
 rng = np.random.default_rng(0)

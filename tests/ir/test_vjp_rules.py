@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import jitnet as jn
-from jitnet.ir import ops as op_table
+from jitnet.ir import opdefs as op_table
 
 EPS = 1e-6
 RTOL, ATOL = 1e-5, 1e-6

@@ -1,0 +1,74 @@
+"""The CUDA backend: `numba.cuda.jit` kernels, launched with configurations fixed at build time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from jitnet.codegen import cache
+from jitnet.backends.cuda.conv import conv2d_input_grad_source, conv2d_source, conv2d_weight_grad_source
+from jitnet.backends.cuda.kernels import DIALECT, generate
+from jitnet.backends.cuda.matmul import Epilogue, matmul_source
+from jitnet.backends.cuda.pooling import POOL_OPS
+from jitnet.backends.cuda.pooling import pool2d_source
+from jitnet.codegen.epilogue import epilogue_of, extern_op, operand_layout, reorder_arguments
+from jitnet.ir.fusion import Kernel
+from jitnet.ir.node import Node
+
+
+def compile_kernels(kernels: list[Kernel]) -> list[tuple[Callable, str]]:
+    return [compile_kernel(kernel) for kernel in kernels]
+
+
+def compile_kernel(kernel: Kernel) -> tuple[Callable, str]:
+    """(launch, source) where launch(*outputs, *inputs) runs the kernel on flat device buffers."""
+    if kernel.kind != "extern":
+        source = generate(kernel)
+        return cache.load(source, "launch"), source
+    op, (operands, transposed) = extern_op(kernel), operand_layout(kernel)
+    epilogue = epilogue_of(kernel, DIALECT)
+    a_trans, b_trans = (transposed + [False])[:2]
+    source = extern_source(op, [n.shape for n in operands], a_trans, b_trans, epilogue)
+    return reorder_arguments(cache.load(source, "launch"), kernel, epilogue), source
+
+
+def extern_source(
+    root: Node, shapes: list[tuple], a_trans: bool = False, b_trans: bool = False, epilogue: Epilogue | None = None
+) -> str:
+    """The generated kernel of an extern op (matmul, conv2d and its two gradients, pools and their
+    VJPs) over its operand buffers of these shapes. matmul operands may be buffers holding the
+    transpose of the operand (a_trans: a buffer (..., K, M) read as A; b_trans: (..., N, K)), and
+    matmul and the three convolutions take an elementwise epilogue run at each output element's
+    store (see `matmul.Epilogue`), its params appended to the launch's arguments."""
+    attrs = root.attrs
+    if epilogue is not None and root.op not in ("matmul", "conv2d", "conv2d_input_grad", "conv2d_weight_grad"):
+        raise ValueError(f"{root.op} takes no epilogue")
+    if (a_trans or b_trans) and root.op != "matmul":
+        raise ValueError(f"{root.op} takes no transposed operands")
+    if root.op == "matmul":
+        (a, b), out = shapes, root.shape
+        k = a[-2] if a_trans else a[-1]
+        return matmul_source(
+            out[-2],
+            out[-1],
+            k,
+            out[:-2],
+            root.dtype,
+            a_trans,
+            b_trans,
+            a_batch=a[:-2],
+            b_batch=b[:-2],
+            epilogue=epilogue,
+        )
+    stride, padding = attrs.get("stride"), attrs.get("padding")
+    if root.op == "conv2d":
+        return conv2d_source(shapes[0], shapes[1], stride, padding, root.dtype, epilogue=epilogue)
+    if root.op == "conv2d_input_grad":  # (g, w) -> gx
+        g, w = shapes
+        return conv2d_input_grad_source(g, w, stride, padding, attrs["in_shape"], root.dtype, epilogue=epilogue)
+    if root.op == "conv2d_weight_grad":  # (x, g) -> gw
+        x, g = shapes
+        return conv2d_weight_grad_source(x, g, stride, padding, attrs["w_shape"], root.dtype, epilogue=epilogue)
+    if root.op in POOL_OPS:
+        in_shape = attrs.get("in_shape", shapes[0])
+        return pool2d_source(root.op, in_shape, attrs["kernel"], stride, padding, root.dtype)
+    raise NotImplementedError(f"no CUDA kernel for the extern op {root.op!r}")
