@@ -3,6 +3,7 @@ fused compiled kernels."""
 
 from jitnet import ir
 from jitnet.autodiff import grad, value_and_grad, vjp
+from jitnet.backends import default_device, device, empty_cache
 from jitnet.checkpoint import load, save
 from jitnet.compiler import compile
 from jitnet.errors import TraceError
@@ -76,7 +77,6 @@ from jitnet.ops import (
     zeros_like,
 )
 from jitnet.runtime.array import Array, asarray
-from jitnet.runtime.device import default_device, device, empty_cache
 
 install_operators(Array)
 

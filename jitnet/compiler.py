@@ -19,16 +19,16 @@ from typing import Any
 
 import numpy as np
 
+from jitnet.backends import BACKENDS, Backend, default_backend, device_of, get
 from jitnet.errors import TraceTypeError
 from jitnet.ir import dtypes, pytree, trace
 from jitnet.ir.fusion import Schedule, schedule
 from jitnet.ir.interpret import run as interpret_graph
 from jitnet.ir.node import Graph
 from jitnet.ir.passes import simplify
-from jitnet.ir.trace import input_tracer, trace_error, tracing
-from jitnet.ops import astype, lift
+from jitnet.ir.trace import apply, input_tracer, lift, trace_error, tracing
 from jitnet.runtime.array import Array
-from jitnet.runtime.device import BACKENDS, Device, default_backend, device
+from jitnet.runtime.device import Device
 from jitnet.runtime.executor import Program, Step
 
 _SCALARS = (bool, int, float)
@@ -80,9 +80,9 @@ def _backend_of(leaves: list, explicit: str | None) -> str:
     """The explicit backend, else the device the data already lives on, else the default."""
     if explicit is not None:
         return explicit
-    if any(isinstance(x, Array) and x.device.kind == "cuda" for x in leaves):
-        return "cuda"
-    return default_backend()
+    return (
+        next((x.device.kind for x in leaves if isinstance(x, Array) and not x.device.host), None) or default_backend()
+    )
 
 
 @dataclass
@@ -173,7 +173,8 @@ class CompiledFunction:
 
     def _build(self, args, treedef, specs, backend: str) -> Compiled:
         self.traces += 1
-        dev = device("cpu" if backend == "interpret" else backend)  # a clear error if there is no GPU
+        target = get(backend)
+        dev = device_of(backend)  # a clear error if there is no GPU
         with tracing() as ctx:
             tracers = [input_tracer(i, shape, np.dtype(char), weak) for i, (shape, char, weak) in enumerate(specs)]
             dynamic = iter(pytree.unflatten(treedef, tracers))
@@ -184,11 +185,11 @@ class CompiledFunction:
         graph = Graph([t.node for t in tracers], [t.node for t in outputs], ctx.captured)
         graph = simplify(graph)
         captured_specs = [(a.shape, a.dtype.char) for a in graph.captured]
-        if backend == "interpret":
+        if target.rules is None:  # the interpreter: the graph itself is the program
             entry = Compiled(graph, None, None, [], out_treedef, captured_specs, dev)
         else:
-            sched = schedule(graph)
-            program, sources = _build_program(sched, dev)
+            sched = schedule(graph, target.rules)
+            program, sources = _build_program(sched, target, dev)
             entry = Compiled(graph, sched, program, sources, out_treedef, captured_specs, dev)
         if os.environ.get("JITNET_DEBUG", "") not in ("", "0"):
             print(f"jitnet: compiled {getattr(self.fn, '__qualname__', self.fn)}\n{entry.describe()}", file=sys.stderr)
@@ -199,19 +200,15 @@ def _output_tracer(x):
     """A returned value as a tracer; a weak scalar leaves in its default dtype (float32, int64)."""
     try:
         t = lift(x)
-        return astype(t, dtypes.weak_result(t.dtype)) if t.weak else t
+        dt = dtypes.weak_result(t.dtype)
+        return apply("cast", (t,), t.weak, dtype=dt.str) if t.weak and t.dtype != dt else t
     except Exception:
         raise trace_error(
             TraceTypeError, "return", f"a compiled function must return arrays, got {type(x).__name__}"
         ) from None
 
 
-def _build_program(sched: Schedule, dev: Device) -> tuple[Program, list[str]]:
-    if dev.kind == "cuda":
-        from jitnet.backends.cuda import compile_kernels
-    else:
-        from jitnet.backends.cpu import compile_kernels
-
+def _build_program(sched: Schedule, backend: Backend, dev: Device) -> tuple[Program, list[str]]:
     graph = sched.graph
     slot: dict = {}
     for node in sched.buffers:  # a reshaped buffer (an alias) shares its source's slot
@@ -225,7 +222,7 @@ def _build_program(sched: Schedule, dev: Device) -> tuple[Program, list[str]]:
     external = {slot[n] for n in slot if n.op in ("input", "capture", "const")}  # memory the program does not own
     keep = external | {slot[n] for n in graph.outputs}
     steps, sources = [], []
-    for k, (kernel, (fn, source)) in enumerate(zip(sched.kernels, compile_kernels(sched.kernels))):
+    for k, (kernel, (fn, source)) in enumerate(zip(sched.kernels, backend.lower(sched.kernels))):
         sources.append(f"# k{k}\n{source}")
         release = tuple(sorted({slot[i] for i in kernel.inputs if last_read[slot[i]] == k and slot[i] not in keep}))
         outs = tuple((slot[o], o.size, o.dtype) for o in kernel.outputs)

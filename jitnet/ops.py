@@ -12,58 +12,20 @@ import builtins
 import functools
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from jitnet.errors import TraceShapeError, TraceTypeError
 from jitnet.ir import dtypes, pytree, trace
-from jitnet.ir.trace import Tracer, apply, trace_error
+from jitnet.ir.trace import Tracer, apply, is_runtime_array, lift, list_array, numbers_only, trace_error
 
 # ---- lifting operands ----
-
-
-def is_runtime_array(x) -> bool:
-    return getattr(x, "_jitnet_array", False)
-
-
-def lift(x: Any) -> Tracer:
-    """Any operand as a Tracer: Python scalars are weak constants, numpy data strong constants,
-    runtime Arrays captured as implicit inputs of the current trace."""
-    if isinstance(x, Tracer):
-        return x
-    if is_runtime_array(x):
-        return trace.current().capture(x, x.shape, x.dtype)
-    if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
-        return trace.const(x, dtypes.weak_storage(x), weak=True)
-    if isinstance(x, (list, tuple)) and not _numbers_only(x):
-        raise trace_error(TraceTypeError, "lift", "a list of arrays is not an array; combine them with jn.concatenate")
-    if isinstance(x, (list, tuple)):
-        return trace.const(_list_array(x))
-    if isinstance(x, (np.ndarray, np.generic)):
-        return trace.const(np.asarray(x))
-    raise trace_error(TraceTypeError, "lift", f"cannot use a {type(x).__name__} as an array")
-
-
-def _numbers_only(x) -> bool:
-    """A (nested) list or tuple of plain numbers: array data, as numpy reads it."""
-    if isinstance(x, (list, tuple)):
-        return builtins.all(_numbers_only(v) for v in x)
-    return isinstance(x, (bool, int, float, np.generic))
-
-
-def _list_array(x) -> np.ndarray:
-    """A nested list of numbers as an array of the default dtypes, as `jn.asarray` makes it."""
-    arr = np.asarray(x)
-    if arr.dtype.kind == "f":
-        return arr.astype(dtypes.DEFAULT_FLOAT)
-    return arr.astype(dtypes.DEFAULT_INT) if arr.dtype.kind in "iu" else arr
 
 
 def _as_data(x):
     """Nested lists of numbers become one array (else the compiled op would see a pytree of
     scalars); other arguments pass unchanged."""
-    return _list_array(x) if isinstance(x, (list, tuple)) and x and _numbers_only(x) else x
+    return list_array(x) if isinstance(x, (list, tuple)) and x and numbers_only(x) else x
 
 
 def _has_tracer(tree) -> bool:
@@ -213,7 +175,7 @@ def _integer_data(x) -> bool:
         return False
     if isinstance(x, int):
         return True
-    dt = getattr(x, "dtype", None) if not isinstance(x, (list, tuple)) else _list_array(x).dtype
+    dt = getattr(x, "dtype", None) if not isinstance(x, (list, tuple)) else list_array(x).dtype
     return dt is not None and np.dtype(dt).kind in "iu"
 
 

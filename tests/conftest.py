@@ -21,7 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fakedriver import DriverLikeAllocator, simulator_wrap
 from helpers import BACKENDS
 
-from jitnet.runtime.device import cuda_available, device, simulator
+from jitnet.backends import device
+from jitnet.backends.cuda.device import cuda_available, simulator
 
 
 @pytest.fixture(params=BACKENDS)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jitnet as jn
-from jitnet.runtime.device import cuda_available
+from jitnet.backends.cuda.device import cuda_available
 
 # What a CUDA test carries: the `cuda` mark (the plain test process skips it, `NUMBA_ENABLE_CUDASIM=1
 # pytest -m cuda` runs it under numba's simulator, `pytest -m cuda` runs it on a GPU), a skip where

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import jitnet as jn
-from jitnet.runtime.device import simulator
+from jitnet.backends.cuda.device import simulator
 
 X = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
 

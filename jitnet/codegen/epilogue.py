@@ -12,6 +12,7 @@ kernel would run.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from jitnet.codegen.expr import Dialect, Emitter, NameCounter
 from jitnet.codegen.index import Idx, unflatten_index
@@ -19,6 +20,22 @@ from jitnet.codegen.source import prod
 from jitnet.ir.fusion import Kernel, extern_operands
 from jitnet.ir.node import Node
 from jitnet.ir.opdefs import OPS, Kind
+
+
+class Epilogue(Protocol):
+    """What the matmul and conv generators of both backends need of a fused elementwise epilogue
+    (FusedEpilogue below is the one the fuser's kernels give them; tests pass their own).
+
+    `params`: names of extra flat buffers, appended to the kernel's (and a CUDA launch's) arguments
+    after out and the operands; `dtypes` (optional attribute): their dtypes, else the output's.
+    `render(v, idx)`: given the name of the variable holding a finished output element and the source
+    expressions of its multi-index (matmul: [z, i, j] = flat batch, row, column; conv: [n, o, y, x]),
+    the statements to run before the store (valid Python, no indent) and the expression to store.
+    Names they bind must not shadow the generators' own short names: prefix them with `ep_`."""
+
+    params: list[str]
+
+    def render(self, v: str, idx: list[str]) -> tuple[list[str], str]: ...
 
 
 def extern_op(kernel: Kernel) -> Node:

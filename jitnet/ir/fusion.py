@@ -27,12 +27,16 @@ from jitnet.ir.opdefs import OPS, Kind
 # memory-bound kernels a little arithmetic is cheaper than a round trip through memory.
 RECOMPUTE_LIMIT = 24
 BROADCAST_LIMIT = 8  # a value broadcast to a larger shape is recomputed per element below this cost
-# Extern ops whose kernels (on both backends) run an elementwise epilogue at each output element's
-# store, and read an operand that is its buffer with the last two axes swapped (a_trans, b_trans).
-EPILOGUE_EXTERNS = ("matmul", "conv2d")
-TRANSPOSED_OPERANDS = ("matmul",)
-SPLIT_REDUCTIONS = ("sum", "max", "min")  # split across threads (blocks) when a kernel has few outputs
-FEW_OUTPUTS = 16
+
+
+@dataclass(frozen=True)
+class FusionRules:
+    """What a backend's kernels can do, as far as the fuser needs to know (each backend declares its own)."""
+
+    epilogue_ops: frozenset[str]  # extern ops whose consumers run at the op's store, in its kernel
+    transposed_operands: frozenset[str]  # extern ops that read an operand's buffer with its last two axes swapped
+    split_reductions: frozenset[str]  # reductions split across threads or blocks when a kernel has few outputs
+    few_outputs: int  # ... fewer than this many
 
 
 @dataclass
@@ -105,7 +109,7 @@ def extern_operands(kernel: Kernel) -> list[tuple[Node, bool]]:
     return [(i.inputs[0], True) if i not in kernel.inputs else (i, False) for i in op.inputs]
 
 
-def _materialised(graph: Graph, order: list[Node]) -> set[Node]:
+def _materialised(graph: Graph, order: list[Node], rules: FusionRules) -> set[Node]:
     users: dict[Node, list[Node]] = {n: [] for n in order}
     for node in order:
         for i in node.inputs:
@@ -116,9 +120,10 @@ def _materialised(graph: Graph, order: list[Node]) -> set[Node]:
     views = {
         i
         for n in order
-        if n.op in TRANSPOSED_OPERANDS
+        if n.op in rules.transposed_operands
         for i in n.inputs
-        if is_swap_of_last_axes(i) and all(c.op in TRANSPOSED_OPERANDS for c in users[i] if _kind(c) == Kind.EXTERN)
+        if is_swap_of_last_axes(i)
+        and all(c.op in rules.transposed_operands for c in users[i] if _kind(c) == Kind.EXTERN)
     } - outputs
     mat: set[Node] = set()
     roots_of: dict[Node, frozenset] = {}  # unmaterialised node -> the kernel roots that compute it
@@ -134,7 +139,7 @@ def _materialised(graph: Graph, order: list[Node]) -> set[Node]:
         read_by_extern = any(
             (_kind(c) == Kind.EXTERN and node not in views) or (c in views and c not in mat) for c in users[node]
         )
-        must = node in outputs or read_by_extern or (kind == Kind.EXTERN and node.op not in EPILOGUE_EXTERNS)
+        must = node in outputs or read_by_extern or (kind == Kind.EXTERN and node.op not in rules.epilogue_ops)
         if not must and kind in (Kind.REDUCE, Kind.ROWWISE, Kind.EXTERN):  # fused under an epilogue?
             root = next(iter(roots)) if len(roots) == 1 else None
             fits = root is not None and root.shape == node.shape
@@ -198,9 +203,9 @@ def _collect(root: Node, buffers: set[Node]) -> tuple[list[Node], list[Node]]:
     return nodes, inputs
 
 
-def schedule(graph: Graph) -> Schedule:
+def schedule(graph: Graph, rules: FusionRules) -> Schedule:
     order = toposort(graph.outputs)
-    mat = _materialised(graph, order)
+    mat = _materialised(graph, order, rules)
     buffers = [n for n in order if n in mat or is_buffer_source(n)]
     buffer_set = set(buffers)
     # Buffers are flat and contiguous, so a reshape of one is the same memory: no kernel, no copy
@@ -218,7 +223,7 @@ def schedule(graph: Graph) -> Schedule:
         kinds = {_kind(n) for n in nodes}
         kind = next((k for k in (Kind.EXTERN, Kind.ROWWISE, Kind.REDUCE) if k in kinds), Kind.ELEMENTWISE)
         kernels.append(Kernel(kind, root, nodes, inputs))
-    return Schedule(graph, _merge_siblings(kernels), buffers, aliases)
+    return Schedule(graph, _merge_siblings(kernels, rules), buffers, aliases)
 
 
 def _reduction_of(kernel: Kernel) -> tuple | None:
@@ -228,7 +233,7 @@ def _reduction_of(kernel: Kernel) -> tuple | None:
     return (kernel.domain, axes.pop()) if kernel.kind == Kind.REDUCE and len(axes) == 1 else None
 
 
-def _can_host(host: Kernel, guest: Kernel) -> bool:
+def _can_host(host: Kernel, guest: Kernel, rules: FusionRules) -> bool:
     """Can `guest` run inside `host`'s loops, adding its outputs: an elementwise kernel over
     host's domain, or a reduction over host's domain and axes?"""
     if guest.siblings or guest.roots or not set(host.inputs) & set(guest.inputs):
@@ -236,24 +241,24 @@ def _can_host(host: Kernel, guest: Kernel) -> bool:
     if set(host.outputs) & set(guest.inputs) or set(guest.outputs) & set(host.inputs):
         return False
     if guest.kind == Kind.ELEMENTWISE:
-        if host.kind == Kind.REDUCE and not _splits(host) and host.root.size < FEW_OUTPUTS:
+        if host.kind == Kind.REDUCE and not _splits(host, rules) and host.root.size < rules.few_outputs:
             return False  # a serial loop would take the guest's parallelism away
         return host.kind in (Kind.ELEMENTWISE, Kind.REDUCE) and host.domain == guest.root.shape
     return (
         guest.kind == Kind.REDUCE
         and _reduction_of(host) is not None
         and _reduction_of(host) == _reduction_of(guest)
-        and (_splits(host) == _splits(guest) or host.root.size >= FEW_OUTPUTS)
+        and (_splits(host, rules) == _splits(guest, rules) or host.root.size >= rules.few_outputs)
     )
 
 
-def _splits(kernel: Kernel) -> bool:
+def _splits(kernel: Kernel, rules: FusionRules) -> bool:
     """Whether the backends split this kernel's reductions across threads when they have few
     outputs: sums and extrema combine in any order; argmax and logsumexp are not split."""
-    return all(n.op in SPLIT_REDUCTIONS for n in kernel.nodes if _kind(n) == Kind.REDUCE)
+    return all(n.op in rules.split_reductions for n in kernel.nodes if _kind(n) == Kind.REDUCE)
 
 
-def _merge_siblings(kernels: list[Kernel]) -> list[Kernel]:
+def _merge_siblings(kernels: list[Kernel], rules: FusionRules) -> list[Kernel]:
     """Merge each kernel into the first kernel that can host it, running the merged kernel at the
     later one's place when no kernel between reads the earlier one's outputs, else at the earlier
     one's place when no kernel between writes the later one's inputs."""
@@ -262,7 +267,7 @@ def _merge_siblings(kernels: list[Kernel]) -> list[Kernel]:
     while i < len(kernels):
         guest = kernels[i]
         for j, host in enumerate(kernels):
-            if j == i or not _can_host(host, guest):
+            if j == i or not _can_host(host, guest, rules):
                 continue
             lo, hi = min(i, j), max(i, j)
             between = kernels[lo + 1 : hi]

@@ -164,3 +164,43 @@ def user_location() -> str:
 
 def trace_error(cls: type[TraceError], op: str, message: str) -> TraceError:
     return cls(f"{op}: {message}, at {user_location()}")
+
+
+# ---- operands ----
+
+
+def is_runtime_array(x) -> bool:
+    return getattr(x, "_jitnet_array", False)
+
+
+def lift(x: Any) -> Tracer:
+    """Any operand as a Tracer: Python scalars are weak constants, numpy data strong constants,
+    runtime Arrays captured as implicit inputs of the current trace."""
+    if isinstance(x, Tracer):
+        return x
+    if is_runtime_array(x):
+        return current().capture(x, x.shape, x.dtype)
+    if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
+        return const(x, dtypes.weak_storage(x), weak=True)
+    if isinstance(x, (list, tuple)) and not numbers_only(x):
+        raise trace_error(TraceTypeError, "lift", "a list of arrays is not an array; combine them with jn.concatenate")
+    if isinstance(x, (list, tuple)):
+        return const(list_array(x))
+    if isinstance(x, (np.ndarray, np.generic)):
+        return const(np.asarray(x))
+    raise trace_error(TraceTypeError, "lift", f"cannot use a {type(x).__name__} as an array")
+
+
+def numbers_only(x) -> bool:
+    """A (nested) list or tuple of plain numbers: array data, as numpy reads it."""
+    if isinstance(x, (list, tuple)):
+        return all(numbers_only(v) for v in x)
+    return isinstance(x, (bool, int, float, np.generic))
+
+
+def list_array(x) -> np.ndarray:
+    """A nested list of numbers as an array of the default dtypes, as `jn.asarray` makes it."""
+    arr = np.asarray(x)
+    if arr.dtype.kind == "f":
+        return arr.astype(dtypes.DEFAULT_FLOAT)
+    return arr.astype(dtypes.DEFAULT_INT) if arr.dtype.kind in "iu" else arr

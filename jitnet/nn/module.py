@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from jitnet.backends import default_device
 from jitnet.runtime.array import Array, asarray
-from jitnet.runtime.device import default_device
 
 # The state of a functional call: {"seed": runtime seed of this step (dropout), "dropouts": counter}.
 _CALL: dict | None = None

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from jitnet.backends import device as as_device
+from jitnet.backends import host_device
 from jitnet.ir import dtypes
 from jitnet.runtime.device import Device
-from jitnet.runtime.device import device as as_device
 from jitnet.runtime.memory import Storage
 
 
@@ -50,7 +51,7 @@ class Array:
 
     def numpy(self) -> np.ndarray:
         """The data on the host: a read-only view for CPU arrays (copy it to modify), a copy for GPU ones."""
-        if self.device.kind == "cpu":
+        if self.device.host:
             self.buffer()  # the checks
             return np.asarray(_HostView(self._storage, self.shape))
         host = self.device.get(self.buffer()).reshape(self.shape)
@@ -101,9 +102,9 @@ class Array:
     def __cuda_array_interface__(self) -> dict:
         """Zero-copy export of a GPU array (CuPy, PyTorch, numba). Its memory is never recycled: the
         consumer may hold the pointer for as long as it holds this Array."""
-        if self.device.kind != "cuda":
-            raise AttributeError("__cuda_array_interface__ exists only for arrays on the 'cuda' device")
         buf = self.buffer()
+        if not hasattr(buf, "__cuda_array_interface__"):
+            raise AttributeError("__cuda_array_interface__ exists only for arrays on the 'cuda' device")
         self._storage.export()
         return buf.reshape(self.shape).__cuda_array_interface__
 
@@ -156,6 +157,6 @@ def asarray(x, device=None, dtype=None) -> Array:
             arr = arr.astype(dtypes.DEFAULT_INT)
     else:
         arr = np.asarray(x, dtype=dtype)
-    dev = dev or as_device("cpu")
+    dev = dev or host_device()
     host = np.ascontiguousarray(arr, dtype=dtypes.canonical(arr.dtype)).reshape(-1)
     return Array(dev.storage(host), arr.shape, dev)

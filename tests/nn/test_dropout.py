@@ -90,7 +90,7 @@ def test_bad_arguments():
 
 @pytest.mark.cuda
 def test_cuda_mask_matches_interpreter():
-    from jitnet.runtime.device import cuda_available
+    from jitnet.backends.cuda.device import cuda_available
 
     if not cuda_available():
         pytest.skip("needs a CUDA GPU or NUMBA_ENABLE_CUDASIM=1")

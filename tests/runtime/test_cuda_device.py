@@ -20,7 +20,8 @@ import pytest
 from helpers import CUDA_MARKS
 
 import jitnet as jn
-from jitnet.runtime.device import default_backend, simulator
+from jitnet.backends import default_backend
+from jitnet.backends.cuda.device import simulator
 
 pytestmark = CUDA_MARKS
 
@@ -338,7 +339,8 @@ _NO_GPU_SCRIPT = r"""
 import json
 import numpy as np
 import jitnet as jn
-from jitnet.runtime.device import cuda_available, default_backend
+from jitnet.backends import default_backend
+from jitnet.backends.cuda.device import cuda_available
 if cuda_available():
     print(json.dumps("HAS-GPU"))
     raise SystemExit(0)

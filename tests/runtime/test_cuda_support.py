@@ -18,9 +18,9 @@ from importlib import metadata
 
 import pytest
 
-from jitnet.runtime import cuda_support
-from jitnet.runtime.cuda_support import check_cuda_packages
-from jitnet.runtime.device import simulator
+from jitnet.backends.cuda import support as cuda_support
+from jitnet.backends.cuda.device import simulator
+from jitnet.backends.cuda.support import check_cuda_packages
 
 ROW_STACK = "module 'numpy' has no attribute 'row_stack'"
 
@@ -31,7 +31,7 @@ BROKEN = textwrap.dedent(
     if hasattr(numpy, "row_stack"):
         del numpy.row_stack
     import jitnet as jn
-    from jitnet.runtime import device
+    from jitnet.backends.cuda import device
     device.cuda_available = lambda: True  # the check needs no GPU; this machine may have none
     try:
         jn.device("cuda")
@@ -138,12 +138,14 @@ def test_other_errors_pass_through(monkeypatch, fresh_check):
 def test_device_cuda_runs_the_check(monkeypatch, fresh_check):
     """`jn.device("cuda")` on a usable GPU (faked) with a broken set raises the named error and
     creates no device."""
-    from jitnet.runtime import device as device_module
+    from jitnet import backends
+    from jitnet.backends.cuda import device as cuda_device_module
 
-    monkeypatch.setattr(device_module, "cuda_available", lambda: True)
-    monkeypatch.setattr(device_module, "simulator", lambda: False)
-    monkeypatch.setattr(device_module, "_devices", {"cpu": device_module.device("cpu")})
+    monkeypatch.setattr(cuda_device_module, "cuda_available", lambda: True)
+    monkeypatch.setattr(cuda_device_module, "simulator", lambda: False)
+    monkeypatch.setattr(cuda_device_module, "_device", [])
+    monkeypatch.setattr(backends, "_devices", {"cpu": backends.device("cpu")})
     monkeypatch.setattr(cuda_support, "_load_cuda_target", lambda: (_ for _ in ()).throw(AttributeError(ROW_STACK)))
     with pytest.raises(RuntimeError, match="row_stack"):
-        device_module.device("cuda")
-    assert "cuda" not in device_module._devices
+        backends.device("cuda")
+    assert "cuda" not in backends._devices

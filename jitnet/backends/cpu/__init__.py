@@ -6,32 +6,35 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from jitnet.codegen import cache
+from jitnet.backends import Backend
 from jitnet.backends.cpu import conv, pooling
-from jitnet.backends.cpu.kernels import DIALECT, generate
+from jitnet.backends.cpu.device import cpu_device
+from jitnet.backends.cpu.dialect import DIALECT
+from jitnet.backends.cpu.kernels import generate
 from jitnet.backends.cpu.matmul import matmul_kernel
 from jitnet.backends.cpu.precompile import compile_new
+from jitnet.backends.cpu.rules import RULES
+from jitnet.codegen import cache
 from jitnet.codegen.epilogue import epilogue_of, extern_op, operand_layout, reorder_arguments
 from jitnet.ir.fusion import Kernel
-
-POOL_OPS = ("max_pool2d", "avg_pool2d", "max_pool2d_vjp", "avg_pool2d_vjp")
-EPILOGUE_OPS = ("matmul", "conv2d", "conv2d_input_grad", "conv2d_weight_grad")
+from jitnet.ir.opdefs import Kind
 
 
-def compile_kernels(kernels: list[Kernel]) -> list[tuple[Callable, str]]:
-    """compile_kernel for each kernel, the new ones compiled in two processes (precompile.py)."""
-    with cache.collect() as sources:
+def _prepare(kernels: list[Kernel]) -> None:
+    """Compile a program's new kernel modules in two processes (precompile.py)."""
+    with cache.collect() as sources:  # a dry run: the sources the lowerings would load
         for kernel in kernels:
-            compile_kernel(kernel)
+            LOWERINGS[kernel.kind](kernel)
     compile_new(sources)
-    return [compile_kernel(kernel) for kernel in kernels]
 
 
-def compile_kernel(kernel: Kernel) -> tuple[Callable, str]:
+def lower_fused(kernel: Kernel) -> tuple[Callable, str]:
     """(fn, source) where fn(*outputs, *inputs) runs the kernel on flat contiguous buffers."""
-    if kernel.kind != "extern":
-        source = generate(kernel)
-        return cache.load(source), source
+    source = generate(kernel)
+    return cache.load(source), source
+
+
+def lower_extern(kernel: Kernel) -> tuple[Callable, str]:
     op, (operands, transposed) = extern_op(kernel), operand_layout(kernel)
     epilogue = epilogue_of(kernel, DIALECT)
     a_trans, b_trans = (transposed + [False])[:2]
@@ -45,9 +48,9 @@ def extern_kernel(
     op: str, out_shape, dtype, in_shapes, attrs: dict, epilogue=None, a_trans: bool = False, b_trans: bool = False
 ) -> tuple[Callable, str]:
     """(fn(out, *inputs, *epilogue.params), source) for one extern op on flat contiguous buffers.
-    `epilogue` (EPILOGUE_OPS; see matmul.Epilogue) is applied to each output element before
-    it is stored; `a_trans`/`b_trans` (matmul): that operand's buffer holds its transpose."""
-    if epilogue is not None and op not in EPILOGUE_OPS:
+    `epilogue` (matmul and the convolutions; see codegen.epilogue.Epilogue) is applied to each output
+    element before it is stored; `a_trans`/`b_trans` (matmul): that operand's buffer holds its transpose."""
+    if epilogue is not None and op in pooling.POOL_OPS:
         raise ValueError(f"{op} takes no epilogue")
     if (a_trans or b_trans) and op != "matmul":
         raise ValueError(f"{op} takes no transposed operands")
@@ -63,9 +66,18 @@ def extern_kernel(
         source = conv.conv2d_weight_grad_source(
             in_shapes[0], in_shapes[1], attrs["stride"], attrs["padding"], attrs["w_shape"], dtype, epilogue
         )
-    elif op in POOL_OPS:
+    elif op in pooling.POOL_OPS:
         x_shape = attrs["in_shape"] if op.endswith("_vjp") else in_shapes[0]
         source = pooling.pool_source(op, x_shape, attrs["kernel"], attrs["stride"], attrs["padding"], dtype)
     else:
         raise ValueError(f"the CPU backend has no kernel for extern op {op!r}")
     return cache.load(source), source
+
+
+LOWERINGS = {
+    Kind.ELEMENTWISE: lower_fused,
+    Kind.REDUCE: lower_fused,
+    Kind.ROWWISE: lower_fused,
+    Kind.EXTERN: lower_extern,
+}
+BACKEND = Backend("cpu", "cpu", cpu_device, RULES, LOWERINGS, prepare=_prepare)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from jitnet.backends.cpu.dialect import DIALECT
 from jitnet.backends.cpu.parallel import chunked_kernel, jit_flags
-from jitnet.codegen.expr import Dialect, Emitter
-from jitnet.codegen.index import Idx, flat_index, unflatten_index
+from jitnet.codegen.expr import Emitter
+from jitnet.codegen.index import Idx, unflatten_index
 from jitnet.codegen.source import KernelSource, acc_dtype, numba_type, prod, reduction_index
 from jitnet.ir import dtypes
 from jitnet.ir.fusion import Kernel
@@ -26,25 +27,6 @@ INNER_MIN = 512  # the innermost loop covers at least this many elements when th
 INNER_RUN_MIN = 16  # a reduction's contiguous trailing run gets an inner loop from this many elements
 CHUNKS_MIN = 8192  # elements per chunk when a whole reduction is split across threads
 BLOCK_SUM = 4096  # float32 terms a float32 partial sum takes before it is added to the float64 total
-
-
-class CpuDialect(Dialect):
-    funcs = {
-        name: f"vm.{name}_{{t}}" for name in ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "sin", "cos", "acos")
-    } | {"sqrt": "np.sqrt", "abs": "abs"}
-
-    def element(self, buffer: str, idx: list[Idx], shape: tuple) -> str:
-        # Unsigned: numba wraps negative signed indices around with a select that LLVM can only
-        # remove when it proves the index non-negative; where it cannot, the loop stays scalar.
-        return f"{buffer}[np.uint64({flat_index(idx, shape).render()})]"
-
-    def extremum(self, name: str, a: str, b: str, dtype: np.dtype) -> str:
-        if dtypes.is_float(dtype):  # one vectorisable LLVM intrinsic with numpy's NaN semantics
-            return f"f{name}({a}, {b})"
-        return f"{'max' if name == 'maximum' else 'min'}({a}, {b})"
-
-
-DIALECT = CpuDialect()
 
 
 def _loop_nest(shape: tuple, parallel: bool, emit, indent: int) -> tuple[int, list[Idx]]:

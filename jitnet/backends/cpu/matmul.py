@@ -25,13 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from jitnet.backends.cpu import gemm
 from jitnet.backends.cpu.gemm import lanes_of
 from jitnet.backends.cpu.parallel import chunked_kernel, jit_flags
+from jitnet.codegen.epilogue import Epilogue
 
 # ---------------------------------------------------------------------------------------------
 # Tiles and routing
@@ -316,21 +316,6 @@ def matmul_source(
 # ---------------------------------------------------------------------------------------------
 # The engine's entry: one matmul node -> a function on flat buffers
 # ---------------------------------------------------------------------------------------------
-
-
-class Epilogue(Protocol):
-    """What a generator needs of a fused elementwise epilogue (the fuser builds these).
-
-    `params`: names of extra flat buffers, appended to the kernel's arguments after its own;
-    `dtypes` (optional attribute): their dtypes, else the output's. `render(v, idx)`: given
-    the name of a scalar variable holding a finished output element and the source expressions of
-    its multi-index (matmul: [z, i, j] = flat batch, row, column; conv: [n, o, y, x]), the Python
-    statements to insert (no indent; names they bind should start with `ep_`) and the expression
-    of the value to store."""
-
-    params: list[str]
-
-    def render(self, v: str, idx: list[str]) -> tuple[list[str], str]: ...
 
 
 class Reindexed:

@@ -18,6 +18,8 @@ import numpy as np
 from jitnet.backends.cpu.matmul import IMPORTS, _Lines
 from jitnet.backends.cpu.parallel import chunked_kernel, jit_flags
 
+POOL_OPS = ("max_pool2d", "avg_pool2d", "max_pool2d_vjp", "avg_pool2d_vjp")
+
 
 def _geometry(in_shape, kernel, stride, padding):
     n, c, h, w = in_shape

@@ -21,8 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jitnet.codegen import cache
 from jitnet.backends.cpu import gemm, parallel
+from jitnet.codegen import cache
 
 WORKER_START_S = 0.8  # a worker's start-up (python, numba, jitnet imports) and its first compile's warm-up
 MIN_WORK_S = 2.5  # estimated compile seconds below which one process does it all

@@ -4,26 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from jitnet.codegen import cache
+from jitnet.backends import Backend
 from jitnet.backends.cuda.conv import conv2d_input_grad_source, conv2d_source, conv2d_weight_grad_source
-from jitnet.backends.cuda.kernels import DIALECT, generate
-from jitnet.backends.cuda.matmul import Epilogue, matmul_source
-from jitnet.backends.cuda.pooling import POOL_OPS
-from jitnet.backends.cuda.pooling import pool2d_source
-from jitnet.codegen.epilogue import epilogue_of, extern_op, operand_layout, reorder_arguments
+from jitnet.backends.cuda.device import cuda_device, preferred
+from jitnet.backends.cuda.dialect import DIALECT
+from jitnet.backends.cuda.kernels import generate
+from jitnet.backends.cuda.matmul import matmul_source
+from jitnet.backends.cuda.pooling import POOL_OPS, pool2d_source
+from jitnet.backends.cuda.rules import RULES
+from jitnet.codegen import cache
+from jitnet.codegen.epilogue import Epilogue, epilogue_of, extern_op, operand_layout, reorder_arguments
 from jitnet.ir.fusion import Kernel
 from jitnet.ir.node import Node
+from jitnet.ir.opdefs import Kind
 
 
-def compile_kernels(kernels: list[Kernel]) -> list[tuple[Callable, str]]:
-    return [compile_kernel(kernel) for kernel in kernels]
-
-
-def compile_kernel(kernel: Kernel) -> tuple[Callable, str]:
+def lower_fused(kernel: Kernel) -> tuple[Callable, str]:
     """(launch, source) where launch(*outputs, *inputs) runs the kernel on flat device buffers."""
-    if kernel.kind != "extern":
-        source = generate(kernel)
-        return cache.load(source, "launch"), source
+    source = generate(kernel)
+    return cache.load(source, "launch"), source
+
+
+def lower_extern(kernel: Kernel) -> tuple[Callable, str]:
     op, (operands, transposed) = extern_op(kernel), operand_layout(kernel)
     epilogue = epilogue_of(kernel, DIALECT)
     a_trans, b_trans = (transposed + [False])[:2]
@@ -38,9 +40,9 @@ def extern_source(
     VJPs) over its operand buffers of these shapes. matmul operands may be buffers holding the
     transpose of the operand (a_trans: a buffer (..., K, M) read as A; b_trans: (..., N, K)), and
     matmul and the three convolutions take an elementwise epilogue run at each output element's
-    store (see `matmul.Epilogue`), its params appended to the launch's arguments."""
+    store (see `codegen.epilogue.Epilogue`), its params appended to the launch's arguments."""
     attrs = root.attrs
-    if epilogue is not None and root.op not in ("matmul", "conv2d", "conv2d_input_grad", "conv2d_weight_grad"):
+    if epilogue is not None and root.op in POOL_OPS:
         raise ValueError(f"{root.op} takes no epilogue")
     if (a_trans or b_trans) and root.op != "matmul":
         raise ValueError(f"{root.op} takes no transposed operands")
@@ -72,3 +74,12 @@ def extern_source(
         in_shape = attrs.get("in_shape", shapes[0])
         return pool2d_source(root.op, in_shape, attrs["kernel"], stride, padding, root.dtype)
     raise NotImplementedError(f"no CUDA kernel for the extern op {root.op!r}")
+
+
+LOWERINGS = {
+    Kind.ELEMENTWISE: lower_fused,
+    Kind.REDUCE: lower_fused,
+    Kind.ROWWISE: lower_fused,
+    Kind.EXTERN: lower_extern,
+}
+BACKEND = Backend("cuda", "cuda", cuda_device, RULES, LOWERINGS, preferred=preferred)

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from jitnet.backends.cuda.device import simulator
 from jitnet.backends.cuda.kernels import BLOCK, MAX_BLOCKS
 from jitnet.backends.cuda.matmul import (
     MIN_BLOCKS,
     SIM_MIN_BLOCKS,
-    SIMULATOR,
     SMEM_LIMIT,
     SOURCE_IMPORTS,
-    Epilogue,
     Tile,
     TiledBody,
     _cdiv,
@@ -45,8 +44,9 @@ from jitnet.backends.cuda.matmul import (
     epilogue_signature,
     resolve_tile,
 )
+from jitnet.codegen.epilogue import Epilogue
 
-SPLIT_MIN_STEPS = 2 if SIMULATOR else 16  # K steps a split-K block runs at least
+SPLIT_MIN_STEPS = 2 if simulator() else 16  # K steps a split-K block runs at least
 
 
 def conv2d_out_shape(x_shape, w_shape, stride, padding) -> tuple[int, int, int, int]:
@@ -64,7 +64,7 @@ def split_count(tile: Tile, m: int, n: int, k: int) -> int:
     """Split K across the grid's z dimension when the output has too few tiles to fill the GPU
     (a weight gradient: O x C*kh*kw outputs, N*Ho*Wo deep): enough splits for MIN_BLOCKS blocks,
     each keeping at least SPLIT_MIN_STEPS K steps; no split range left empty."""
-    min_blocks = SIM_MIN_BLOCKS if SIMULATOR else MIN_BLOCKS
+    min_blocks = SIM_MIN_BLOCKS if simulator() else MIN_BLOCKS
     blocks, steps = _cdiv(m, tile.bm) * _cdiv(n, tile.bn), _cdiv(k, tile.bk)
     splits = min(_cdiv(min_blocks, blocks), steps // SPLIT_MIN_STEPS)
     if blocks >= min_blocks or splits < 2:

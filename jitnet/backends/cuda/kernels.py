@@ -14,11 +14,11 @@ in numba's CUDA simulator, which has no warp-level operations.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from jitnet.codegen.expr import Dialect, Emitter
+from jitnet.backends.cuda.device import simulator
+from jitnet.backends.cuda.dialect import DIALECT, EXP, LOG
+from jitnet.codegen.expr import Emitter
 from jitnet.codegen.index import Idx, unflatten_index
 from jitnet.codegen.source import KernelSource, acc_dtype, numba_type, prod, reduction_index
 from jitnet.ir import dtypes
@@ -26,27 +26,9 @@ from jitnet.ir.fusion import Kernel
 from jitnet.ir.node import Node, type_str
 from jitnet.ir.opdefs import OPS, Kind
 
-SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
-BLOCK = 32 if SIMULATOR else 256  # the simulator runs a Python thread per CUDA thread
-MAX_BLOCKS = 4 if SIMULATOR else 132 * 16  # enough resident blocks to fill an H100's 132 SMs
-SPLIT_MIN = 256 if SIMULATOR else 1 << 16  # reductions this long (per output) are split across blocks
-
-
-# On a GPU, math.* compile to libdevice and return NaN/inf like numpy; the simulator runs kernels as
-# Python, where math.* raise on a domain error, so it gets numpy's functions instead.
-_MATH = {name: f"math.{name}" for name in ("exp", "expm1", "log", "log1p", "tanh", "sin", "cos", "acos", "sqrt")}
-if SIMULATOR:
-    _MATH = {name: f"np.{'arccos' if name == 'acos' else name}" for name in _MATH}
-
-
-EXP, LOG = _MATH["exp"], _MATH["log"]
-
-
-class CudaDialect(Dialect):
-    funcs = _MATH | {"sigmoid": "dm.sigmoid_{t}", "abs": "abs"}
-
-
-DIALECT = CudaDialect()
+BLOCK = 32 if simulator() else 256  # the simulator runs a Python thread per CUDA thread
+MAX_BLOCKS = 4 if simulator() else 132 * 16  # enough resident blocks to fill an H100's 132 SMs
+SPLIT_MIN = 256 if simulator() else 1 << 16  # reductions this long (per output) are split across blocks
 
 
 def _blocks(work: int) -> int:

@@ -54,23 +54,21 @@ CGMA = 2*BM*BN*BK / (s*BK*(BM + BN)) = 2*BM*BN / (s*(BM + BN)) flops per byte of
 4 for 16x16 (float64: half). Per thread and per kk: TM + TN shared loads for TM*TN FMAs.
 
 Tile choice: `choose_tile` (the rule, with MIN_BLOCKS and MIN_EFFICIENCY) over TILES, in order;
-`tile=` (a Tile or a name) overrides it. Under numba's CUDA simulator (SIMULATOR) the set is
+`tile=` (a Tile or a name) overrides it. Under numba's CUDA simulator (`simulator()`) the set is
 SIM_TILES: tiny tiles of 16 threads, since the simulator runs a Python thread per CUDA thread.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
+from jitnet.backends.cuda.device import simulator
 from jitnet.backends.cuda.kernels import BLOCK, MAX_BLOCKS
+from jitnet.codegen.epilogue import Epilogue
 from jitnet.codegen.source import numba_type, prod
-
-SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
 
 # Rule constants (tune on the GPU): a tile is taken only if its grid has at least MIN_BLOCKS blocks
 # (one per SM of an H100: fewer leaves SMs idle) and at least MIN_EFFICIENCY of its computed
@@ -78,8 +76,8 @@ SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
 MIN_BLOCKS = 132
 SIM_MIN_BLOCKS = 4  # the same rule over SIM_TILES, at simulator sizes
 MIN_EFFICIENCY = 0.75
-GROUP_M = 2 if SIMULATOR else 8  # tile rows per group of the block order (L2 reuse)
-MAX_GRID_Z = 3 if SIMULATOR else 65535  # the z grid limit; more batches loop (small under the simulator, to test it)
+GROUP_M = 2 if simulator() else 8  # tile rows per group of the block order (L2 reuse)
+MAX_GRID_Z = 3 if simulator() else 65535  # the z grid limit; more batches loop (small under the simulator, to test it)
 SMEM_LIMIT = 48 * 1024  # static shared memory per block
 
 
@@ -142,7 +140,7 @@ SIM_TILES = _tiles(
 
 
 def tile_set() -> dict[str, Tile]:
-    return SIM_TILES if SIMULATOR else TILES
+    return SIM_TILES if simulator() else TILES
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -267,22 +265,6 @@ def smem_conflicts(tile: Tile, dtype, a_trans: bool, b_trans: bool) -> dict[str,
 
 
 # ---- epilogues: elementwise work fused into the store of each output element ----
-
-
-class Epilogue(Protocol):
-    """What a fused consumer (bias add, activation, scale, residual add) hands an extern kernel.
-
-    `params`: names of extra flat, contiguous device buffers, appended to the kernel's and the launch's
-    arguments after out and the operands. `render(v, idx)`: given the name of the variable holding a
-    finished output element and the source expressions of its output multi-index (matmul: [z, i, j] =
-    linear batch, row, column; conv: [n, o, y, x]), the statements to run before the store (valid
-    Python, no indent) and the expression to store. Optional attribute `dtypes`: the params' dtypes
-    (default: the output's). Names the epilogue introduces must not shadow the kernel's own short
-    names (a, b, x, w, t, tx, ty, m0, n0, z, c0_0, ...): prefix them, e.g. `ep_`."""
-
-    params: list[str]
-
-    def render(self, v: str, idx: list[str]) -> tuple[list[str], str]: ...
 
 
 def epilogue_signature(epilogue: Epilogue | None, dtype: np.dtype) -> tuple[list[str], list[str]]:

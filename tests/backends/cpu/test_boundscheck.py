@@ -8,9 +8,9 @@ import numba
 import numpy as np
 import pytest
 
-from jitnet.codegen import cache
 from jitnet.backends.cpu import conv, gemm, parallel
 from jitnet.backends.cpu.matmul import IMPORTS, Tile, _Lines, gemm_call
+from jitnet.codegen import cache
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import pytest
 from helpers import check
 
 import jitnet as jn
-from jitnet.codegen import cache
 from jitnet.backends.cpu import conv
+from jitnet.codegen import cache
 from jitnet.ir.opdefs import OPS
 
 rng = np.random.default_rng(3)

@@ -10,8 +10,8 @@ import re
 import numpy as np
 import pytest
 
-from jitnet.codegen import cache
 from jitnet.backends.cpu import gemm
+from jitnet.codegen import cache
 
 rng = np.random.default_rng(0)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jitnet.codegen import cache
 from jitnet.backends.cpu import matmul as mm
+from jitnet.codegen import cache
 
 rng = np.random.default_rng(0)
 

@@ -10,9 +10,9 @@ import pytest
 from helpers import check
 
 import jitnet as jn
-from jitnet.codegen import cache
 from jitnet.backends.cpu import extern_kernel
 from jitnet.backends.cpu import matmul as mm
+from jitnet.codegen import cache
 
 rng = np.random.default_rng(7)
 

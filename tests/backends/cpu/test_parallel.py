@@ -6,9 +6,9 @@ import numba
 import numpy as np
 import pytest
 
-from jitnet.codegen import cache
 from jitnet.backends.cpu import parallel
 from jitnet.backends.cpu.matmul import IMPORTS
+from jitnet.codegen import cache
 
 
 def chunked(body: list[str], n: int, threads: str = "num_threads()", **kw) -> str:

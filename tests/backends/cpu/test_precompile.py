@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import jitnet as jn
-from jitnet.codegen import cache
 from jitnet.backends.cpu import precompile
+from jitnet.codegen import cache
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 from helpers import CUDA_MARKS, check, on_device
 
 import jitnet as jn
-from jitnet.runtime.device import simulator
+from jitnet.backends.cuda.device import simulator
 
 pytestmark = CUDA_MARKS
 

@@ -13,7 +13,7 @@ import pytest
 from helpers import assert_same
 
 import jitnet as jn
-from jitnet.runtime.device import cuda_available, simulator
+from jitnet.backends.cuda.device import cuda_available, simulator
 
 pytestmark = [
     pytest.mark.gpu,

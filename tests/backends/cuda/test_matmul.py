@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from helpers import CUDA_MARKS
 
-from jitnet.codegen import cache
 from jitnet.backends.cuda import matmul as mm
-from jitnet.runtime.device import simulator
+from jitnet.backends.cuda.device import simulator
+from jitnet.codegen import cache
 
 pytestmark = CUDA_MARKS
 

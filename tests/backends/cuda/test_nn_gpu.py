@@ -17,8 +17,8 @@ from simhelpers import BiasRelu, ScaleResidual, run_source
 import jitnet as jn
 from jitnet.backends.cuda import conv
 from jitnet.backends.cuda import matmul as mm
+from jitnet.backends.cuda.device import cuda_available, simulator
 from jitnet.ir.opdefs import OPS
-from jitnet.runtime.device import cuda_available, simulator
 
 pytestmark = [
     pytest.mark.gpu,

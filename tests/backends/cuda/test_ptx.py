@@ -19,7 +19,7 @@ from simhelpers import BiasRelu, ScaleResidual
 
 from jitnet.backends.cuda import conv, pooling
 from jitnet.backends.cuda import matmul as mm
-from jitnet.runtime.device import simulator
+from jitnet.backends.cuda.device import simulator
 
 
 def _nvvm() -> bool:
