@@ -1,8 +1,9 @@
 """Scalar code for the nodes of one kernel, evaluated at a symbolic index.
 
 `Emitter.value(node, idx)` appends the Python statements that compute `node` at multi-index `idx`
-and returns the name that holds it. Views map the index (see `index`), elementwise ops render
-their scalar template through the backend's `Dialect`, and buffers are loaded at a flat offset.
+and returns the name that holds it. Views map the index (see `index`), elementwise ops call
+their scalar emitter (`OpDef.scalar`) with the backend's `Dialect`, and buffers are loaded at a
+flat offset.
 A value is computed once per index and scope (the memo), so a node read twice costs once.
 Both backends generate Python for numba, so only the dialect (function names, literals) differs.
 """
@@ -10,7 +11,6 @@ Both backends generate Python for numba, so only the dialect (function names, li
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 
@@ -19,13 +19,12 @@ from jitnet.ir import dtypes
 from jitnet.ir.node import Node
 from jitnet.ir.opdefs import OPS, Kind
 
-_CALL = re.compile(r"\b(lit|cast|select|maximum|minimum|sign|pow)\(")
-_LIT = re.compile(r"\blit\(([^()]*)\)")
-
 
 class Dialect:
-    """How a backend spells scalars. `funcs` maps the op language's math functions to callables'
-    names per dtype, e.g. {"exp": "vm.exp_{t}"} with {t} -> f32/f64."""
+    """How a backend spells scalar code. The op table's scalar emitters (`OpDef.scalar`) build an
+    expression from rendered arguments by calling these methods, so a backend that spells something
+    differently overrides one method. `funcs` maps the math functions' names to callables' names
+    per dtype, e.g. {"exp": "vm.exp_{t}"} with {t} -> f32/f64."""
 
     funcs: dict[str, str] = {}
 
@@ -58,37 +57,22 @@ class Dialect:
         dtype = np.dtype(dtype)
         return f"bool({expr})" if dtypes.is_bool(dtype) else f"np.{dtype.name}({expr})"
 
-    def render(self, template: str, args: list[str], attrs: dict, in_dtype: np.dtype, out_dtype: np.dtype) -> str:
-        text = template.format(*args, **attrs)
-        text = _LIT.sub(lambda m: self.literal(float(m.group(1)), in_dtype), text)
-        suffix = dtypes.short_name(in_dtype)
-        for name, spelled in self.funcs.items():
-            text = re.sub(rf"\b{name}\(", spelled.format(t=suffix) + "(", text)
-        return self._inline(text, in_dtype, out_dtype)
+    def math(self, name: str, arg: str, dtype: np.dtype) -> str:
+        """A math function (exp, log, sqrt, abs, ...) of arg, spelled for dtype as `funcs` says."""
+        spelled = self.funcs.get(name)
+        if spelled is None:
+            raise NotImplementedError(f"{type(self).__name__} has no spelling of the math function {name!r}")
+        return f"{spelled.format(t=dtypes.short_name(np.dtype(dtype)))}({arg})"
 
-    def _inline(self, text: str, in_dtype: np.dtype, out_dtype: np.dtype) -> str:
-        """Expand the calls that are spelled as expressions (select, maximum, ...) innermost first."""
-        while True:
-            m = _last_call(text)
-            if m is None:
-                return text
-            name, start, end, args = m
-            text = text[:start] + self._expand(name, args, in_dtype, out_dtype) + text[end:]
+    def select(self, cond: str, a: str, b: str) -> str:
+        """a where cond holds, else b; only the chosen side is evaluated."""
+        return f"({a} if {cond} else {b})"
 
-    def _expand(self, name: str, args: list[str], in_dtype: np.dtype, out_dtype: np.dtype) -> str:
-        if name == "cast":
-            return self.cast(args[0], out_dtype)
-        if name == "select":
-            return f"({args[1]} if {args[0]} else {args[2]})"
-        if name == "pow":
-            return self.power(args[0], args[1], in_dtype)
-        a = args[0]
-        if name == "sign":
-            one, zero = self.literal(1, in_dtype), self.literal(0, in_dtype)
-            if dtypes.is_float(in_dtype):
-                return f"({one} if {a} > {zero} else (-{one} if {a} < {zero} else {a}))"
-            return f"({one} if {a} > {zero} else (-{one} if {a} < {zero} else {zero}))"
-        return self.extremum(name, a, args[1], in_dtype)
+    def sign(self, a: str, dtype: np.dtype) -> str:
+        """-1, 0 or 1 in dtype; for floats, NaN passes through as in numpy (and a zero as itself)."""
+        one, zero = self.literal(1, dtype), self.literal(0, dtype)
+        otherwise = a if dtypes.is_float(np.dtype(dtype)) else zero
+        return f"({one} if {a} > {zero} else (-{one} if {a} < {zero} else {otherwise}))"
 
     def power(self, a: str, b: str, dtype: np.dtype) -> str:
         """a ** b; for integers exact and wrapped to the dtype, a negative exponent giving the
@@ -105,33 +89,6 @@ class Dialect:
         if dtypes.is_float(dtype):
             return f"({a} if ({a} {op} {b} or {a} != {a}) else {b})"
         return f"({a} if {a} {op} {b} else {b})"
-
-
-def _last_call(text: str):
-    """The innermost-last expression-call in text: (name, start, end, [args]) or None."""
-    matches = list(_CALL.finditer(text))
-    for m in reversed(matches):
-        if m.group(1) == "lit":
-            continue
-        depth, args, start = 1, [], m.end()
-        i = m.end()
-        while depth:
-            ch = text[i]
-            if ch == "(":
-                depth += 1
-            elif ch == ")":
-                depth -= 1
-                if depth == 0:
-                    args.append(text[start:i].strip())
-            elif ch == "," and depth == 1:
-                args.append(text[start:i].strip())
-                start = i + 1
-            i += 1
-        inner = "".join(args)
-        if _CALL.search(inner) and any(c.group(1) != "lit" for c in _CALL.finditer(inner)):
-            continue  # expand nested ones first
-        return m.group(1), m.start(), i, args
-    return None
 
 
 class Emitter:
@@ -179,7 +136,7 @@ class Emitter:
         if kind == Kind.ELEMENTWISE:
             args = [self.value(i, idx) for i in node.inputs]
             in_dtype = node.inputs[1].dtype if node.op == "where" else node.inputs[0].dtype
-            expr = self.dialect.render(OPS[node.op].scalar, args, node.attrs, in_dtype, node.dtype)
+            expr = OPS[node.op].scalar(self.dialect, args, node.attrs, in_dtype, node.dtype)
             return self._assign(node.dtype, expr)
         if kind == Kind.MOVEMENT:
             return getattr(self, "_" + node.op)(node, idx)

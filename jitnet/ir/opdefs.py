@@ -1,14 +1,16 @@
 """The op table: every op of the IR is defined here, once.
 
 Each entry gives the op's kind (which decides how it fuses), its shape and dtype rules, its numpy
-reference (the interpreter runs these), its codegen hook (for elementwise ops a scalar expression in
-a tiny backend-neutral language, for reductions the name of the combining rule) and its VJP rule.
+reference (the interpreter runs these), its codegen hook (for elementwise ops a scalar emitter, for
+reductions the name of the combining rule) and its VJP rule.
 
 A VJP rule is written with the same public ops a user writes, so the backward graph is an ordinary
 graph that fuses and compiles like any other: `vjp(jn, g, out, *inputs, **attrs)` gets the ops
 namespace `jn` (passed in, so that this table does not import the layer above it), the output
 cotangent `g`, the op's output and inputs as tracers, and returns one cotangent (or None: no
-gradient) per input. Tie rules: maximum/minimum send the gradient to the first argument on ties;
+gradient) per input. A rule that needs an op with no public function (the conv and pool gradients)
+builds its node with `jn.apply(op, inputs, **attrs)`, which the caller (jitnet/ir/backward.py) adds
+to the namespace. Tie rules: maximum/minimum send the gradient to the first argument on ties;
 max/min reductions split it evenly among tied maxima; relu'(0) = 0, leaky_relu'(0) = slope,
 abs'(0) = sign'(x) = 0 (PyTorch's conventions).
 
@@ -16,10 +18,11 @@ The IR is strict: elementwise ops take inputs of one shape and (except `where` a
 result) one dtype. Broadcasting and dtype promotion are made explicit by the tracing layer as
 `expand` and `cast` nodes, so every rule here stays simple and every gradient has a place to land.
 
-Scalar expression language: `{0}`, `{1}`, ... are the inputs, `{name}` an attribute; calls to
-exp, expm1, log, log1p, sqrt, tanh, sigmoid, sin, cos, acos, pow, abs, sign, maximum, minimum,
-select(cond, a, b), cast(x) and lit(number) (a literal in the dtype of input 0) are rendered by each
-backend.
+Scalar emitters (tinygrad's `code_for_op`): `scalar(d, args, attrs, in_dtype, out_dtype) -> str`
+builds one Python expression from the inputs' already rendered expressions `args`, asking the
+backend's dialect `d` (a `Spelling`) for whatever backends spell differently: literals in a dtype,
+math functions, casts, select, sign, pow and maximum/minimum. `in_dtype` is the dtype of input 0
+(of `a` for where), `out_dtype` the op's result dtype.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -50,6 +54,23 @@ class Kind(str, enum.Enum):
     __format__ = str.__format__
 
 
+class Spelling(Protocol):
+    """What a scalar emitter may ask of a backend's dialect (`jitnet.codegen.expr.Dialect`), declared
+    here so that the op table does not import the codegen layer above it."""
+
+    def literal(self, value, dtype: np.dtype) -> str: ...
+    def cast(self, expr: str, dtype: np.dtype) -> str: ...
+    def math(self, name: str, arg: str, dtype: np.dtype) -> str: ...
+    def select(self, cond: str, a: str, b: str) -> str: ...
+    def sign(self, a: str, dtype: np.dtype) -> str: ...
+    def power(self, a: str, b: str, dtype: np.dtype) -> str: ...
+    def extremum(self, name: str, a: str, b: str, dtype: np.dtype) -> str: ...
+
+
+# (dialect, rendered inputs, attrs, dtype of input 0, result dtype) -> one Python expression
+ScalarEmitter = Callable[[Spelling, list[str], dict, np.dtype, np.dtype], str]
+
+
 @dataclass(frozen=True)
 class OpDef:
     name: str
@@ -57,7 +78,7 @@ class OpDef:
     shape: Callable  # (input shapes, attrs) -> output shape; raises ValueError naming the problem
     dtype: Callable  # (input dtypes, attrs) -> output dtype
     ref: Callable  # numpy reference: (*arrays, **attrs) -> array
-    scalar: str | None = None  # elementwise codegen hook
+    scalar: ScalarEmitter | None = None  # elementwise codegen hook
     reduce: str | None = None  # reduction codegen hook: sum, max, min, argmax, logsumexp
     cost: int = 1  # rough arithmetic cost per element, for recompute-or-materialise decisions
     vjp: Callable | None = None  # (jn, g, out, *inputs, **attrs) -> cotangent per input
@@ -125,12 +146,32 @@ def _quiet(fn):
     return ref
 
 
-def _elementwise(name, ref, scalar, dtype=_same_dtype, cost=1, vjp=None):
+def _def_elementwise(name, ref, scalar, dtype=_same_dtype, cost=1, vjp=None):
     _register(OpDef(name, Kind.ELEMENTWISE, _same_shape, dtype, _quiet(ref), scalar=scalar, cost=cost, vjp=vjp))
 
 
 def _no_grad(jn, g, out, *xs, **attrs):
     return (None,) * len(xs)
+
+
+# ---- scalar emitters for the common shapes of expression ----
+
+
+def _call(name: str) -> ScalarEmitter:
+    """name(x) for a math function, spelled by the dialect for the dtype (vm.exp_f32, math.exp, ...)."""
+    return lambda d, a, attrs, dt, out: d.math(name, a[0], dt)
+
+
+def _prefix(op: str) -> ScalarEmitter:
+    return lambda d, a, attrs, dt, out: f"({op}{a[0]})"
+
+
+def _infix(op: str) -> ScalarEmitter:
+    return lambda d, a, attrs, dt, out: f"({a[0]} {op} {a[1]})"
+
+
+def _extremum(name: str) -> ScalarEmitter:
+    return lambda d, a, attrs, dt, out: d.extremum(name, a[0], a[1], dt)
 
 
 # ---- elementwise ----
@@ -153,63 +194,91 @@ def _minimum_ref(a, b):
     return np.minimum(a, b)
 
 
-_elementwise("neg", np.negative, "(-{0})", _no_bool, vjp=lambda jn, g, out, x: (-g,))
-_elementwise("exp", np.exp, "exp({0})", _float_only, cost=8, vjp=lambda jn, g, out, x: (g * out,))
-_elementwise("expm1", np.expm1, "expm1({0})", _float_only, cost=8, vjp=lambda jn, g, out, x: (g * (out + 1),))
-_elementwise("log", np.log, "log({0})", _float_only, cost=8, vjp=lambda jn, g, out, x: (g / x,))
-_elementwise("log1p", np.log1p, "log1p({0})", _float_only, cost=8, vjp=lambda jn, g, out, x: (g / (x + 1),))
-_elementwise("sqrt", np.sqrt, "sqrt({0})", _float_only, cost=4, vjp=lambda jn, g, out, x: (g * 0.5 / out,))
-_elementwise(
+def _relu_scalar(d, a, attrs, dt, out):
+    zero = d.literal(0, dt)
+    return d.select(f"{a[0]} < {zero}", zero, a[0])
+
+
+def _leaky_relu_scalar(d, a, attrs, dt, out):
+    return d.select(f"{a[0]} < {d.literal(0, dt)}", f"{a[0]} * {d.literal(attrs['slope'], dt)}", a[0])
+
+
+def _elu_scalar(d, a, attrs, dt, out):
+    return d.select(
+        f"{a[0]} > {d.literal(0, dt)}", a[0], f"{d.literal(attrs['alpha'], dt)} * {d.math('expm1', a[0], dt)}"
+    )
+
+
+_def_elementwise("neg", np.negative, _prefix("-"), _no_bool, vjp=lambda jn, g, out, x: (-g,))
+_def_elementwise("exp", np.exp, _call("exp"), _float_only, cost=8, vjp=lambda jn, g, out, x: (g * out,))
+_def_elementwise("expm1", np.expm1, _call("expm1"), _float_only, cost=8, vjp=lambda jn, g, out, x: (g * (out + 1),))
+_def_elementwise("log", np.log, _call("log"), _float_only, cost=8, vjp=lambda jn, g, out, x: (g / x,))
+_def_elementwise("log1p", np.log1p, _call("log1p"), _float_only, cost=8, vjp=lambda jn, g, out, x: (g / (x + 1),))
+_def_elementwise("sqrt", np.sqrt, _call("sqrt"), _float_only, cost=4, vjp=lambda jn, g, out, x: (g * 0.5 / out,))
+_def_elementwise(
     "rsqrt",
     lambda x: 1 / np.sqrt(x),
-    "(lit(1) / sqrt({0}))",
+    lambda d, a, attrs, dt, out: f"({d.literal(1, dt)} / {d.math('sqrt', a[0], dt)})",
     _float_only,
     cost=4,
     vjp=lambda jn, g, out, x: (g * -0.5 * out * out * out,),
 )
-_elementwise("square", np.square, "({0} * {0})", _no_bool, vjp=lambda jn, g, out, x: (g * 2 * x,))
-_elementwise(
-    "reciprocal", lambda x: 1 / x, "(lit(1) / {0})", _float_only, cost=2, vjp=lambda jn, g, out, x: (-g * out * out,)
+_def_elementwise(
+    "square",
+    np.square,
+    lambda d, a, attrs, dt, out: f"({a[0]} * {a[0]})",
+    _no_bool,
+    vjp=lambda jn, g, out, x: (g * 2 * x,),
 )
-_elementwise("abs", np.abs, "abs({0})", _no_bool, vjp=lambda jn, g, out, x: (g * jn.sign(x),))
-_elementwise("sign", _sign_ref, "sign({0})", _no_bool, vjp=_no_grad)
-_elementwise("tanh", np.tanh, "tanh({0})", _float_only, cost=8, vjp=lambda jn, g, out, x: (g * (1 - out * out),))
-_elementwise(
-    "sigmoid", _sigmoid_ref, "sigmoid({0})", _float_only, cost=8, vjp=lambda jn, g, out, x: (g * out * (1 - out),)
+_def_elementwise(
+    "reciprocal",
+    lambda x: 1 / x,
+    lambda d, a, attrs, dt, out: f"({d.literal(1, dt)} / {a[0]})",
+    _float_only,
+    cost=2,
+    vjp=lambda jn, g, out, x: (-g * out * out,),
 )
-_elementwise("sin", np.sin, "sin({0})", _float_only, cost=8, vjp=lambda jn, g, out, x: (g * jn.cos(x),))
-_elementwise("cos", np.cos, "cos({0})", _float_only, cost=8, vjp=lambda jn, g, out, x: (-g * jn.sin(x),))
-_elementwise("acos", np.arccos, "acos({0})", _float_only, cost=8, vjp=lambda jn, g, out, x: (-g * jn.rsqrt(1 - x * x),))
-_elementwise(
+_def_elementwise("abs", np.abs, _call("abs"), _no_bool, vjp=lambda jn, g, out, x: (g * jn.sign(x),))
+_def_elementwise("sign", _sign_ref, lambda d, a, attrs, dt, out: d.sign(a[0], dt), _no_bool, vjp=_no_grad)
+_def_elementwise("tanh", np.tanh, _call("tanh"), _float_only, cost=8, vjp=lambda jn, g, out, x: (g * (1 - out * out),))
+_def_elementwise(
+    "sigmoid", _sigmoid_ref, _call("sigmoid"), _float_only, cost=8, vjp=lambda jn, g, out, x: (g * out * (1 - out),)
+)
+_def_elementwise("sin", np.sin, _call("sin"), _float_only, cost=8, vjp=lambda jn, g, out, x: (g * jn.cos(x),))
+_def_elementwise("cos", np.cos, _call("cos"), _float_only, cost=8, vjp=lambda jn, g, out, x: (-g * jn.sin(x),))
+_def_elementwise(
+    "acos", np.arccos, _call("acos"), _float_only, cost=8, vjp=lambda jn, g, out, x: (-g * jn.rsqrt(1 - x * x),)
+)
+_def_elementwise(
     "relu",
     lambda x: np.where(x < 0, 0, x).astype(x.dtype),
-    "select({0} < lit(0), lit(0), {0})",
+    _relu_scalar,
     _no_bool,
     # in terms of the output (out > 0 exactly where x > 0): the backward then needs only what the
     # forward stores, so a matmul/conv's bias and relu stay fused in its epilogue
     vjp=lambda jn, g, out, x: (jn.where(out > 0, g, 0),),
 )
-_elementwise(
+_def_elementwise(
     "leaky_relu",
     lambda x, slope: np.where(x < 0, x * x.dtype.type(slope), x).astype(x.dtype),
-    "select({0} < lit(0), {0} * lit({slope}), {0})",
+    _leaky_relu_scalar,
     _float_only,
     vjp=lambda jn, g, out, x, slope: (jn.where(x > 0, g, g * slope),),
 )
-_elementwise(
+_def_elementwise(
     "elu",
     lambda x, alpha: np.where(x > 0, x, x.dtype.type(alpha) * np.expm1(x)).astype(x.dtype),
-    "select({0} > lit(0), {0}, lit({alpha}) * expm1({0}))",
+    _elu_scalar,
     _float_only,
     cost=8,
     vjp=lambda jn, g, out, x, alpha: (jn.where(x > 0, g, g * (out + alpha)),),
 )
-_elementwise("logical_not", np.logical_not, "(not {0})", _bool_only, vjp=_no_grad)
-_elementwise("add", np.add, "({0} + {1})", _no_bool, vjp=lambda jn, g, out, a, b: (g, g))
-_elementwise("sub", np.subtract, "({0} - {1})", _no_bool, vjp=lambda jn, g, out, a, b: (g, -g))
-_elementwise("mul", np.multiply, "({0} * {1})", _no_bool, vjp=lambda jn, g, out, a, b: (g * b, g * a))
-_elementwise(
-    "div", np.true_divide, "({0} / {1})", _float_only, cost=2, vjp=lambda jn, g, out, a, b: (g / b, -g * out / b)
+_def_elementwise("logical_not", np.logical_not, _prefix("not "), _bool_only, vjp=_no_grad)
+_def_elementwise("add", np.add, _infix("+"), _no_bool, vjp=lambda jn, g, out, a, b: (g, g))
+_def_elementwise("sub", np.subtract, _infix("-"), _no_bool, vjp=lambda jn, g, out, a, b: (g, -g))
+_def_elementwise("mul", np.multiply, _infix("*"), _no_bool, vjp=lambda jn, g, out, a, b: (g * b, g * a))
+_def_elementwise(
+    "div", np.true_divide, _infix("/"), _float_only, cost=2, vjp=lambda jn, g, out, a, b: (g / b, -g * out / b)
 )
 
 
@@ -231,23 +300,23 @@ def _pow_ref(a, b):
     return np.where(b < 0, reciprocal, whole).astype(a.dtype)
 
 
-_elementwise("pow", _pow_ref, "pow({0}, {1})", _no_bool, cost=16, vjp=_pow_vjp)
-_elementwise(
+_def_elementwise("pow", _pow_ref, lambda d, a, attrs, dt, out: d.power(a[0], a[1], dt), _no_bool, cost=16, vjp=_pow_vjp)
+_def_elementwise(
     "maximum",
     _maximum_ref,
-    "maximum({0}, {1})",
+    _extremum("maximum"),
     _no_bool,
     vjp=lambda jn, g, out, a, b: (jn.where(a >= b, g, 0), jn.where(a >= b, 0, g)),
 )
-_elementwise(
+_def_elementwise(
     "minimum",
     _minimum_ref,
-    "minimum({0}, {1})",
+    _extremum("minimum"),
     _no_bool,
     vjp=lambda jn, g, out, a, b: (jn.where(a <= b, g, 0), jn.where(a <= b, 0, g)),
 )
-_elementwise("logical_and", np.logical_and, "({0} and {1})", _bool_only, vjp=_no_grad)
-_elementwise("logical_or", np.logical_or, "({0} or {1})", _bool_only, vjp=_no_grad)
+_def_elementwise("logical_and", np.logical_and, _infix("and"), _bool_only, vjp=_no_grad)
+_def_elementwise("logical_or", np.logical_or, _infix("or"), _bool_only, vjp=_no_grad)
 for _name, _np_fn, _sym in (
     ("lt", np.less, "<"),
     ("le", np.less_equal, "<="),
@@ -256,7 +325,7 @@ for _name, _np_fn, _sym in (
     ("eq", np.equal, "=="),
     ("ne", np.not_equal, "!="),
 ):
-    _elementwise(_name, _np_fn, f"({{0}} {_sym} {{1}})", _to_bool, vjp=_no_grad)
+    _def_elementwise(_name, _np_fn, _infix(_sym), _to_bool, vjp=_no_grad)
 
 
 def _int64_only(dts, attrs):
@@ -272,15 +341,20 @@ def _mix32_ref(x, key, shift, lo, hi):
     return ((z * lo) + (((z * hi) & 0xFFFF) << 16)) & 0xFFFFFFFF
 
 
+def _mix32_scalar(d, a, attrs, dt, out):
+    """_mix32_ref as plain int64 arithmetic, the same in every backend (no literals needed)."""
+    y = f"(({a[0]} ^ {a[1]}) & 4294967295)"
+    z = f"({y} ^ ({y} >> {attrs['shift']}))"
+    return f"((({z} * {attrs['lo']}) + ((({z} * {attrs['hi']}) & 65535) << 16)) & 4294967295)"
+
+
 # One round of a 32-bit integer hash (the rounds of murmur3's finaliser), for counter-based random
 # numbers (dropout): ((x ^ key) ^ ((x ^ key) >> shift)) * (hi * 2**16 + lo) mod 2**32 on int64 values,
 # the product split in 16-bit halves so that nothing overflows in any backend.
-_elementwise(
+_def_elementwise(
     "mix32",
     _mix32_ref,
-    "(((((({0} ^ {1}) & 4294967295) ^ ((({0} ^ {1}) & 4294967295) >> {shift})) * {lo})"
-    " + (((((({0} ^ {1}) & 4294967295) ^ ((({0} ^ {1}) & 4294967295) >> {shift})) * {hi}) & 65535) << 16))"
-    " & 4294967295)",
+    _mix32_scalar,
     _int64_only,
     vjp=_no_grad,
 )
@@ -308,7 +382,7 @@ _register(
         _same_shape,
         _cast_dtype,
         _quiet(lambda x, dtype: x.astype(dtype)),
-        scalar="cast({0})",
+        scalar=lambda d, a, attrs, dt, out: d.cast(a[0], out),
         vjp=_cast_vjp,
     )
 )
@@ -319,7 +393,7 @@ _register(
         _same_shape,
         _where_dtype,
         _quiet(np.where),
-        scalar="select({0}, {1}, {2})",
+        scalar=lambda d, a, attrs, dt, out: d.select(a[0], a[1], a[2]),
         vjp=lambda jn, g, out, c, a, b: (None, jn.where(c, g, 0), jn.where(c, 0, g)),
     )
 )
@@ -332,7 +406,7 @@ _register(
         _same_shape,
         _same_dtype,
         lambda x, id: x,
-        scalar="{0}",
+        scalar=lambda d, a, attrs, dt, out: a[0],
         cost=0,
         vjp=lambda jn, g, out, x, id: (g,),
     )
@@ -342,7 +416,7 @@ _register(
 # ---- sources ----
 
 
-def _source(name, shape, dtype, ref):
+def _def_source(name, shape, dtype, ref):
     _register(OpDef(name, Kind.SOURCE, shape, dtype, ref))
 
 
@@ -358,9 +432,11 @@ def _no_ref(**attrs):
     raise RuntimeError("inputs are bound by the caller")
 
 
-_source("input", _attr_shape, _attr_dtype, _no_ref)  # attrs: slot, shape, dtype
-_source("capture", _attr_shape, _attr_dtype, _no_ref)  # attrs: slot (index into Graph.captured), shape, dtype
-_source("const", lambda s, a: a["value"].value.shape, lambda d, a: a["value"].value.dtype, lambda value: value.value)
+_def_source("input", _attr_shape, _attr_dtype, _no_ref)  # attrs: slot, shape, dtype
+_def_source("capture", _attr_shape, _attr_dtype, _no_ref)  # attrs: slot (index into Graph.captured), shape, dtype
+_def_source(
+    "const", lambda s, a: a["value"].value.shape, lambda d, a: a["value"].value.dtype, lambda value: value.value
+)
 
 
 def _iota_ref(shape, axis, start, step, dtype):
@@ -368,7 +444,7 @@ def _iota_ref(shape, axis, start, step, dtype):
     return np.broadcast_to(line.reshape([-1 if d == axis else 1 for d in range(len(shape))]), shape).copy()
 
 
-_source("iota", _attr_shape, _attr_dtype, _iota_ref)  # start + step * index along `axis`
+_def_source("iota", _attr_shape, _attr_dtype, _iota_ref)  # start + step * index along `axis`
 
 
 # ---- movement (views) ----
@@ -421,7 +497,7 @@ def _concat_shape(shapes, attrs):
     return first[:axis] + (sum(s[axis] for s in shapes),) + first[axis + 1 :]
 
 
-def _movement(name, shape, ref, vjp):
+def _def_movement(name, shape, ref, vjp):
     _register(OpDef(name, Kind.MOVEMENT, shape, _same_dtype, ref, cost=0, vjp=vjp))
 
 
@@ -479,24 +555,24 @@ def _concat_vjp(jn, g, out, *xs, axis):
     return tuple(cts)
 
 
-_movement(
+_def_movement(
     "reshape", _reshape_shape, lambda x, shape: x.reshape(shape), lambda jn, g, out, x, shape: (jn.reshape(g, x.shape),)
 )
-_movement(
+_def_movement(
     "permute",
     _permute_shape,
     lambda x, axes: x.transpose(axes),
     lambda jn, g, out, x, axes: (jn.transpose(g, tuple(int(a) for a in np.argsort(axes))),),
 )
-_movement(
+_def_movement(
     "expand",
     _expand_shape,
     lambda x, shape: np.broadcast_to(x, shape),
     lambda jn, g, out, x, shape: (_unexpand(jn, g, x.shape),),
 )
 # slices: ((begin, end, step), ...) normalised as by slice.indices; end -1 means "past the start"
-_movement("slice", _slice_shape, _slice_ref, _slice_vjp)
-_movement(
+_def_movement("slice", _slice_shape, _slice_ref, _slice_vjp)
+_def_movement(
     "pad",
     _pad_shape,
     lambda x, widths, value: np.pad(x, widths, constant_values=x.dtype.type(value)),
@@ -504,7 +580,7 @@ _movement(
         jn.getitem(g, tuple(slice(lo, lo + n) for (lo, _), n in zip(widths, x.shape))),
     ),
 )
-_movement("concat", _concat_shape, lambda *xs, axis: np.concatenate(xs, axis=axis), _concat_vjp)
+_def_movement("concat", _concat_shape, lambda *xs, axis: np.concatenate(xs, axis=axis), _concat_vjp)
 
 
 # ---- reductions ----
@@ -519,7 +595,7 @@ def _sum_dtype(dts, attrs):
     return dtypes.int64 if dts[0].kind in "bi" else dts[0]
 
 
-def _reduce(name, dtype, ref, reduce, vjp, cost=1):
+def _def_reduce(name, dtype, ref, reduce, vjp, cost=1):
     _register(OpDef(name, Kind.REDUCE, _reduce_shape, dtype, _quiet(ref), reduce=reduce, cost=cost, vjp=vjp))
 
 
@@ -556,18 +632,18 @@ def _argmax_ref(x, axes, keepdims):
     return np.argmax(x, axis=axis, keepdims=keepdims).astype(np.int64)
 
 
-_reduce(
+_def_reduce(
     "sum",
     _sum_dtype,
     _sum_ref,
     "sum",
     lambda jn, g, out, x, axes, keepdims: (_to_input(jn, g, x, axes, keepdims),),
 )
-_reduce("max", _no_bool, lambda x, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims), "max", _extremum_vjp)
-_reduce("min", _no_bool, lambda x, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims), "min", _extremum_vjp)
+_def_reduce("max", _no_bool, lambda x, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims), "max", _extremum_vjp)
+_def_reduce("min", _no_bool, lambda x, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims), "min", _extremum_vjp)
 # argmax: one axis; ties and NaN go to the first, as numpy
-_reduce("argmax", lambda d, a: dtypes.int64, _argmax_ref, "argmax", _no_grad)
-_reduce(
+_def_reduce("argmax", lambda d, a: dtypes.int64, _argmax_ref, "argmax", _no_grad)
+_def_reduce(
     "logsumexp",
     _float_only,
     _logsumexp_ref,
@@ -604,12 +680,12 @@ def _log_softmax_vjp(jn, g, out, x, axis):
     return (g - jn.exp(out) * jn.sum(g, axis, keepdims=True),)
 
 
-_register(OpDef("softmax", Kind.ROWWISE, _rowwise_shape, _float_only, _quiet(_softmax_ref), cost=8, vjp=_softmax_vjp))
-_register(
-    OpDef(
-        "log_softmax", Kind.ROWWISE, _rowwise_shape, _float_only, _quiet(_log_softmax_ref), cost=8, vjp=_log_softmax_vjp
-    )
-)
+def _def_rowwise(name, ref, vjp):
+    _register(OpDef(name, Kind.ROWWISE, _rowwise_shape, _float_only, _quiet(ref), cost=8, vjp=vjp))
+
+
+_def_rowwise("softmax", _softmax_ref, _softmax_vjp)
+_def_rowwise("log_softmax", _log_softmax_ref, _log_softmax_vjp)
 
 
 # ---- extern: matmul, conv, pools ----
@@ -685,7 +761,7 @@ def _avg_pool_ref(x, kernel, stride, padding):
     return (_windows(x, kernel, stride, padding, 0).sum(axis=(4, 5)) / (kernel[0] * kernel[1])).astype(x.dtype)
 
 
-def _extern(name, shape, dtype, ref, vjp=None):
+def _def_extern(name, shape, dtype, ref, vjp=None):
     _register(OpDef(name, Kind.EXTERN, shape, dtype, _quiet(ref), cost=100, vjp=vjp))
 
 
@@ -702,26 +778,20 @@ def _matmul_vjp(jn, g, out, a, b):
 def _conv2d_vjp(jn, g, out, x, w, stride, padding):
     """The input gradient is the transposed convolution of g with w, the weight gradient the
     correlation of x with g: ops of their own, so each is one kernel reading g, w and x in place."""
-    from jitnet.ir.trace import apply
-
-    gx = apply("conv2d_input_grad", (g, w), stride=stride, padding=padding, in_shape=x.shape)
-    gw = apply("conv2d_weight_grad", (x, g), stride=stride, padding=padding, w_shape=w.shape)
+    gx = jn.apply("conv2d_input_grad", (g, w), stride=stride, padding=padding, in_shape=x.shape)
+    gw = jn.apply("conv2d_weight_grad", (x, g), stride=stride, padding=padding, w_shape=w.shape)
     return gx, gw
 
 
 def _conv2d_input_grad_vjp(jn, u, out, g, w, stride, padding, in_shape):
     """gx = T(g, w) is linear in g and in w, with <u, T(g, w)> = <conv2d(u, w), g>."""
-    from jitnet.ir.trace import apply
-
-    gw = apply("conv2d_weight_grad", (u, g), stride=stride, padding=padding, w_shape=w.shape)
+    gw = jn.apply("conv2d_weight_grad", (u, g), stride=stride, padding=padding, w_shape=w.shape)
     return jn.conv2d(u, w, stride=stride, padding=padding), gw
 
 
 def _conv2d_weight_grad_vjp(jn, v, out, x, g, stride, padding, w_shape):
     """gw = T(x, g) is linear in x and in g, with <v, T(x, g)> = <conv2d(x, v), g>."""
-    from jitnet.ir.trace import apply
-
-    gx = apply("conv2d_input_grad", (g, v), stride=stride, padding=padding, in_shape=x.shape)
+    gx = jn.apply("conv2d_input_grad", (g, v), stride=stride, padding=padding, in_shape=x.shape)
     return gx, jn.conv2d(x, v, stride=stride, padding=padding)
 
 
@@ -757,10 +827,8 @@ def _conv2d_weight_grad_ref(x, g, stride, padding, w_shape):
 
 def _pool_vjp(op):
     def vjp(jn, g, out, x, kernel, stride, padding):
-        from jitnet.ir.trace import apply
-
         inputs = (x, g) if op == "max_pool2d_vjp" else (g,)
-        return (apply(op, inputs, kernel=kernel, stride=stride, padding=padding, in_shape=x.shape),)
+        return (jn.apply(op, inputs, kernel=kernel, stride=stride, padding=padding, in_shape=x.shape),)
 
     return vjp
 
@@ -800,11 +868,13 @@ def _pool_grad_shape(shapes, attrs):
     return attrs["in_shape"]
 
 
-_extern("matmul", _matmul_shape, _no_bool, np.matmul, _matmul_vjp)
-_extern("conv2d", _conv2d_shape, _float_only, _conv2d_ref, _conv2d_vjp)
-_extern("conv2d_input_grad", _conv2d_input_grad_shape, _float_only, _conv2d_input_grad_ref, _conv2d_input_grad_vjp)
-_extern("conv2d_weight_grad", _conv2d_weight_grad_shape, _float_only, _conv2d_weight_grad_ref, _conv2d_weight_grad_vjp)
-_extern("max_pool2d", _pool_shape, _float_only, _max_pool_ref, _pool_vjp("max_pool2d_vjp"))
-_extern("avg_pool2d", _pool_shape, _float_only, _avg_pool_ref, _pool_vjp("avg_pool2d_vjp"))
-_extern("max_pool2d_vjp", _pool_grad_shape, _same_dtype, _max_pool_vjp_ref)
-_extern("avg_pool2d_vjp", _pool_grad_shape, _float_only, _avg_pool_vjp_ref)
+_def_extern("matmul", _matmul_shape, _no_bool, np.matmul, _matmul_vjp)
+_def_extern("conv2d", _conv2d_shape, _float_only, _conv2d_ref, _conv2d_vjp)
+_def_extern("conv2d_input_grad", _conv2d_input_grad_shape, _float_only, _conv2d_input_grad_ref, _conv2d_input_grad_vjp)
+_def_extern(
+    "conv2d_weight_grad", _conv2d_weight_grad_shape, _float_only, _conv2d_weight_grad_ref, _conv2d_weight_grad_vjp
+)
+_def_extern("max_pool2d", _pool_shape, _float_only, _max_pool_ref, _pool_vjp("max_pool2d_vjp"))
+_def_extern("avg_pool2d", _pool_shape, _float_only, _avg_pool_ref, _pool_vjp("avg_pool2d_vjp"))
+_def_extern("max_pool2d_vjp", _pool_grad_shape, _same_dtype, _max_pool_vjp_ref)
+_def_extern("avg_pool2d_vjp", _pool_grad_shape, _float_only, _avg_pool_vjp_ref)

@@ -10,6 +10,9 @@ from jitnet.ir import dtypes
 
 
 class CpuDialect(Dialect):
+    """vmath's vectorisable functions per dtype (vm.exp_f32, ...), unsigned loads, and LLVM's
+    fmaximum/fminimum for float maximum/minimum; everything else as the base Dialect spells it."""
+
     funcs = {
         name: f"vm.{name}_{{t}}" for name in ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "sin", "cos", "acos")
     } | {"sqrt": "np.sqrt", "abs": "abs"}

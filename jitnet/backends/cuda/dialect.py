@@ -12,10 +12,10 @@ if simulator():
     _MATH = {name: f"np.{'arccos' if name == 'acos' else name}" for name in _MATH}
 
 
-EXP, LOG = _MATH["exp"], _MATH["log"]
-
-
 class CudaDialect(Dialect):
+    """libdevice math through math.* (numpy's functions in the simulator) and the device sigmoid
+    dm.sigmoid_{t}; everything else as the base Dialect spells it."""
+
     funcs = _MATH | {"sigmoid": "dm.sigmoid_{t}", "abs": "abs"}
 
 
