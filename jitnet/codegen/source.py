@@ -1,5 +1,5 @@
 """What the CPU and CUDA kernel templates share: the lines of a kernel under construction, numba
-type names, and the accumulator types of reductions."""
+type names, and the index of a reduction's output (the reductions' semantics are in reduction.py)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,6 @@ def numba_type(dtype: np.dtype) -> str:
 
 def prod(shape) -> int:
     return int(np.prod(shape, dtype=np.int64))
-
-
-def acc_dtype(node: Node) -> np.dtype:
-    """Sums accumulate floats in float64 (and ints in int64); extrema in the input's dtype."""
-    if node.op in ("sum", "logsumexp"):
-        return dtypes.float64 if dtypes.is_float(node.dtype) else dtypes.int64
-    return node.inputs[0].dtype
 
 
 def reduction_index(full: list, axes: tuple, node: Node) -> list:

@@ -14,9 +14,11 @@ import numpy as np
 
 from jitnet.backends.cpu.dialect import DIALECT
 from jitnet.backends.cpu.parallel import chunked_kernel, jit_flags
+from jitnet.backends.cpu.rules import RULES
 from jitnet.codegen.expr import Emitter
 from jitnet.codegen.index import Idx, unflatten_index
-from jitnet.codegen.source import KernelSource, acc_dtype, numba_type, prod, reduction_index
+from jitnet.codegen.reduction import Accumulator, combine_values
+from jitnet.codegen.source import KernelSource, numba_type, prod, reduction_index
 from jitnet.ir import dtypes
 from jitnet.ir.fusion import Kernel
 from jitnet.ir.node import Node, type_str
@@ -57,7 +59,9 @@ def generate(kernel: Kernel) -> str:
     src = KernelSource(kernel, DIALECT)
     work = _work(kernel)
     parallel = work >= PARALLEL_MIN_WORK
-    emit = {"elementwise": _elementwise, "reduce": _reduce, "rowwise": _rowwise}[kernel.kind]
+    emit = {"elementwise": _emit_elementwise_kernel, "reduce": _emit_reduce_kernel, "rowwise": _emit_rowwise_kernel}[
+        kernel.kind
+    ]
     scratch, after = emit(src, parallel) or ([], len(src.lines))
     args = list(src.outputs.values()) + list(src.params.values())
     types = [f"{numba_type(n.dtype)}[::1]" for n in kernel.outputs] + [
@@ -92,7 +96,7 @@ def _work(kernel: Kernel) -> int:
     return max([kernel.root.size] + [r.inputs[0].size for r in reducers])
 
 
-def _elementwise(src: KernelSource, parallel: bool) -> None:
+def _emit_elementwise_kernel(src: KernelSource, parallel: bool) -> None:
     root = src.kernel.root
     indent, idx = _loop_nest(root.shape, parallel, src.emit, 1)
     body = src.scope(indent)
@@ -105,82 +109,37 @@ def _elementwise(src: KernelSource, parallel: bool) -> None:
 # ---- reductions ----
 
 
-def _first_greater(v: str, best: str, dtype: np.dtype) -> str:
-    """argmax's condition for v to replace best: strictly greater, or the first NaN (as numpy)."""
-    if dtypes.is_float(dtype):
-        return f"{v} > {best} or ({v} != {v} and {best} == {best})"
-    return f"{v} > {best}"
-
-
-class _Reduction:
-    """Accumulator variables and update statements for one reduce node."""
+class _Reducer:
+    """One reduce node's accumulator (codegen/reduction.py) and its float32 block partial sum."""
 
     def __init__(self, src: KernelSource, node: Node):
-        self.node, self.op = node, node.op
-        self.in_dtype = node.inputs[0].dtype
-        self.acc_dtype = acc_dtype(node)
-        self.acc = src.names("acc")
-        self.arg = src.names("arg")  # argmax's index
-        self.max = src.names("m")  # logsumexp's running maximum
+        self.acc = Accumulator(node, DIALECT, src.names)
         self.part = src.names("p")  # a block's float32 partial sum
         # float32 terms summed into a float64 accumulator: in float32 blocks (see accumulate)
-        self.narrow = self.op in ("sum", "logsumexp") and self.in_dtype == np.float32 and self.acc_dtype == np.float64
-
-    def init(self, emit) -> None:
-        if self.op == "sum":
-            emit(f"{self.acc} = {DIALECT.literal(0, self.acc_dtype)}")
-        elif self.op in ("max", "min", "argmax"):
-            emit(f"{self.acc} = {DIALECT.extreme(self.in_dtype, 1 if self.op == 'min' else -1)}")
-            emit(f"{self.arg} = 0")
-        else:  # logsumexp
-            emit(f"{self.max} = {DIALECT.extreme(self.in_dtype, -1)}")
-            emit(f"{self.acc} = {DIALECT.literal(0, self.acc_dtype)}")
-
-    def first_pass(self, emit, v: str) -> None:
-        """logsumexp needs the maximum before it can sum."""
-        if self.op == "logsumexp":
-            emit(f"{self.max} = {DIALECT.extremum('maximum', self.max, v, self.in_dtype)}")
-
-    def shift(self, emit) -> None:
-        """logsumexp sums exp(x - max); an infinite max (a row with +inf, or only -inf) shifts by 0."""
-        if self.op == "logsumexp":
-            emit(f"{self.max} = {self.max} if {self.max} - {self.max} == 0 else {DIALECT.literal(0, self.in_dtype)}")
-
-    def update(self, emit, v: str, position: str, partial: bool = False) -> None:
-        target, dt = (self.part, self.in_dtype) if partial and self.narrow else (self.acc, self.acc_dtype)
-        if self.op == "sum":
-            emit(f"{target} += {DIALECT.cast(v, dt)}")
-        elif self.op == "logsumexp":
-            t = dtypes.short_name(self.in_dtype)
-            emit(f"{target} += {DIALECT.cast(f'vm.exp_{t}({v} - {self.max})', dt)}")
-        elif self.op in ("max", "min"):
-            emit(f"{self.acc} = {DIALECT.extremum(self.op + 'imum', self.acc, v, self.in_dtype)}")
-        else:
-            emit(f"if {_first_greater(v, self.acc, self.in_dtype)}:")
-            emit(f"    {self.acc} = {v}")
-            emit(f"    {self.arg} = {position}")
-
-    def result(self, emit) -> str:
-        if self.op == "argmax":
-            return self.arg
-        if self.op == "logsumexp":
-            t, dt = dtypes.short_name(self.in_dtype), self.in_dtype
-            emit(f"{self.acc} = {DIALECT.cast(f'{self.max} + vm.log_{t}({DIALECT.cast(self.acc, dt)})', dt)}")
-        return DIALECT.cast(self.acc, self.node.dtype)
+        self.narrow = self.acc.additive and self.acc.in_dtype == np.float32 and self.acc.acc_dtype == np.float64
 
 
-def _reduce(src: KernelSource, parallel: bool) -> None:
+def _emit_reduce_kernel(src: KernelSource, parallel: bool) -> tuple[list, int] | None:
+    """The reduce nodes of the kernel (one shape of input, one set of axes) in one loop over the
+    kept elements: serial or parallel over them, or, when few outputs remain, each thread taking
+    chunks of the reduced elements and the entry combining the chunks' partial states. Returns the
+    chunked kernel's scratch buffers and where its entry's lines start, else None."""
     kernel = src.kernel
     reducers = [n for n in kernel.nodes if OPS[n.op].kind == Kind.REDUCE]
     first = reducers[0]
     shape, axes = first.inputs[0].shape, first.attrs["axes"]
     kept = [d for d in range(len(shape)) if d not in axes]
     kept_size, red_size = prod([shape[d] for d in kept]), prod([shape[d] for d in axes])
-    chunked = parallel and kept_size < 16 and all(r.op in ("sum", "max", "min") for r in reducers)
+    chunked = parallel and kept_size < RULES.few_outputs and all(r.op in RULES.split_reductions for r in reducers)
 
     emit = src.emit
     kept_idx = unflatten_index(Idx.var("o", kept_size), tuple(shape[d] for d in kept))
-    accs = [_Reduction(src, r) for r in reducers]
+    reds = [_Reducer(src, r) for r in reducers]
+    accs = [red.acc for red in reds]
+
+    def emit_lines(indent: int, lines: list[str]) -> None:
+        for line in lines:
+            emit(indent, line)
 
     red_shape = tuple(shape[d] for d in axes)
     # the reduced dims that end the input are contiguous in memory: an inner loop of their own
@@ -198,71 +157,77 @@ def _reduce(src: KernelSource, parallel: bool) -> None:
     def accumulate(indent: int, lo: str, hi: str, r_var: Idx, first_pass: bool) -> None:
         """The loop over r in [lo, hi). float32 sums add up blocks of BLOCK_SUM terms in float32
         (vectorised 16 lanes wide, ~BLOCK_SUM/16 terms per lane) and the blocks in float64."""
-        blocked = [] if first_pass else [acc for acc in accs if acc.narrow]
+        blocked = [] if first_pass else [red for red in reds if red.narrow]
         if nested and (lo, hi) == ("0", str(red_size)):  # r = ro * inner + ri, a block per ro
             outer_shape, inner_shape = red_shape[: len(axes) - n_inner], red_shape[len(axes) - n_inner :]
             emit(indent, f"for ro in range({red_size // inner}):")
-            for acc in blocked:
-                emit(indent + 1, f"{acc.part} = {DIALECT.literal(0, acc.in_dtype)}")
+            for red in blocked:
+                emit(indent + 1, f"{red.part} = {DIALECT.literal(0, red.acc.in_dtype)}")
             emit(indent + 1, f"for ri in range({inner}):")
             red_idx = unflatten_index(Idx.var("ro", red_size // inner), outer_shape)
             red_idx += unflatten_index(Idx.var("ri", inner), inner_shape)
             emit_body(indent + 2, input_index(red_idx), f"ro * {inner} + ri", first_pass, blocked)
-            for acc in blocked:
-                emit(indent + 1, f"{acc.acc} += {DIALECT.cast(acc.part, acc.acc_dtype)}")
+            for red in blocked:
+                emit(indent + 1, f"{red.acc.acc} += {DIALECT.cast(red.part, red.acc.acc_dtype)}")
             return
         if blocked:
             emit(indent, f"for rb in range({lo}, {hi}, {BLOCK_SUM}):")
-            for acc in blocked:
-                emit(indent + 1, f"{acc.part} = {DIALECT.literal(0, acc.in_dtype)}")
+            for red in blocked:
+                emit(indent + 1, f"{red.part} = {DIALECT.literal(0, red.acc.in_dtype)}")
             emit(indent + 1, f"for r in range(rb, min(rb + {BLOCK_SUM}, {hi})):")
             indent += 1
         else:
             emit(indent, f"for r in range({lo}, {hi}):")
         emit_body(indent + 1, input_index(unflatten_index(r_var, red_shape)), "r", first_pass, blocked)
-        for acc in blocked:
-            emit(indent, f"{acc.acc} += {DIALECT.cast(acc.part, acc.acc_dtype)}")
+        for red in blocked:
+            emit(indent, f"{red.acc.acc} += {DIALECT.cast(red.part, red.acc.acc_dtype)}")
 
-    def emit_body(indent: int, idx: list[Idx], position: str, first_pass: bool, blocked) -> None:
+    def emit_body(indent: int, idx: list[Idx], position: str, first_pass: bool, blocked: list[_Reducer]) -> None:
         body = src.scope(indent)
-        for acc in accs:
+        for red in reds:
+            acc = red.acc
             v = body.value(acc.node.inputs[0], idx)
             if first_pass:
-                acc.first_pass(body.emit, v)
+                lines = acc.update_max(v) if acc.shifted else []
             else:
-                acc.update(body.emit, v, position, partial=bool(blocked))
+                lines = acc.update(v, position, (red.part, acc.in_dtype) if blocked and red.narrow else None)
+            for line in lines:
+                body.emit(line)
         if not first_pass:
             src.store_siblings(body, idx)
         src.close(body)
 
     r_var = Idx.var("r", red_size)
     scratch, after = [], None
-    if chunked:  # each thread sums its chunks of every row into part_<acc>, the entry adds them up
+    if chunked:  # each thread reduces its chunks of every row into part_<slot>, the entry combines them
         n_chunks = max(1, min(256, red_size // CHUNKS_MIN))
         chunk = -(-red_size // n_chunks)
         emit(1, f"for c in {_outer_range(n_chunks, True)}:")
         emit(2, f"for o in range({kept_size}):")
         for acc in accs:
-            acc.init(lambda line: emit(3, line))
+            emit_lines(3, acc.init())
         accumulate(3, f"c * {chunk}", f"min({red_size}, (c + 1) * {chunk})", r_var, False)
         for acc in accs:
-            emit(3, f"part_{acc.acc}[o * {n_chunks} + c] = {acc.acc}")
-        scratch = [(f"part_{acc.acc}", acc.acc_dtype, kept_size * n_chunks) for acc in accs]
+            for slot in acc.state:
+                emit(3, f"part_{slot.name}[o * {n_chunks} + c] = {slot.name}")
+        scratch = [(f"part_{slot.name}", slot.dtype, kept_size * n_chunks) for acc in accs for slot in acc.state]
         after = len(src.lines)
         emit(1, f"for o in range({kept_size}):")
         for acc in accs:
-            acc.init(lambda line: emit(2, line))
+            emit_lines(2, acc.init())
         emit(2, f"for c in range({n_chunks}):")
         for acc in accs:
-            acc.update(lambda line: emit(3, line), f"part_{acc.acc}[o * {n_chunks} + c]", "c")
+            parts = [f"part_{slot.name}[o * {n_chunks} + c]" for slot in acc.state]
+            emit_lines(3, acc.combine([slot.name for slot in acc.state], parts))
     else:
         emit(1, f"for o in {_outer_range(kept_size, parallel)}:")
         for acc in accs:
-            acc.init(lambda line: emit(2, line))
-        if any(acc.op == "logsumexp" for acc in accs):
+            emit_lines(2, acc.init())
+        if any(acc.shifted for acc in accs):
             accumulate(2, "0", str(red_size), r_var, True)
             for acc in accs:
-                acc.shift(lambda line: emit(2, line))
+                if acc.shifted:
+                    emit_lines(2, acc.shift())
         accumulate(2, "0", str(red_size), r_var, False)
 
     epilogue = src.scope(2)
@@ -270,7 +235,10 @@ def _reduce(src: KernelSource, parallel: bool) -> None:
         Idx() if d in axes else i for d, i in zip(range(len(shape)), input_index(unflatten_index(Idx(), red_shape)))
     ]
     for acc in accs:
-        epilogue.bind(acc.node, reduction_index(full, axes, acc.node), acc.result(epilogue.emit))
+        lines, value = acc.finalize(acc.state[acc.result].name)
+        for line in lines:
+            epilogue.emit(line)
+        epilogue.bind(acc.node, reduction_index(full, axes, acc.node), value)
     for root in [kernel.root, *kernel.roots]:
         out_idx = reduction_index(full, axes, root)
         epilogue.emit(f"{DIALECT.element(src.outputs[root], out_idx, root.shape)} = {epilogue.value(root, out_idx)}")
@@ -281,7 +249,7 @@ def _reduce(src: KernelSource, parallel: bool) -> None:
 # ---- row-wise: softmax, log_softmax ----
 
 
-def _rowwise(src: KernelSource, parallel: bool) -> None:
+def _emit_rowwise_kernel(src: KernelSource, parallel: bool) -> None:
     """Per row: the maximum, then the sum of exp(x - max), then the normalised values. Softmax
     keeps exp(x - max) in the output row between the last two passes, so exp runs once."""
     kernel = src.kernel
@@ -289,7 +257,6 @@ def _rowwise(src: KernelSource, parallel: bool) -> None:
     x, axis, dt, shape = node.inputs[0], node.attrs["axis"], node.dtype, node.shape
     kept = tuple(n for d, n in enumerate(shape) if d != axis)
     kept_size, row = prod(kept), shape[axis]
-    t = dtypes.short_name(dt)
     reuse_out = node.op == "softmax" and kernel.root.dtype == dt
     emit = src.emit
     emit(1, f"for o in {_outer_range(kept_size, parallel)}:")
@@ -304,23 +271,29 @@ def _rowwise(src: KernelSource, parallel: bool) -> None:
         src.close(body)
 
     emit(2, f"m = {DIALECT.extreme(dt, -1)}")
-    row_loop(lambda body, v: body.emit(f"m = {DIALECT.extremum('maximum', 'm', v, dt)}"))
+    row_loop(lambda body, v: body.emit(f"m = {combine_values('max', 'm', v, dt, DIALECT)}"))
     emit(2, f"s = {DIALECT.literal(0, dt)}")  # in the row's dtype: 16 float32 lanes, one row's worth of terms
     if reuse_out:
-        row_loop(lambda body, v: (body.emit(f"e = vm.exp_{t}({v} - m)"), body.emit(f"{at} = e"), body.emit("s += e")))
+        row_loop(
+            lambda body, v: (
+                body.emit(f"e = {DIALECT.math('exp', f'{v} - m', dt)}"),
+                body.emit(f"{at} = e"),
+                body.emit("s += e"),
+            )
+        )
     else:
-        row_loop(lambda body, v: body.emit(f"s += vm.exp_{t}({v} - m)"))
+        row_loop(lambda body, v: body.emit(f"s += {DIALECT.math('exp', f'{v} - m', dt)}"))
     if node.op == "softmax":
         emit(2, f"inv = {DIALECT.cast('1.0 / s', dt)}")
     else:
-        emit(2, f"log_s = vm.log_{t}({DIALECT.cast('s', dt)})")
+        emit(2, f"log_s = {DIALECT.math('log', DIALECT.cast('s', dt), dt)}")
 
     def normalise(body: Emitter, v: str) -> None:
         y = src.names("y")
         if reuse_out:
             body.emit(f"{y} = {at} * inv")
         elif node.op == "softmax":
-            body.emit(f"{y} = vm.exp_{t}({v} - m) * inv")
+            body.emit(f"{y} = {DIALECT.math('exp', f'{v} - m', dt)} * inv")
         else:
             body.emit(f"{y} = ({v} - m) - log_s")
         body.bind(node, idx, y)

@@ -17,13 +17,15 @@ from __future__ import annotations
 import numpy as np
 
 from jitnet.backends.cuda.device import simulator
-from jitnet.backends.cuda.dialect import DIALECT, EXP, LOG
+from jitnet.backends.cuda.dialect import DIALECT
+from jitnet.backends.cuda.rules import RULES
 from jitnet.codegen.expr import Emitter
 from jitnet.codegen.index import Idx, unflatten_index
-from jitnet.codegen.source import KernelSource, acc_dtype, numba_type, prod, reduction_index
+from jitnet.codegen.reduction import Accumulator, Slot, combine_values
+from jitnet.codegen.source import KernelSource, numba_type, prod, reduction_index
 from jitnet.ir import dtypes
 from jitnet.ir.fusion import Kernel
-from jitnet.ir.node import Node, type_str
+from jitnet.ir.node import type_str
 from jitnet.ir.opdefs import OPS, Kind
 
 BLOCK = 32 if simulator() else 256  # the simulator runs a Python thread per CUDA thread
@@ -50,7 +52,12 @@ class _Source(KernelSource):
 def generate(kernel: Kernel) -> str:
     """Module source defining `launch(out, out1, ..., in0, ...)`."""
     src = _Source(kernel)
-    body = {"elementwise": _elementwise, "reduce": _reduce, "rowwise": _rowwise}[kernel.kind](src)
+    template = {
+        "elementwise": _emit_elementwise_kernel,
+        "reduce": _emit_reduce_kernels,
+        "rowwise": _emit_rowwise_kernel,
+    }[kernel.kind]
+    body = template(src)
     header = [
         f"# jitnet cuda kernel: {kernel.kind}",
         *(f"# {name}: {type_str(n)}" for n, name in src.outputs.items()),
@@ -75,7 +82,7 @@ def _kernel_def(src: _Source, name: str, params: str | None = None, sig: str | N
 # ---- elementwise ----
 
 
-def _elementwise(src: _Source) -> list[str]:
+def _emit_elementwise_kernel(src: _Source) -> list[str]:
     root = src.kernel.root
     n = root.size
     src.emit(1, "start = cuda.grid(1)")
@@ -93,12 +100,6 @@ def _elementwise(src: _Source) -> list[str]:
 # ---- block reductions ----
 
 
-def _combine(op: str, a: str, b: str, dtype: np.dtype) -> str:
-    if op == "sum":
-        return f"{a} + {b}"
-    return DIALECT.extremum("maximum" if op == "max" else "minimum", a, b, dtype)
-
-
 def _tree(emit, indent: int, step) -> None:
     """Halve the block's shared arrays until slot 0 holds the block's result; `step(emit, lo, hi)`
     merges slot hi into slot lo."""
@@ -111,43 +112,36 @@ def _tree(emit, indent: int, step) -> None:
     emit(indent + 1, "s //= 2")
 
 
-def _block_reduce(src: _Source, indent: int, op: str, acc: str, dtype: np.dtype, acc_dtype: np.dtype) -> str:
-    """Combine every thread's `acc` across the block; returns the name holding the result."""
-    sm = src.names("sm")
-    src.emit(indent, f"{sm} = cuda.shared.array({BLOCK}, {numba_type(acc_dtype)})")
-    src.emit(indent, f"{sm}[tid] = {acc}")
-    _tree(
-        src.emit, indent, lambda emit, lo, hi: emit(f"{sm}[{lo}] = {_combine(op, f'{sm}[{lo}]', f'{sm}[{hi}]', dtype)}")
-    )
-    total = src.names("total")
-    src.emit(indent, f"{total} = {sm}[0]")
-    src.emit(indent, "cuda.syncthreads()")
-    return total
-
-
-def _block_argmax(src: _Source, indent: int, val: str, arg: str, dtype: np.dtype) -> str:
-    """Block argmax: the largest value, ties and NaN to the smallest index (as numpy)."""
-    sv, si = src.names("smv"), src.names("smi")
-    src.emit(indent, f"{sv} = cuda.shared.array({BLOCK}, {numba_type(dtype)})")
-    src.emit(indent, f"{si} = cuda.shared.array({BLOCK}, int64)")
-    src.emit(indent, f"{sv}[tid] = {val}")
-    src.emit(indent, f"{si}[tid] = {arg}")
+def _block_reduce(src: _Source, indent: int, slots: list[Slot], combine, result: int = 0) -> str:
+    """Combine every thread's partial state (`slots`, its variables) across the block with
+    `combine(a, b)` (the lines merging state b into state a); returns the name holding the block's
+    value of slot `result`."""
+    shared = [src.names(f"sm{slot.tag}") for slot in slots]
+    for sm, slot in zip(shared, slots):
+        src.emit(indent, f"{sm} = cuda.shared.array({BLOCK}, {numba_type(slot.dtype)})")
+    for sm, slot in zip(shared, slots):
+        src.emit(indent, f"{sm}[tid] = {slot.name}")
 
     def step(emit, lo, hi):
-        a, b, ia, ib = f"{sv}[{lo}]", f"{sv}[{hi}]", f"{si}[{lo}]", f"{si}[{hi}]"
-        nan = f"({b} != {b} and ({a} == {a} or {ib} < {ia}))" if dtypes.is_float(dtype) else "False"
-        emit(f"if {b} > {a} or ({b} == {a} and {ib} < {ia}) or {nan}:")
-        emit(f"    {a} = {b}")
-        emit(f"    {ia} = {ib}")
+        for line in combine([f"{sm}[{lo}]" for sm in shared], [f"{sm}[{hi}]" for sm in shared]):
+            emit(line)
 
     _tree(src.emit, indent, step)
     total = src.names("total")
-    src.emit(indent, f"{total} = {si}[0]")
+    src.emit(indent, f"{total} = {shared[result]}[0]")
     src.emit(indent, "cuda.syncthreads()")
     return total
 
 
-def _reduce(src: _Source) -> list[str]:
+def _merging(op: str, dtype: np.dtype):
+    """The combine of a one-variable state: a sum, max or min of partial values."""
+    return lambda a, b: [f"{a[0]} = {combine_values(op, a[0], b[0], dtype, DIALECT)}"]
+
+
+def _emit_reduce_kernels(src: _Source) -> list[str]:
+    """One block per output element (block-strided loops, then shared-memory trees); when few
+    outputs remain and the reductions are long, a partial kernel over (output, part) blocks and a
+    finishing kernel combining the parts."""
     kernel = src.kernel
     reducers = [n for n in kernel.nodes if OPS[n.op].kind == Kind.REDUCE]
     first = reducers[0]
@@ -163,78 +157,57 @@ def _reduce(src: _Source) -> list[str]:
     full = [Idx() if d in axes else i for d, i in zip(range(len(shape)), input_index(Idx()))]
 
     split = (
-        kept_size * 4 <= MAX_BLOCKS and red_size >= SPLIT_MIN and all(r.op in ("sum", "max", "min") for r in reducers)
+        kept_size * 4 <= MAX_BLOCKS and red_size >= SPLIT_MIN and all(r.op in RULES.split_reductions for r in reducers)
     )
     n_parts = max(1, min(MAX_BLOCKS // max(kept_size, 1), -(-red_size // (BLOCK * 8)))) if split else 1
     chunk = -(-red_size // n_parts)
     r_var = Idx.var("r", red_size)
 
-    def accumulate(indent: int, r_lo: str, r_hi: str) -> list[tuple[Node, str]]:
-        """Per-thread accumulators over r in [r_lo, r_hi) and their block totals."""
-        accs = []
-        for node in reducers:
-            acc, arg, m = src.names("acc"), src.names("arg"), src.names("m")
-            accs.append((node, acc, arg, m))
-            in_dt = node.inputs[0].dtype
-            if node.op == "sum":
-                src.emit(indent, f"{acc} = {DIALECT.literal(0, acc_dtype(node))}")
-            elif node.op == "logsumexp":
-                src.emit(indent, f"{m} = {DIALECT.extreme(in_dt, -1)}")
-                src.emit(indent, f"{acc} = {DIALECT.literal(0, acc_dtype(node))}")
-            else:
-                src.emit(indent, f"{acc} = {DIALECT.extreme(in_dt, 1 if node.op == 'min' else -1)}")
-                src.emit(indent, f"{arg} = 0")
-        if any(n.op == "logsumexp" for n in reducers):  # its maximum first, across the block
+    def emit_lines(indent: int, lines: list[str]) -> None:
+        for line in lines:
+            src.emit(indent, line)
+
+    def accumulate(indent: int, r_lo: str, r_hi: str, finish: bool) -> list[tuple[Accumulator, str]]:
+        """Per-thread accumulators over r in [r_lo, r_hi) and their block totals: each node's value
+        (finish), else its partial result."""
+        accs = [Accumulator(node, DIALECT, src.names) for node in reducers]
+        for acc in accs:
+            emit_lines(indent, acc.init())
+        if any(acc.shifted for acc in accs):  # logsumexp's maximum first, across the block
             src.emit(indent, f"for r in range({r_lo} + tid, {r_hi}, {BLOCK}):")
             body = src.scope(indent + 1)
-            for node, _, _, m in accs:
-                if node.op == "logsumexp":
-                    body.emit(
-                        f"{m} = {_combine('max', m, body.value(node.inputs[0], input_index(r_var)), node.inputs[0].dtype)}"
-                    )
+            for acc in accs:
+                if acc.shifted:
+                    for line in acc.update_max(body.value(acc.node.inputs[0], input_index(r_var))):
+                        body.emit(line)
             src.close(body)
-            for node, _, _, m in accs:
-                if node.op == "logsumexp":
-                    in_dt = node.inputs[0].dtype
-                    total = _block_reduce(src, indent, "max", m, in_dt, in_dt)
-                    # an infinite maximum (a row with +inf, or only -inf) shifts by 0
-                    src.emit(indent, f"{m} = {total} if {total} - {total} == 0 else {DIALECT.literal(0, in_dt)}")
+            for acc in accs:
+                if acc.shifted:
+                    total = _block_reduce(
+                        src, indent, [acc.max_slot], lambda a, b, acc=acc: acc.combine_max(a[0], b[0])
+                    )
+                    emit_lines(indent, acc.shift(total))
         src.emit(indent, f"for r in range({r_lo} + tid, {r_hi}, {BLOCK}):")
         body = src.scope(indent + 1)
-        for node, acc, arg, m in accs:
-            v = body.value(node.inputs[0], input_index(r_var))
-            in_dt = node.inputs[0].dtype
-            if node.op == "sum":
-                body.emit(f"{acc} += {DIALECT.cast(v, acc_dtype(node))}")
-            elif node.op == "logsumexp":
-                body.emit(f"{acc} += {DIALECT.cast(f'{EXP}({v} - {m})', acc_dtype(node))}")
-            elif node.op in ("max", "min"):
-                body.emit(f"{acc} = {_combine(node.op, acc, v, in_dt)}")
-            else:  # argmax: strictly greater, or the first NaN
-                nan = f" or ({v} != {v} and {acc} == {acc})" if dtypes.is_float(in_dt) else ""
-                body.emit(f"if {v} > {acc}{nan}:")
-                body.emit(f"    {acc} = {v}")
-                body.emit(f"    {arg} = r")
+        for acc in accs:
+            for line in acc.update(body.value(acc.node.inputs[0], input_index(r_var)), "r"):
+                body.emit(line)
         src.store_siblings(body, input_index(r_var))
         src.close(body)
         totals = []
-        for node, acc, arg, m in accs:
-            in_dt = node.inputs[0].dtype
-            if node.op == "argmax":
-                totals.append((node, _block_argmax(src, indent, acc, arg, in_dt)))
-                continue
-            op = "sum" if node.op in ("sum", "logsumexp") else node.op
-            total = _block_reduce(src, indent, op, acc, in_dt, acc_dtype(node))
-            if node.op == "logsumexp":
-                src.emit(indent, f"{total} = {m} + {LOG}({DIALECT.cast(total, in_dt)})")
-            totals.append((node, total))
+        for acc in accs:
+            total = _block_reduce(src, indent, list(acc.state), acc.combine, acc.result)
+            if finish:
+                lines, total = acc.finalize(total)
+                emit_lines(indent, lines)
+            totals.append((acc, total))
         return totals
 
-    def epilogue(indent: int, totals: list[tuple[Node, str]]) -> None:
+    def epilogue(indent: int, values: list[tuple[Accumulator, str]]) -> None:
         src.emit(indent, "if tid == 0:")
         scope = src.scope(indent + 1)
-        for node, total in totals:
-            scope.bind(node, reduction_index(full, axes, node), DIALECT.cast(total, node.dtype))
+        for acc, value in values:
+            scope.bind(acc.node, reduction_index(full, axes, acc.node), value)
         for root in [kernel.root, *kernel.roots]:
             out_idx = reduction_index(full, axes, root)
             scope.emit(f"{DIALECT.element(src.outputs[root], out_idx, root.shape)} = {scope.value(root, out_idx)}")
@@ -244,24 +217,25 @@ def _reduce(src: _Source) -> list[str]:
     if not split:
         src.emit(1, "tid = cuda.threadIdx.x")
         src.emit(1, f"for o in range(cuda.blockIdx.x, {kept_size}, cuda.gridDim.x):")
-        epilogue(2, accumulate(2, "0", str(red_size)))
+        epilogue(2, accumulate(2, "0", str(red_size), finish=True))
         return (
             _kernel_def(src, "kernel") + src.lines + ["", "", f"launch = kernel[{_blocks(kept_size * BLOCK)}, {BLOCK}]"]
         )
 
-    # Split: blocks (o, part) write partial results; one block per output combines them.
-    parts = [(node, src.names("part")) for node in reducers]
+    # Split: blocks (o, part) write partial results; one block per output combines them. Only
+    # one-variable states split (RULES.split_reductions: sum, max, min).
+    parts = [src.names("part") for _ in reducers]
     src.emit(1, "tid = cuda.threadIdx.x")
     src.emit(1, f"for b in range(cuda.blockIdx.x, {kept_size * n_parts}, cuda.gridDim.x):")
     src.emit(2, f"o = b // {n_parts}")
     src.emit(2, f"lo = (b % {n_parts}) * {chunk}")
-    totals = accumulate(2, "lo", f"min({red_size}, lo + {chunk})")
+    totals = accumulate(2, "lo", f"min({red_size}, lo + {chunk})", finish=False)
     src.emit(2, "if tid == 0:")
-    for (_, total), (_, part) in zip(totals, parts):
+    for (_, total), part in zip(totals, parts):
         src.emit(3, f"{part}[b] = {total}")
     src.emit(2, "cuda.syncthreads()")
-    part_params = ", ".join(p for _, p in parts)
-    part_types = ", ".join(f"{numba_type(acc_dtype(n))}[::1]" for n, _ in parts)
+    part_params = ", ".join(parts)
+    part_types = ", ".join(f"{numba_type(acc.state[0].dtype)}[::1]" for acc, _ in totals)
     input_types = ", ".join(f"{numba_type(n.dtype)}[::1]" for n in kernel.inputs)
     siblings = "".join(f"{src.outputs[n]}, " for n in kernel.siblings)  # written by the partial pass
     sibling_types = "".join(f"{numba_type(n.dtype)}[::1], " for n in kernel.siblings)
@@ -273,16 +247,15 @@ def _reduce(src: _Source) -> list[str]:
     src.emit(1, "tid = cuda.threadIdx.x")
     src.emit(1, f"for o in range(cuda.blockIdx.x, {kept_size}, cuda.gridDim.x):")
     finals = []
-    for node, part in parts:
-        acc_dt = acc_dtype(node)
-        acc = src.names("acc")
-        init = (
-            DIALECT.literal(0, acc_dt) if node.op == "sum" else DIALECT.extreme(acc_dt, 1 if node.op == "min" else -1)
-        )
-        src.emit(2, f"{acc} = {init}")
+    for (acc, _), part in zip(totals, parts):
+        (slot,) = acc.state
+        merged = Slot(src.names("acc"), slot.dtype, slot.init)
+        src.emit(2, f"{merged.name} = {merged.init}")
         src.emit(2, f"for p in range(tid, {n_parts}, {BLOCK}):")
-        src.emit(3, f"{acc} = {_combine(node.op, acc, f'{part}[o * {n_parts} + p]', acc_dt)}")
-        finals.append((node, _block_reduce(src, 2, node.op, acc, acc_dt, acc_dt)))
+        emit_lines(3, acc.combine([merged.name], [f"{part}[o * {n_parts} + p]"]))
+        lines, value = acc.finalize(_block_reduce(src, 2, [merged], acc.combine))
+        emit_lines(2, lines)
+        finals.append((acc, value))
     epilogue(2, finals)
     roots = ", ".join(src.outputs[n] for n in [kernel.root, *kernel.roots])
     root_types = ", ".join(f"{numba_type(n.dtype)}[::1]" for n in [kernel.root, *kernel.roots])
@@ -302,7 +275,10 @@ def _reduce(src: _Source) -> list[str]:
         "",
         f"def launch({roots}, {siblings}{ins}):",
         "    if not _parts:",
-        *(f"        _parts.append(cuda.device_array({kept_size * n_parts}, np.{acc_dtype(n).name}))" for n, _ in parts),
+        *(
+            f"        _parts.append(cuda.device_array({kept_size * n_parts}, np.{acc.state[0].dtype.name}))"
+            for acc, _ in totals
+        ),
         f"    ({part_params},) = _parts",
         f"    _partial({siblings}{part_params}, {ins})",
         f"    _finish({roots}, {part_params}, {ins})",
@@ -313,7 +289,7 @@ def _reduce(src: _Source) -> list[str]:
 # ---- row-wise: softmax, log_softmax ----
 
 
-def _rowwise(src: _Source) -> list[str]:
+def _emit_rowwise_kernel(src: _Source) -> list[str]:
     kernel = src.kernel
     (node,) = [n for n in kernel.nodes if OPS[n.op].kind == Kind.ROWWISE]
     x, axis, dt, shape = node.inputs[0], node.attrs["axis"], node.dtype, node.shape
@@ -332,20 +308,20 @@ def _rowwise(src: _Source) -> list[str]:
         src.close(body)
 
     emit(2, f"m = {DIALECT.extreme(dt, -1)}")
-    row_loop(lambda body, v: body.emit(f"m = {_combine('max', 'm', v, dt)}"))
-    emit(2, f"m = {_block_reduce(src, 2, 'max', 'm', dt, dt)}")
+    row_loop(lambda body, v: body.emit(f"m = {combine_values('max', 'm', v, dt, DIALECT)}"))
+    emit(2, f"m = {_block_reduce(src, 2, [Slot('m', dt, DIALECT.extreme(dt, -1))], _merging('max', dt))}")
     emit(2, "s = 0.0")
-    row_loop(lambda body, v: body.emit(f"s += {EXP}({v} - m)"))
-    total = _block_reduce(src, 2, "sum", "s", dtypes.float64, dtypes.float64)
+    row_loop(lambda body, v: body.emit(f"s += {DIALECT.math('exp', f'{v} - m', dt)}"))
+    total = _block_reduce(src, 2, [Slot("s", dtypes.float64, "0.0")], _merging("sum", dtypes.float64))
     if node.op == "softmax":
         emit(2, f"inv = {DIALECT.cast(f'1.0 / {total}', dt)}")
     else:
-        emit(2, f"log_s = {DIALECT.cast(f'{LOG}({total})', dt)}")
+        emit(2, f"log_s = {DIALECT.cast(DIALECT.math('log', total, dtypes.float64), dt)}")
 
     def normalise(body: Emitter, v: str) -> None:
         y = src.names("y")
         if node.op == "softmax":
-            body.emit(f"{y} = {DIALECT.cast(f'{EXP}({v} - m) * inv', dt)}")
+            body.emit(f"{y} = {DIALECT.cast(DIALECT.math('exp', f'{v} - m', dt) + ' * inv', dt)}")
         else:
             body.emit(f"{y} = ({v} - m) - log_s")
         body.bind(node, idx, y)
