@@ -1,6 +1,8 @@
 """jitnet: a JIT kernel-compiling tensor engine. Write plain array code, `@jitnet.compile` it, get
 fused compiled kernels."""
 
+import importlib
+
 from jitnet import ir
 from jitnet.autodiff import grad, value_and_grad, vjp
 from jitnet.backends import default_device, device, empty_cache
@@ -80,8 +82,6 @@ from jitnet.runtime.array import Array, asarray
 
 install_operators(Array)
 
-from jitnet import nn, optim  # noqa: E402  (they use the ops above)
-from jitnet.nn.init import manual_seed  # noqa: E402
 
 float32 = "float32"
 float64 = "float64"
@@ -90,3 +90,13 @@ int64 = "int64"
 bool_ = "bool"
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """`jn.nn`, `jn.optim` and `jn.manual_seed` load on first use: they are built on this namespace
+    (`import jitnet as jn`), so importing them here would import jitnet from inside itself."""
+    if name in ("nn", "optim"):
+        return importlib.import_module(f"jitnet.{name}")
+    if name == "manual_seed":
+        return importlib.import_module("jitnet.nn.init").manual_seed
+    raise AttributeError(f"module 'jitnet' has no attribute {name!r}")

@@ -101,7 +101,7 @@ def _promote(ts: Sequence[Tracer]) -> tuple[np.dtype, bool]:
     return (dtypes.weak_result(dt) if weak else dt), weak
 
 
-def _elementwise(op: str, *xs, float_inputs: bool = False, **attrs) -> Tracer:
+def _apply_elementwise(op: str, *xs, float_inputs: bool = False, **attrs) -> Tracer:
     ts = [lift(x) for x in xs]
     dt, weak = _promote(ts)
     if float_inputs:
@@ -116,7 +116,7 @@ def _elementwise(op: str, *xs, float_inputs: bool = False, **attrs) -> Tracer:
 def _unary(name: str, float_inputs: bool):
     @primitive()
     def op(x):
-        return _elementwise(name, x, float_inputs=float_inputs)
+        return _apply_elementwise(name, x, float_inputs=float_inputs)
 
     op.__name__ = op.__qualname__ = name
     op.__doc__ = f"Elementwise {name}, as numpy's."
@@ -146,7 +146,7 @@ logical_not = _unary("logical_not", False)
 def _binary(name: str, float_inputs: bool):
     @primitive(2)
     def op(a, b):
-        return _elementwise(name, a, b, float_inputs=float_inputs)
+        return _apply_elementwise(name, a, b, float_inputs=float_inputs)
 
     op.__name__ = op.__qualname__ = name
     op.__doc__ = f"Elementwise {name} with broadcasting, as numpy's."
@@ -184,7 +184,7 @@ def _pow(a, b):
     ta, tb = lift(a), lift(b)
     if dtypes.is_bool(_promote([ta, tb])[0]):
         ta, tb = _cast(ta, dtypes.DEFAULT_INT), _cast(tb, dtypes.DEFAULT_INT)
-    return _elementwise("pow", ta, tb)
+    return _apply_elementwise("pow", ta, tb)
 
 
 maximum = _binary("maximum", False)
@@ -204,12 +204,12 @@ minimum.__doc__ = "Elementwise minimum; NaN wins, as numpy's. Its gradient goes 
 
 @primitive()
 def leaky_relu(x, slope: float = 0.01):
-    return _elementwise("leaky_relu", x, float_inputs=True, slope=float(slope))
+    return _apply_elementwise("leaky_relu", x, float_inputs=True, slope=float(slope))
 
 
 @primitive()
 def elu(x, alpha: float = 1.0):
-    return _elementwise("elu", x, float_inputs=True, alpha=float(alpha))
+    return _apply_elementwise("elu", x, float_inputs=True, alpha=float(alpha))
 
 
 @primitive(3)
@@ -262,7 +262,7 @@ def _axes(op: str, t: Tracer, axis) -> tuple[int, ...]:
     return tuple(sorted(a for a in out if a < t.ndim))
 
 
-def _reduce(op: str, x, axis, keepdims: bool) -> Tracer:
+def _apply_reduce(op: str, x, axis, keepdims: bool) -> Tracer:
     t = lift(x)
     axes = _axes(op, t, axis)
     if op in ("max", "min", "argmax") and builtins.any(t.shape[a] == 0 for a in axes):
@@ -276,22 +276,22 @@ def _reduce(op: str, x, axis, keepdims: bool) -> Tracer:
 
 @primitive()
 def sum(x, axis=None, keepdims: bool = False):
-    return _reduce("sum", x, axis, keepdims)
+    return _apply_reduce("sum", x, axis, keepdims)
 
 
 @primitive()
 def max(x, axis=None, keepdims: bool = False):
-    return _reduce("max", x, axis, keepdims)
+    return _apply_reduce("max", x, axis, keepdims)
 
 
 @primitive()
 def min(x, axis=None, keepdims: bool = False):
-    return _reduce("min", x, axis, keepdims)
+    return _apply_reduce("min", x, axis, keepdims)
 
 
 @primitive()
 def logsumexp(x, axis=None, keepdims: bool = False):
-    return _reduce("logsumexp", x, axis, keepdims)
+    return _apply_reduce("logsumexp", x, axis, keepdims)
 
 
 @primitive()
@@ -301,7 +301,7 @@ def mean(x, axis=None, keepdims: bool = False):
     t = _cast(t, dtypes.to_float(t.dtype))
     axes = _axes("mean", t, axis)
     n = int(np.prod([t.shape[a] for a in axes], dtype=np.int64))
-    total = _reduce("sum", t, axes, keepdims)
+    total = _apply_reduce("sum", t, axes, keepdims)
     return mul(total, 1.0 / n if n else math.nan)
 
 
@@ -312,13 +312,13 @@ def argmax(x, axis=None, keepdims: bool = False):
     if axis is None:
         flat = argmax(reshape(t, (-1,)), 0)
         return reshape(flat, (1,) * t.ndim) if keepdims else flat
-    return _reduce("argmax", t, axis, keepdims)
+    return _apply_reduce("argmax", t, axis, keepdims)
 
 
 # ---- row-wise ----
 
 
-def _rowwise(op: str, x, axis: int) -> Tracer:
+def _apply_rowwise(op: str, x, axis: int) -> Tracer:
     t = lift(x)
     t = _cast(t, dtypes.to_float(t.dtype))
     if t.ndim == 0:
@@ -329,12 +329,12 @@ def _rowwise(op: str, x, axis: int) -> Tracer:
 
 @primitive()
 def softmax(x, axis: int = -1):
-    return _rowwise("softmax", x, axis)
+    return _apply_rowwise("softmax", x, axis)
 
 
 @primitive()
 def log_softmax(x, axis: int = -1):
-    return _rowwise("log_softmax", x, axis)
+    return _apply_rowwise("log_softmax", x, axis)
 
 
 # ---- shape ----
