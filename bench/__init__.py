@@ -1,7 +1,7 @@
-"""jitnet's benchmark suite: `python -m bench` (see bench/__main__.py for the method).
+"""jitnet's benchmark suite: `python -m bench` (the method is in bench/__main__.py's docstring).
 
-bench.workloads holds the registry of workloads, bench.peers the comparison libraries,
-bench.harness the timing, copy-bandwidth floor, error checks and machine facts, and bench.runner
-the one workload runner, table and results files that the CPU suite (`__main__`) and the GPU
-suite (bench/gpu.py) share.
+bench.registry holds the workloads (bench.elementwise, bench.kernels_nn, bench.train_steps,
+bench.matmul_kernels; their types in bench.workload); bench.runner runs them on a device's suite
+(bench.cpu, bench.gpu) with bench.timing and bench.report; bench.validate_cuda checks the CUDA
+backend before the GPU timings.
 """

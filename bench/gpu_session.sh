@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared run for a lent GPU machine (the device tool): the GPU tests, the training scripts and
-# bench.gpu_check, each under its own time limit, logs and results under $OUT (or ./gpu-out).
+# the GPU bench (validation, then timings), each under its own time limit, logs and results under $OUT
+# (or ./gpu-out).
 #
 #   run(command="bash bench/gpu_session.sh", carry=[".gpu-kernel-cache"], timeout_s=540)
 #
@@ -36,6 +37,6 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log
 step tests 240 python3 -m pytest -q -p no:cacheprovider -m "cuda or gpu" --durations=15
 step train_mlp 90 python3 examples/train_mlp.py --epochs 3 --quiet
 step train_lenet 120 python3 examples/train_lenet.py --epochs 3 --quiet
-step gpu_check 150 python3 -m bench.gpu_check --quick
+step bench 200 python3 -m bench --device cuda --quick
 cp bench/results/*cuda* "$OUT/" 2>/dev/null
 cat "$OUT/gpu.txt"
