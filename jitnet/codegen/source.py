@@ -8,7 +8,7 @@ import numpy as np
 from jitnet.codegen.expr import Dialect, Emitter, NameCounter
 from jitnet.ir import dtypes
 from jitnet.ir.fusion import Kernel
-from jitnet.ir.node import Node
+from jitnet.ir.node import Node, type_str
 
 
 def numba_type(dtype: np.dtype) -> str:
@@ -37,6 +37,15 @@ class KernelSource:
         self.params = {n: f"in{i}" for i, n in enumerate(kernel.inputs)}
         self.names = NameCounter()
         self.lines: list[str] = []
+
+    def header(self, title: str) -> list[str]:
+        """Comment lines naming the kernel, its buffers and its ops, for `inspect()` and the cache files."""
+        return [
+            f"# {title}",
+            *(f"# {name}: {type_str(n)}" for n, name in self.outputs.items()),
+            *(f"# {name}: {type_str(n)}" for n, name in self.params.items()),
+            "# " + " ".join(n.op for n in self.kernel.nodes if n.op != "const"),
+        ]
 
     def emit(self, indent: int, line: str) -> None:
         self.lines.append("    " * indent + line)

@@ -19,9 +19,8 @@ from jitnet.codegen.expr import Emitter
 from jitnet.codegen.index import Idx, unflatten_index
 from jitnet.codegen.reduction import Accumulator, combine_values
 from jitnet.codegen.source import KernelSource, numba_type, prod, reduction_index
-from jitnet.ir import dtypes
 from jitnet.ir.fusion import Kernel
-from jitnet.ir.node import Node, type_str
+from jitnet.ir.node import Node
 from jitnet.ir.opdefs import OPS, Kind
 
 PARALLEL_MIN_WORK = 1 << 15  # elements of work below which a kernel runs serially
@@ -70,10 +69,9 @@ def generate(kernel: Kernel) -> str:
     sig = f"void({', '.join(types)})"
     flags = jit_flags('fastmath={"reassoc"}' if kernel.kind != "elementwise" else "")
     header = [
-        f"# jitnet cpu kernel: {kernel.kind}, {work} elements of work, {'parallel' if parallel else 'serial'}",
-        *(f"# {name}: {type_str(n)}" for n, name in src.outputs.items()),
-        *(f"# {name}: {type_str(n)}" for n, name in src.params.items()),
-        "# " + " ".join(n.op for n in kernel.nodes if n.op != "const"),
+        *src.header(
+            f"jitnet cpu kernel: {kernel.kind}, {work} elements of work, {'parallel' if parallel else 'serial'}"
+        ),
         "import numpy as np",
         "from numba import njit",
         "from numba.types import void, boolean, int32, int64, float32, float64",

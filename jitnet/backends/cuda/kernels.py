@@ -25,7 +25,6 @@ from jitnet.codegen.reduction import Accumulator, Slot, combine_values
 from jitnet.codegen.source import KernelSource, numba_type, prod, reduction_index
 from jitnet.ir import dtypes
 from jitnet.ir.fusion import Kernel
-from jitnet.ir.node import type_str
 from jitnet.ir.opdefs import OPS, Kind
 
 BLOCK = 32 if simulator() else 256  # the simulator runs a Python thread per CUDA thread
@@ -59,10 +58,7 @@ def generate(kernel: Kernel) -> str:
     }[kernel.kind]
     body = template(src)
     header = [
-        f"# jitnet cuda kernel: {kernel.kind}",
-        *(f"# {name}: {type_str(n)}" for n, name in src.outputs.items()),
-        *(f"# {name}: {type_str(n)}" for n, name in src.params.items()),
-        "# " + " ".join(n.op for n in kernel.nodes if n.op != "const"),
+        *src.header(f"jitnet cuda kernel: {kernel.kind}"),
         "import math",
         "",
         "import numpy as np",
