@@ -1,9 +1,9 @@
 """jitnet benchmark suite: `python -m bench [--only NAME[,NAME]] [--repeat N] [--quick] [--device cpu|cuda]
-[--json PATH] [--validate-only]`.
+[--json PATH] [--validate-only] [--compile]`.
 
 Method
 ------
-For every workload (bench/registry.py) and every implementation of it (jitnet and each peer that
+For every workload (`select` below) and every implementation of it (jitnet and each peer that
 imports: numpy, numexpr, torch eager, torch.compile; on the GPU torch, cupy and hand-written
 numba.cuda kernels), one row:
 
@@ -32,26 +32,29 @@ numba.cuda kernels), one row:
   torch with torch.set_num_threads(2) on torch.from_numpy views; torch.compile only when a child
   process compiles it within 60 s (skipped in --quick; the reason is printed otherwise).
 
-`--device cuda` first validates the CUDA backend against the numpy reference interpreter
-(bench/validate_cuda.py), then runs the GPU workloads (gelu_chain, sum_squares, softmax_rows,
-launch_overhead, matmul, matmul_bias_relu, conv_lenet, conv_lenet_bwd, matmul_kernel_1024/2048,
-matmul_tiles) on device-resident inputs against the device-to-device copy bandwidth (2**26
-float32, the faster of a copy kernel and cuMemcpyDtoD; timing in bench/gpu.py). Without a usable
-GPU it says so and exits 0; under NUMBA_ENABLE_CUDASIM=1 it only validates, at tiny sizes, and
-only with --validate-only (the simulator's timings mean nothing). Groups of tuning workloads run
-by name: `--only matmul_sizes|matmul_tiles|matmul_route|fma_peak` (bench/matmul_kernels.py).
+`--device cuda` first validates the CUDA backend against the numpy reference interpreter, then runs
+the workloads that have a GPU form (call_overhead as launch_overhead; matmul_kernel_1024/2048 and
+matmul_tiles too) on device-resident inputs against the device-to-device copy bandwidth (2**26
+float32, the faster of a copy kernel and cuMemcpyDtoD; all in bench/gpu.py). Without a usable GPU it
+says so and exits 0; under NUMBA_ENABLE_CUDASIM=1 it only validates, at tiny sizes, and only with
+--validate-only (the simulator's timings mean nothing). Groups of CPU tuning workloads run by name:
+`--only matmul_sizes|matmul_tiles|matmul_route|fma_peak` (bench/kernels_nn.py). `--compile`: after
+the workloads, the LeNet train step's cold compile and first step in a child process with an empty
+JITNET_CACHE_DIR, then in a second one (the disk cache warm).
 
 Output: a table on stdout, and JSON (rows, skipped peers, targets, copy bandwidth, machine and
 library versions) in bench/results/<device>-<timestamp>.json and bench/results/latest-<device>.json
 (a --quick run, or one with --json PATH, writes only its own file).
 """
 
-from __future__ import annotations
-
 import argparse
+import json
 import sys
+import tempfile
 
-from bench import registry, runner
+from bench import elementwise, kernels_nn, runner, train_steps
+from bench.cpu import Suite
+from bench.workload import Workload
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,21 +65,79 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--json", metavar="PATH", help="write the JSON here (instead of bench/results/)")
     p.add_argument("--validate-only", action="store_true", help="--device cuda: validate the backend, time nothing")
+    p.add_argument("--compile", action="store_true", help="then time the LeNet train step's cold compile")
+    p.add_argument("--probe", metavar="WORKLOAD/IMPL", help=argparse.SUPPRESS)  # runner.probe's child process
     args = p.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         p.error("--repeat must be at least 1")
     return args
 
 
-NO_GPU = (
-    "no usable CUDA GPU here (numba.cuda.is_available() is False: no GPU, no driver, or the 'cuda' extra is "
-    "not installed); nothing to run on --device cuda. Use --device cpu."
-)
-SIMULATOR = (
-    "NUMBA_ENABLE_CUDASIM=1: numba's CUDA simulator runs kernels as Python threads, so GPU timings would be "
-    "meaningless. Unset it and run on a machine with a CUDA GPU (the simulator is for tests: NUMBA_ENABLE_CUDASIM=1 "
-    "python -m pytest -m cuda; a dry run of the validation: add --validate-only)."
-)
+def default(device: str) -> list[Workload]:
+    """The workloads a run on `device` takes by default."""
+    both = elementwise.WORKLOADS + kernels_nn.WORKLOADS + train_steps.WORKLOADS
+    if device == "cuda":
+        return [w.on("cuda") for w in both if w.gpu is not None] + kernels_nn.gpu_matmul_kernels()
+    return [w.on("cpu") for w in both]
+
+
+def everything(device: str) -> dict[str, list[Workload]]:
+    """Each workload under its name, and each group (run only by name) under its own."""
+    groups = kernels_nn.cpu_groups() if device == "cpu" else {}
+    return {w.name: [w] for w in default(device) + [w for ws in groups.values() for w in ws]} | groups
+
+
+def select(device: str, only: str | None) -> list[Workload]:
+    """The workloads `--only` names (workloads or groups, comma-separated); the defaults without it."""
+    if not only:
+        return default(device)
+    known, names = everything(device), [n.strip() for n in only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown workload(s) {', '.join(unknown)} on {device}; known: {', '.join(known)}")
+    return [w for n in names for w in known[n]]
+
+
+NO_GPU = "no usable CUDA GPU here (numba.cuda.is_available() is False: no GPU, no driver, or the 'cuda' extra is "
+NO_GPU += "not installed); nothing to run on --device cuda. Use --device cpu."
+SIMULATOR = "NUMBA_ENABLE_CUDASIM=1: numba's CUDA simulator runs kernels as Python threads, so GPU timings would be "
+SIMULATOR += "meaningless. Unset it and run on a machine with a CUDA GPU (the simulator is for tests: "
+SIMULATOR += "NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cuda; a dry run of the validation: add --validate-only)."
+
+
+def make_suite(device: str) -> Suite:
+    if device == "cuda":
+        from bench.gpu import GpuSuite
+
+        return GpuSuite()
+    return Suite()
+
+
+def probe(args: argparse.Namespace) -> int:
+    """The child process of runner.probe: build one implementation, call it twice, print its build info."""
+    suite, (workload, impl_name) = make_suite(args.device), args.probe.split("/")
+    w = everything(args.device)[workload][0]
+    impl = w.impl(impl_name)
+    if suite.unavailable(impl.requires):  # also sets the peer's threads
+        raise SystemExit(suite.unavailable(impl.requires))
+    fn, sync = impl.make(suite.convert(w.make_inputs(args.quick), impl.requires)), suite.sync(impl.requires)
+    for _ in range(2):
+        fn()
+        if sync is not None:
+            sync()
+    print(json.dumps(getattr(fn, "info", {})))
+    return 0
+
+
+def cold_compile() -> None:
+    """--compile: the jitnet row's compile_s of lenet_train_step (build the step, compile it, take one step)
+    in a fresh process with an empty JITNET_CACHE_DIR, then in a second process (the disk cache warm)."""
+    with tempfile.TemporaryDirectory() as cache:
+        for label in ("cold (empty cache)", "second process (disk cache)"):
+            out = runner.child(["--probe", "lenet_train_step/jitnet"], 600.0, JITNET_CACHE_DIR=cache)
+            out.check_returncode()
+            compile_s = json.loads(out.stdout.splitlines()[-1])["compile_s"]
+            print(f"lenet_train_step compile + first step, {label}: {compile_s:.2f} s")
 
 
 def run_cuda(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -85,24 +146,27 @@ def run_cuda(args: argparse.Namespace, argv: list[str] | None) -> int:
     if not cuda_available() or (simulator() and not args.validate_only):
         print("jitnet bench --device cuda: " + (NO_GPU if not cuda_available() else SIMULATOR))
         return 0
-    from bench import gpu, validate_cuda
+    from bench.gpu import validate
 
-    workloads = [] if args.validate_only else registry.select("cuda", args.only)
-    passed, total = validate_cuda.validate(big=not simulator(), log=lambda msg: print(msg, flush=True))
+    workloads = [] if args.validate_only else select("cuda", args.only)
+    passed, total = validate(big=not simulator(), log=lambda msg: print(msg, flush=True))
     print(f"validation: {passed}/{total} ok\n")
     if args.validate_only:
         return 0 if passed == total else 1
-    rc = runner.run(gpu.GpuSuite(), workloads, args, argv, {"validation": {"passed": passed, "total": total}})
+    rc = runner.run(make_suite("cuda"), workloads, args, argv, {"validation": {"passed": passed, "total": total}})
     return 1 if rc or passed != total else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.device == "cuda":
-        return run_cuda(args, argv)
-    from bench.cpu import CpuSuite
-
-    return runner.run(CpuSuite(), registry.select("cpu", args.only), args, argv)
+    if args.probe:
+        return probe(args)
+    status = (
+        run_cuda(args, argv) if args.device == "cuda" else runner.run(Suite(), select("cpu", args.only), args, argv)
+    )
+    if args.compile:
+        cold_compile()
+    return status
 
 
 if __name__ == "__main__":

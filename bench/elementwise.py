@@ -1,21 +1,19 @@
 """Elementwise, reduction and softmax workloads and gradients: gelu_chain, softmax_rows, sum_squares,
 call_overhead (launch_overhead on the GPU), gelu_fwd_bwd, softmax_xent_bwd; the first four also on the GPU.
+numexpr's constants are float32: it upcasts a whole expression to float64 on a Python float."""
 
-Peers are written at their fastest honest form: numpy with preallocated outputs and in-place ufuncs
-(out=), x*x*x not x**3, np.dot for a sum of squares; numexpr with out= and float32 constants
-(numexpr upcasts a whole expression to float64 on a Python float).
-"""
-
-from __future__ import annotations
-
+import importlib
 from functools import partial
 
 import numpy as np
 
 import jitnet as jn
-from bench.workload import F32, Impl, Workload, array_module, cupy, jitnet_impl, numexpr, rng, torch
+from bench.workload import F32, Impl, Workload, array_module, cupy, jitnet_impl, numexpr, rng, run_ufuncs, torch
 
 GELU_C, GELU_K = 0.7978845608, 0.044715  # sqrt(2/pi) as written in the workload
+ROW_MAX, ROW_SUM = partial(np.max, axis=1, keepdims=True), partial(np.sum, axis=1, keepdims=True)
+# a hand-written numba.cuda peer of bench/gpu.py, imported only where it runs
+_numba_kernel = lambda name: lambda inp: getattr(importlib.import_module("bench.gpu"), name)(inp["x"])
 
 
 def _vector(quick: bool, gpu: bool = False) -> dict:
@@ -28,11 +26,7 @@ def _matrix(quick: bool, gpu: bool = False) -> dict:
     return {"x": rng().standard_normal((rows, 1024), dtype=F32)}
 
 
-def inductor(make, only: str | None = None) -> Impl:
-    return Impl("torch.compile", make, "torch.compile", note="inductor, default mode", cold=True, only=only)
-
-
-def _compiled(make_fn):
+def inductor(make_fn, only: str | None = None) -> Impl:
     """torch.compile of the function make_fn() returns, fullgraph (a graph break is an error), called once."""
 
     def make(inp):
@@ -42,46 +36,23 @@ def _compiled(make_fn):
         g(*args)
         return partial(g, *args)
 
-    return make
+    return Impl("torch.compile", make, "torch.compile", note="inductor, default mode", cold=True, only=only)
 
 
-def _numba_kernel(name: str):
-    def make(inp):
-        from bench import gpu
-
-        return getattr(gpu, name)(inp["x"])
-
-    return make
-
-
-# ---- gelu_chain -----------------------------------------------------------------------------------
+def gelu_of(x, tanh, c=GELU_C, k=GELU_K, half=0.5, one=1):
+    """The tanh GELU in any array library, given its tanh (and for cupy float32 constants)."""
+    return half * x * (one + tanh(c * (x + k * x * x * x)))
 
 
 def gelu(x):
-    return 0.5 * x * (1 + jn.tanh(GELU_C * (x + GELU_K * x * x * x)))
-
-
-def _gelu_ref(inp):
-    x = inp["x"].astype(np.float64)
-    return 0.5 * x * (1 + np.tanh(GELU_C * (x + GELU_K * x * x * x)))
+    return gelu_of(x, jn.tanh)
 
 
 def _gelu_numpy(inp):
     x = inp["x"]
-    out, t, c, k = np.empty_like(x), np.empty_like(x), F32(GELU_C), F32(GELU_K)
-
-    def run():
-        np.multiply(x, x, out=t)
-        np.multiply(t, x, out=t)
-        np.multiply(t, k, out=t)
-        np.add(t, x, out=t)
-        np.multiply(t, c, out=t)
-        np.tanh(t, out=t)
-        np.add(t, F32(1), out=t)
-        np.multiply(x, F32(0.5), out=out)
-        return np.multiply(out, t, out=out)
-
-    return run
+    out, t, c, k, mul = np.empty_like(x), np.empty_like(x), F32(GELU_C), F32(GELU_K), np.multiply
+    steps = [(mul, x, x, t), (mul, t, x, t), (mul, t, k, t), (np.add, t, x, t), (mul, t, c, t), (np.tanh, t, t)]
+    return partial(run_ufuncs, steps + [(np.add, t, F32(1), t), (mul, x, F32(0.5), out), (mul, out, t, out)])
 
 
 def _gelu_numexpr(inp):
@@ -89,17 +60,20 @@ def _gelu_numexpr(inp):
     return partial(numexpr.evaluate, "h*x*(one+tanh(c*(x+k*x*x*x)))", local_dict=local, out=np.empty_like(inp["x"]))
 
 
-def torch_gelu():
-    import torch as real_torch
+def torch_gelu():  # torch.tanh resolved here: torch.compile traces the function it returns
+    tanh = torch.tanh
+    return lambda t: gelu_of(t, tanh)
 
-    return lambda t: 0.5 * t * (1 + real_torch.tanh(GELU_C * (t + GELU_K * t * t * t)))
+
+_gelu_torch = lambda inp: partial(torch_gelu(), inp["x"])
+_gelu_torch_F = lambda inp: partial(torch.nn.functional.gelu, inp["x"], approximate="tanh")
 
 
 def _gelu_cupy(inp, fuse: bool = False):
-    c, k, h, one, tanh = F32(GELU_C), F32(GELU_K), F32(0.5), F32(1), cupy.tanh
+    c, k, half, one = (F32(v) for v in (GELU_C, GELU_K, 0.5, 1))
 
     def g(x):
-        return h * x * (one + tanh(c * (x + k * x * x * x)))
+        return gelu_of(x, cupy.tanh, c, k, half, one)
 
     return partial(cupy.fuse()(g) if fuse else g, inp["x"])
 
@@ -109,25 +83,15 @@ GELU_CHAIN = Workload(
     "tanh GELU 0.5*x*(1+tanh(0.7978845608*(x+0.044715*x*x*x))) over a float32 vector",
     _vector,
     lambda inp: 9.0 * inp["x"].size,  # 6 mul, 2 add, 1 tanh
-    _gelu_ref,
+    lambda inp: gelu_of(inp["x"].astype(np.float64), np.tanh),
     [
         jitnet_impl(gelu),
         Impl("numpy", _gelu_numpy, "numpy", note="9 in-place ufuncs with out= into 2 preallocated buffers, x*x*x"),
         Impl("numexpr", _gelu_numexpr, "numexpr", note="ne.evaluate, float32 constants, out= preallocated"),
-        Impl("numba.cuda", _numba_kernel("gelu"), "numba", note="hand-written kernel, one element per thread"),
-        Impl(
-            "torch",
-            lambda inp: partial(torch_gelu(), inp["x"]),
-            "torch",
-            note="eager, the same expression (one kernel per op)",
-        ),
-        Impl(
-            "torch.F.gelu",
-            lambda inp: partial(torch.nn.functional.gelu, inp["x"], approximate="tanh"),
-            "torch",
-            note="eager F.gelu(approximate='tanh'): one kernel",
-        ),
-        inductor(_compiled(torch_gelu)),
+        Impl("numba.cuda", _numba_kernel("numba_gelu"), "numba", note="hand-written kernel, one element per thread"),
+        Impl("torch", _gelu_torch, "torch", note="eager, the same expression (one kernel per op)"),
+        Impl("torch.F.gelu", _gelu_torch_F, "torch", note="eager F.gelu(approximate='tanh'): one kernel"),
+        inductor(torch_gelu),
         Impl("cupy", _gelu_cupy, "cupy", note="eager, the same expression"),
         Impl("cupy.fuse", partial(_gelu_cupy, fuse=True), "cupy", note="@cupy.fuse: one kernel"),
     ],
@@ -135,35 +99,19 @@ GELU_CHAIN = Workload(
     gpu={"make_inputs": partial(_vector, gpu=True), "targets": {"floor_frac": 0.85}},
 )
 
-# ---- softmax_rows ---------------------------------------------------------------------------------
 
-
-def _softmax_ref(inp):
-    x = inp["x"].astype(np.float64)
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
+def softmax_of(x, exp):  # the float64 reference's and cupy's
+    e = exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _softmax_numpy(inp):
-    x = inp["x"]
-    out, m, s = np.empty_like(x), np.empty((x.shape[0], 1), F32), np.empty((x.shape[0], 1), F32)
-
-    def run():
-        np.max(x, axis=1, keepdims=True, out=m)
-        np.subtract(x, m, out=out)
-        np.exp(out, out=out)
-        np.sum(out, axis=1, keepdims=True, out=s)
-        return np.divide(out, s, out=out)
-
-    return run
+def _softmax_steps(x, y):
+    """numpy's row softmax of x into y: in-place ufunc steps into preallocated buffers."""
+    m, s = np.empty((x.shape[0], 1), F32), np.empty((x.shape[0], 1), F32)
+    return [(ROW_MAX, x, m), (np.subtract, x, m, y), (np.exp, y, y), (ROW_SUM, y, s), (np.divide, y, s, y)]
 
 
-def _softmax_cupy(inp):
-    def run(x=inp["x"], exp=cupy.exp):
-        e = exp(x - x.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-
-    return run
+_softmax_numpy = lambda inp: partial(run_ufuncs, _softmax_steps(inp["x"], np.empty_like(inp["x"])))
 
 
 SOFTMAX_ROWS = Workload(
@@ -171,26 +119,26 @@ SOFTMAX_ROWS = Workload(
     "softmax over the last axis of a float32 matrix",
     _matrix,
     lambda inp: 5.0 * inp["x"].size,  # max, sub, exp, sum, div
-    _softmax_ref,
+    lambda inp: softmax_of(inp["x"].astype(np.float64), np.exp),
     [
         jitnet_impl(lambda x: jn.softmax(x, axis=-1)),
         Impl("numpy", _softmax_numpy, "numpy", note="max, subtract, exp, sum, divide with out= buffers"),
         Impl("torch", lambda inp: partial(torch.softmax, inp["x"], dim=-1), "torch", note="eager torch.softmax(x, -1)"),
-        Impl("cupy", _softmax_cupy, "cupy", note="eager max, subtract, exp, sum, divide"),
+        Impl("cupy", lambda inp: partial(softmax_of, inp["x"], cupy.exp), "cupy", note="eager max, sub, exp, sum, div"),
     ],
     targets={"floor_frac": 0.4, "beats": ("torch",)},
     gpu={"make_inputs": partial(_matrix, gpu=True), "targets": {"beats": ("torch",)}},
 )
 
-# ---- sum_squares ----------------------------------------------------------------------------------
+
+_dot = lambda inp: partial(array_module(inp["x"]).dot, inp["x"], inp["x"])
+_square_sum = lambda inp: lambda x=inp["x"]: (x * x).sum()
 
 
-def _dot(inp):  # np.dot, torch.dot and cupy.dot alike
-    return partial(array_module(inp["x"]).dot, inp["x"], inp["x"])
-
-
-def _square_sum(inp):  # torch and cupy alike
-    return lambda x=inp["x"]: (x * x).sum()
+def _plus1(inp):
+    x = inp["x"]
+    one = 1.0 if array_module(x).__name__ == "torch" else F32(1)
+    return lambda: x + one
 
 
 SUM_SQUARES = Workload(
@@ -204,7 +152,7 @@ SUM_SQUARES = Workload(
         Impl("numpy", _dot, "numpy", note="np.dot(x, x): BLAS sdot, the fastest numpy form (einsum is slower)"),
         Impl("torch", _square_sum, "torch", note="eager (x*x).sum()"),
         Impl("torch.dot", _dot, "torch", note="eager torch.dot(x, x)"),
-        inductor(_compiled(lambda: lambda t: (t * t).sum()), only="cuda"),
+        inductor(lambda: lambda t: (t * t).sum(), only="cuda"),
         Impl("cupy", _square_sum, "cupy", note="eager (x*x).sum()"),
         Impl("cupy.dot", _dot, "cupy", note="cupy.dot(x, x): cuBLAS"),
     ],
@@ -212,16 +160,7 @@ SUM_SQUARES = Workload(
     error_kind="rel",
     gpu={"make_inputs": partial(_vector, gpu=True), "tol": 1e-4, "targets": {"floor_frac": 0.70}},
 )
-
-# ---- call_overhead --------------------------------------------------------------------------------
-
-
-def _plus1(inp):  # numpy, torch and cupy alike
-    x = inp["x"]
-    one = 1.0 if array_module(x).__name__ == "torch" else F32(1)
-    return lambda: x + one
-
-
+LAUNCH_OVERHEAD = "per-call time of x + 1.0 on 4 float32 on the GPU (one kernel): launch cost, not compute"
 CALL_OVERHEAD = Workload(
     "call_overhead",
     "per-call time of x + 1.0 on 4 float32 (one kernel): dispatch cost, not compute",
@@ -231,7 +170,7 @@ CALL_OVERHEAD = Workload(
     [
         jitnet_impl(lambda x: x + 1.0),
         Impl("numpy", _plus1, "numpy", note="x + 1 (allocates its result, like jitnet)"),
-        Impl("numba.cuda", _numba_kernel("plus_one"), "numba", note="one raw kernel launch, preallocated output"),
+        Impl("numba.cuda", _numba_kernel("numba_plus_one"), "numba", note="one raw kernel launch, preallocated output"),
         Impl("torch", _plus1, "torch", note="eager t + 1.0 (allocates its result, like jitnet)"),
         Impl("cupy", _plus1, "cupy", note="eager x + 1 (allocates its result)"),
     ],
@@ -240,53 +179,29 @@ CALL_OVERHEAD = Workload(
     quick_samples=40,
     unit="us",
     targets={"max_us": 30.0},
-    gpu={
-        "name": "launch_overhead",
-        "description": "per-call time of x + 1.0 on 4 float32 on the GPU (one kernel): launch cost, not compute",
-        "inner": 1000,
-        "max_samples": 40,
-        "quick_samples": 10,
-    },
+    gpu=dict(name="launch_overhead", inner=1000, max_samples=40, quick_samples=10, description=LAUNCH_OVERHEAD),
 )
-
-# ---- gelu_fwd_bwd ---------------------------------------------------------------------------------
 
 
 def _gelu_fwd_bwd_ref(inp):
     x = inp["x"].astype(np.float64)
     t = np.tanh(GELU_C * (x + GELU_K * x**3))
-    return np.asarray(_gelu_ref(inp).sum()), 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * GELU_K * x * x)
+    grad = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * GELU_K * x * x)
+    return np.asarray(gelu_of(x, np.tanh).sum()), grad
 
 
 def _gelu_fwd_bwd_numpy(inp):
     """By hand: one tanh pass shared by the value and the gradient, in-place ufuncs."""
     x = inp["x"]
     t, u, g = np.empty_like(x), np.empty_like(x), np.empty_like(x)
-    c, k, half, one = F32(GELU_C), F32(GELU_K), F32(0.5), F32(1)
-
-    def run():
-        np.multiply(x, x, out=u)  # u = x^2
-        np.multiply(u, k, out=t)
-        np.add(t, one, out=t)
-        np.multiply(t, x, out=t)
-        np.multiply(t, c, out=t)
-        np.tanh(t, out=t)  # t = tanh(c (x + k x^3))
-        np.add(t, one, out=g)
-        np.multiply(g, x, out=g)
-        value = half * g.sum(dtype=np.float64)  # sum 0.5 x (1 + t)
-        np.multiply(u, F32(3) * k, out=u)
-        np.add(u, one, out=u)
-        np.multiply(u, c, out=u)
-        np.multiply(u, x, out=u)  # u = c x (1 + 3k x^2)
-        np.multiply(t, t, out=g)
-        np.subtract(one, g, out=g)
-        np.multiply(g, u, out=g)
-        np.add(g, one, out=g)
-        np.add(g, t, out=g)
-        np.multiply(g, half, out=g)  # 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3k x^2)
-        return np.float32(value), g
-
-    return run
+    c, k, half, one, mul, add = F32(GELU_C), F32(GELU_K), F32(0.5), F32(1), np.multiply, np.add
+    # u = x^2, t = tanh(c x (1 + k x^2)), g = x (1 + t): the value is 0.5 sum(g)
+    value = [(mul, x, x, u), (mul, u, k, t), (add, t, one, t), (mul, t, x, t), (mul, t, c, t), (np.tanh, t, t)]
+    value += [(add, t, one, g), (mul, g, x, g)]
+    # u = c x (1 + 3k x^2), g = 0.5 (1 + t) + 0.5 (1 - t^2) u
+    grad = [(mul, u, F32(3) * k, u), (add, u, one, u), (mul, u, c, u), (mul, u, x, u), (mul, t, t, g)]
+    grad += [(np.subtract, one, g, g), (mul, g, u, g), (add, g, one, g), (add, g, t, g), (mul, g, half, g)]
+    return lambda: (np.float32(half * run_ufuncs(value).sum(dtype=np.float64)), run_ufuncs(grad))
 
 
 def torch_backward(loss, x):
@@ -323,12 +238,6 @@ GELU_FWD_BWD = Workload(
     targets={"floor_frac": 0.5, "beats": ("torch",)},
 )
 
-# ---- softmax_xent_bwd -----------------------------------------------------------------------------
-
-
-def xent_fwd_bwd(logits, onehot):
-    return jn.value_and_grad(lambda z: -jn.mean(jn.sum(jn.log_softmax(z, axis=-1) * onehot, axis=-1)))(logits)
-
 
 def _xent_inputs(quick):
     g, (m, n) = rng(), (1024, 1024) if quick else (4096, 1024)
@@ -339,8 +248,7 @@ def _xent_inputs(quick):
 
 def _xent_ref(inp):
     z, y = inp["logits"].astype(np.float64), inp["onehot"].astype(np.float64)
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
+    p = softmax_of(z, np.exp)
     return np.asarray(-np.mean(np.sum(np.log(p) * y, axis=1))), (p - y) / z.shape[0]
 
 
@@ -348,21 +256,10 @@ def _xent_numpy(inp):
     """By hand: softmax with out= buffers, the loss from the labels' entries, grad = (p - y) / M."""
     z, y = inp["logits"], inp["onehot"]
     m = z.shape[0]
-    rows, labels = np.arange(m), y.argmax(axis=1)
-    p, mx, s = np.empty_like(z), np.empty((m, 1), F32), np.empty((m, 1), F32)
-
-    def run():
-        np.max(z, axis=1, keepdims=True, out=mx)
-        np.subtract(z, mx, out=p)
-        np.exp(p, out=p)
-        np.sum(p, axis=1, keepdims=True, out=s)
-        np.divide(p, s, out=p)
-        loss = -np.log(p[rows, labels]).mean()
-        np.subtract(p, y, out=p)
-        np.multiply(p, F32(1.0 / m), out=p)
-        return np.float32(loss), p
-
-    return run
+    p, rows, labels = np.empty_like(z), np.arange(m), y.argmax(axis=1)
+    softmax = _softmax_steps(z, p)
+    grad = [(np.subtract, p, y, p), (np.multiply, p, F32(1.0 / m), p)]
+    return lambda: (np.float32(-np.log(run_ufuncs(softmax)[rows, labels]).mean()), run_ufuncs(grad))
 
 
 def _xent_torch(inp):
@@ -377,7 +274,7 @@ SOFTMAX_XENT_BWD = Workload(
     lambda inp: 10.0 * inp["logits"].size,
     _xent_ref,
     [
-        jitnet_impl(xent_fwd_bwd),
+        jitnet_impl(lambda z, y: jn.value_and_grad(lambda z: -jn.mean(jn.sum(jn.log_softmax(z, axis=-1) * y, -1)))(z)),
         Impl("numpy", _xent_numpy, "numpy", note="by hand: softmax with out= buffers, grad = (p - y) / M"),
         Impl("torch", _xent_torch, "torch", note="eager F.cross_entropy(z, labels).backward()"),
     ],

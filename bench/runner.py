@@ -1,57 +1,38 @@
 """Run a list of workloads on one device: build, time and check every implementation, derive rates,
 floor fractions and speedups, check the targets, print the table and write the JSON. A Suite says
-what differs between devices (bench/cpu.py, bench/gpu.py); the method is in bench/__main__.py."""
-
-from __future__ import annotations
+how a device runs them (bench/cpu.py, bench/gpu.py); the method is in bench/__main__.py."""
 
 import datetime as _dt
 import gc
+import json
 import math
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from bench import report, timing
+import numpy as np
+
+from bench import timing
+from bench.cpu import ROOT, Suite
 from bench.workload import Workload, error
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-class Suite:
-    """What differs between the CPU and the GPU suite; `run` does the rest."""
-
-    device = "cpu"  # the JSON's "device" and the results file names
-    budget_s = 5.0  # seconds of samples per implementation in a full run
-    batch_s: float | None = None  # None: w.inner calls a sample; else batches sized to last this long
-    load_meter = False  # measure the other processes' load (rows' and the JSON's "load")
-    method = ""  # opens the line that defines the table's columns
-    definitions: dict[str, str] = {}
-
-    probe_s = 60.0  # the time limit of a cold compile's probe (see probe)
-    copy_what = ""  # how the floor's copy is made
-    # Also: unavailable(requires) -> why an implementation that needs `requires` cannot run here, or
-    # None; convert(inputs, requires) -> the inputs as it takes them; sync(requires) -> the call that
-    # waits for its device (None: synchronous); machine() -> facts; describe(machine) -> a line;
-    # copy_elements(quick) -> float32 elements per copy; copy_times(quick) -> seconds per copy by
-    # method; summary(rows) -> lines after the table.
-
-    def sync(self, requires: str | None) -> Callable[[], None] | None:
-        return None
-
-    def summary(self, rows: list[dict]) -> list[str]:
-        return []
+def child(args: list[str], timeout_s: float, **env: str) -> subprocess.CompletedProcess:
+    """`python -m bench ARGS` in a child process, this checkout first on its path."""
+    path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    cmd, env = [sys.executable, "-m", "bench", *args], dict(os.environ, PYTHONPATH=path, **env)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
 
 
 def probe(device: str, workload: str, impl: str, quick: bool, timeout_s: float) -> tuple[bool, str]:
-    """Build and call one implementation in a child process (bench/probe.py): (ok, why not or a note)."""
-    cmd = [sys.executable, "-m", "bench.probe", device, workload, impl] + (["--quick"] if quick else [])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    """Build and call one implementation in a child process (`--probe`): (ok, why not or a note)."""
     t0 = time.perf_counter()
     try:
-        out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
+        out = child(["--device", device, "--probe", f"{workload}/{impl}"] + (["--quick"] if quick else []), timeout_s)
     except subprocess.TimeoutExpired:
         return False, f"did not compile within {timeout_s:.0f} s (probe in a child process)"
     if out.returncode != 0:
@@ -61,10 +42,10 @@ def probe(device: str, workload: str, impl: str, quick: bool, timeout_s: float) 
 
 
 def measure_floor(suite: Suite, quick: bool, log) -> Callable[[], tuple[float, dict, str]]:
-    """Measure the copy bandwidth (read + write bytes / median seconds per copy of the fastest method)
-    before the workloads; returns the call that measures it again after them, pools the samples, and
-    gives (bytes per second, the JSON's copy_bandwidth, the line that says it)."""
-    n, before = suite.copy_elements(quick), suite.copy_times(quick)
+    """Measure the copy bandwidth (read + write bytes / median seconds per copy, fastest method) before the
+    workloads: the call that measures it after them, pools the samples, and gives (bytes per second, the
+    JSON's copy_bandwidth, the line that says it)."""
+    n, before = suite.copy_times(quick)
     per_copy, what = 8 * n, f"{suite.copy_what} 2**{int(math.log2(n))} float32, read+write"
 
     def rate(times: dict) -> float:
@@ -73,14 +54,13 @@ def measure_floor(suite: Suite, quick: bool, log) -> Callable[[], tuple[float, d
     log(f"copy bandwidth: {rate(before) / 1e9:.2f} GB/s ({what})")
 
     def after() -> tuple[float, dict, str]:
-        end = suite.copy_times(quick)
+        end = suite.copy_times(quick)[1]
         pooled = {k: timing.summary(before[k] + end[k]) for k in before}
         best = min(pooled, key=lambda k: pooled[k]["median"])
         bandwidth, copy = per_copy / pooled[best]["median"], pooled[best]
         doc = {"bytes_per_s": bandwidth, "GBps": bandwidth / 1e9, "method": best, "elements": n}
-        doc["bytes_per_copy"] = per_copy
-        doc.update(median_ms=copy["median"] * 1e3, min_ms=copy["min"] * 1e3, spread=copy["spread"])
-        doc.update(by_method_GBps={k: per_copy / s["median"] / 1e9 for k, s in pooled.items()})
+        doc.update(bytes_per_copy=per_copy, median_ms=copy["median"] * 1e3, min_ms=copy["min"] * 1e3)
+        doc.update(spread=copy["spread"], by_method_GBps={k: per_copy / s["median"] / 1e9 for k, s in pooled.items()})
         doc.update(start_GBps=rate(before) / 1e9, end_GBps=rate(end) / 1e9, samples=len(before[best] + end[best]))
         methods = ", ".join(f"{k} {v:.2f}" for k, v in doc["by_method_GBps"].items())
         line = f"copy bandwidth ({what}): {bandwidth / 1e9:.2f} GB/s median from {best} ({methods} GB/s; start "
@@ -90,8 +70,7 @@ def measure_floor(suite: Suite, quick: bool, log) -> Callable[[], tuple[float, d
     return after
 
 
-def _msg(e: Exception) -> str:
-    return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+_msg = lambda e: f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"  # an exception's line
 
 
 def run_workload(w: Workload, args, suite: Suite, log) -> tuple[list[dict], list[dict]]:
@@ -111,20 +90,16 @@ def run_workload(w: Workload, args, suite: Suite, log) -> tuple[list[dict], list
         skipped.append({"workload": w.name, "impl": impl.name, "reason": reason})
 
     for impl in w.impls:
-        why = suite.unavailable(impl.requires)
-        if why is None and args.quick and impl.cold:
+        why, note = suite.unavailable(impl.requires), impl.note
+        if why is None and impl.cold and args.quick:
             why = "not run in --quick (cold compile)"
+        elif why is None and impl.cold:
+            log(f"  {w.name}/{impl.name}: probing in a child process (limit {suite.probe_s:.0f} s)...")
+            ok, probed = probe(suite.device, w.name, impl.name, args.quick, suite.probe_s)
+            why, note = (None, f"{note}; {probed}") if ok else (probed, note)
         if why is not None:
             skip(impl, why)
             continue
-        note = impl.note
-        if impl.cold:
-            log(f"  {w.name}/{impl.name}: probing in a child process (limit {suite.probe_s:.0f} s)...")
-            ok, why = probe(suite.device, w.name, impl.name, args.quick, suite.probe_s)
-            if not ok:
-                skip(impl, why)
-                continue
-            note = f"{note}; {why}"
         try:
             t0 = time.perf_counter()
             fn, sync = impl.make(suite.convert(inputs, impl.requires)), suite.sync(impl.requires)
@@ -227,13 +202,109 @@ def check_target(w: Workload, kind: str, goal, rows: list[dict]) -> dict:
     return res
 
 
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def _si(x: float, unit: str = "") -> str:
+    for div, p in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{p}{unit}"
+    return f"{x:.3g}{unit}"
+
+
+_t = lambda ms, unit: f"{ms * 1e3:.2f}us" if unit == "us" else f"{ms:.2f}ms" if ms < 100 else f"{ms:.1f}ms"
+_g = lambda x: f"{x:.2f}" if x < 100 else f"{x:.0f}"
+HEAD = ["workload", "impl", "kern", "FLOPs", "bytes", "CGMA", "median", "min", "spread", "GFLOP/s", "GB/s"]
+HEAD += ["floor%", "speedup", "max err", "status"]
+
+
+def _cells(r: dict) -> list[str]:
+    if "median_ms" not in r:
+        status = f"{r.get('status', 'ERROR')}: {r.get('error_msg', '')}"
+        return [r["workload"], r["impl"], *[""] * (len(HEAD) - 3), status]
+    u, f = r["unit"], r["floor_frac"]
+    return [
+        *(r["workload"], r["impl"], str(r.get("kernels", "")), _si(r["flops"]), _si(r["bytes"], "B")),
+        *(f"{r['cgma']:.2f}", _t(r["median_ms"], u), _t(r["min_ms"], u), f"{100 * r['spread']:.0f}%"),
+        *(_g(r["gflops"]), _g(r["gbps"]), f"{100 * f:.1f}%" if f < 10 else f"{100 * f:.0f}%"),
+        f"{r['speedup']:.2f}x" if "speedup" in r else "-",
+        f"{r['max_error']:.1e}",
+        r["status"] + (f" ({r['error_msg']})" if r.get("error_msg") else ""),
+    ]
+
+
+def table(rows: list[dict]) -> str:
+    lines = [_cells(r) for r in rows]
+    widths = [max([len(h)] + [len(x[i]) for x in lines]) for i, h in enumerate(HEAD)]
+
+    def fmt(cells):
+        return "  ".join(c.ljust(n) if i in (0, 1, 14) else c.rjust(n) for i, (c, n) in enumerate(zip(cells, widths)))
+
+    out = [fmt(HEAD).rstrip(), fmt(["-" * n for n in widths]).rstrip()]
+    for i, (r, cells) in enumerate(zip(rows, lines)):
+        if i and r["workload"] != rows[i - 1]["workload"]:
+            out.append("")
+        out.append(fmt(cells).rstrip())
+    return "\n".join(out)
+
+
+def write_json(doc: dict, args) -> list[str]:
+    """args.json; else bench/results/<device>-<timestamp>[-quick].json, and a full run's latest-<device>.json."""
+    if args.json:
+        paths = [args.json]
+    else:
+        stamp = doc["timestamp"].replace(":", "").replace("-", "")[:15]
+        paths = [os.path.join(RESULTS_DIR, f"{doc['device']}-{stamp}{'-quick' if args.quick else ''}.json")]
+        if not args.quick:
+            paths.append(os.path.join(RESULTS_DIR, f"latest-{doc['device']}.json"))
+    text = json.dumps(doc, indent=1, default=_json_default, allow_nan=True)
+    for path in paths:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            f.write(text + "\n")
+        os.replace(path + ".tmp", path)
+    return paths
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    return list(o) if isinstance(o, (set, tuple)) else str(o)
+
+
+def print_report(doc: dict, suite, workloads: list[Workload], floor_line: str) -> None:
+    """The run's JSON document as text: the machine, the floor, the load, the table, the notes under it."""
+    machine, rows, load, failures = doc["machine"], doc["rows"], doc.get("load"), doc["failures"]
+    print(f"jitnet bench ({'quick' if doc['quick'] else 'full'}), device {suite.device}: {suite.describe(machine)}")
+    print(floor_line)
+    if load:
+        busy = " -- BUSY: multi-threaded rows are penalised, compare with care" if load["other_cores"] > 0.3 else ""
+        others = f"other processes {load['other_cores']:.2f} of {machine['cores']} cores"
+        print(f"machine load during the run: {others}, hypervisor steal {load['steal_cores']:.2f}{busy}")
+    columns = "CGMA = FLOPs / (bytes/4); floor% = (bytes / copy bandwidth) / median; speedup = peer median / "
+    print(f"{suite.method}{columns}jitnet median\n")
+    print(table(rows) + "\n")
+    for w in workloads:
+        notes = sorted({(r["impl"], r["note"]) for r in rows if r["workload"] == w.name and r.get("note")})
+        if notes:
+            says = "; ".join(f"{i}: {n}" for i, n in notes)
+            print(f"{w.name} ({w.error_kind} error, tolerance {w.tol:g}) -- {says}")
+    for s in doc["skipped"]:
+        print(f"skipped {s['workload']}/{s['impl']}: {s['reason']}")
+    for line in suite.summary(rows):
+        print(line)
+    if doc["targets"]:
+        print("\ntargets:")
+        for t in doc["targets"]:
+            print(f"  {t['workload']}: {t['target']}: {'met ' if t['met'] else 'MISS'} {t['detail']}")
+    if failures:
+        failed = [r["workload"] + "/" + r["impl"] for r in rows if r.get("status") != "ok"]
+        print(f"\nFAILED rows: {', '.join(failed)}")
+
+
 def run(suite: Suite, workloads: list[Workload], args, argv=None, extra: dict[str, Any] | None = None) -> int:
     """Run `workloads`, print the table and write the JSON (`extra` joins it): the exit status."""
-    t_start = time.perf_counter()
-
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
-
+    t_start, log = time.perf_counter(), partial(print, file=sys.stderr, flush=True)
     timestamp = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     run_meter = timing.LoadMeter() if suite.load_meter else None
     machine = suite.machine()
@@ -247,8 +318,7 @@ def run(suite: Suite, workloads: list[Workload], args, argv=None, extra: dict[st
         load = meter.read() if meter else {}
         for row in r if meter else ():
             row["load"] = load
-        rows += r
-        skipped += s
+        rows, skipped = rows + r, skipped + s
         busy = f", other processes kept {load['other_cores']:.2f} cores busy" if load else ""
         log(f"  done in {time.perf_counter() - t0:.1f} s{busy}")
 
@@ -263,8 +333,8 @@ def run(suite: Suite, workloads: list[Workload], args, argv=None, extra: dict[st
     doc.update({"definitions": suite.definitions, **({} if run_meter is None else {"load": load}), **(extra or {})})
     doc.update(rows=rows, skipped=skipped, targets=targets, failures=failures)
     doc["wall_s"] = time.perf_counter() - t_start
-    report.print_report(doc, suite, workloads, floor_line)
-    for p in report.write_json(doc, args):
+    print_report(doc, suite, workloads, floor_line)
+    for p in write_json(doc, args):
         log(f"wrote {os.path.relpath(p)}")
     log(f"total {doc['wall_s']:.0f} s")
     return 1 if failures else 0

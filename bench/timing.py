@@ -1,11 +1,7 @@
-"""The one timing method, for every device: interleaved rounds of samples with gc off (a burst of
-noise on a shared machine hits every row alike); a sample is `perf_counter()` around `inner`
-back-to-back calls, divided by `inner`, the device synchronised before the batch and before the
-clock is read. `settle_s`: a pause and one untimed call before each implementation's turn, since
-OpenBLAS's threads spin ~0.1 s after a call (a 10 ms 1024^3 kernel timed right after numpy took
-15-26 ms; after a 0.3 s pause, 10 ms)."""
-
-from __future__ import annotations
+"""The one timing method, for every device: interleaved rounds of samples with gc off, so that a burst
+of noise on a shared machine hits every row alike. `settle_s`: a pause and one untimed call before each
+implementation's turn, since OpenBLAS's threads spin ~0.1 s after a call (a 10 ms 1024^3 kernel timed
+right after numpy took 15-26 ms; after a 0.3 s pause, 10 ms)."""
 
 import gc
 import math
@@ -18,14 +14,14 @@ import numpy as np
 
 
 def summary(samples: list[float]) -> dict:
-    """median (the headline), min, max, and spread = interquartile range / median (0.05: the middle half
-    of the samples within 5%), of seconds per call."""
+    """Seconds per call: median (the headline), min, max, spread = interquartile range / median."""
     q1, median, q3 = (float(q) for q in np.percentile(samples, [25, 50, 75]))
     spread = (q3 - q1) / median if median > 0 else 0.0
     return {"median": median, "min": float(np.min(samples)), "max": float(np.max(samples)), "spread": spread}
 
 
 def _sample(fn: Callable[[], Any], inner: int, sync: Callable[[], None] | None) -> tuple[float, Any]:
+    """Seconds per call of `inner` back-to-back calls, the device synchronised before and after."""
     res = None  # each result stays alive until the next call replaces it
     if sync:
         sync()
@@ -38,36 +34,21 @@ def _sample(fn: Callable[[], Any], inner: int, sync: Callable[[], None] | None) 
 
 
 def time_interleaved(
-    fns: dict[str, Callable[[], Any]],
-    *,
-    inner: int | None = 1,
-    warmup: int = 2,
-    max_samples: int = 40,
-    min_samples: int = 7,
-    budget_s: float | None = 5.0,
-    rounds: int = 5,
-    syncs: dict[str, Callable[[], None] | None] | None = None,
-    batch_s: float | None = None,
-    settle_s: float = 0.0,
+    fns, *, warmup, max_samples, budget_s, inner=1, min_samples=7, rounds=5, syncs=None, batch_s=None, settle_s=0.0
 ) -> tuple[dict[str, list[float]], dict[str, int], dict[str, Any]]:
     """Time every callable of `fns`: (seconds per call of each sample, calls per sample, the result of
-    each one's last call), by name. Each takes
-    max_samples, cut so that it lasts about budget_s but at least min_samples. `syncs`: the call
-    that waits for each one's device; `inner=None`: calls per sample sized from the warm-up so
-    that a sample lasts about `batch_s`."""
-    syncs = syncs or {}
-    last: dict[str, Any] = {}
-    want: dict[str, int] = {}
-    calls: dict[str, int] = {}
+    each one's last call), by name. Each takes max_samples, cut so that it lasts about
+    budget_s (None: no cut) but at least min_samples. `syncs`: the call that waits for each one's
+    device; `inner=None`: calls per sample sized from the warm-up so that a sample lasts `batch_s`."""
+    syncs, last, want, calls = syncs or {}, {}, {}, {}
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for name, fn in fns.items():  # warm-up: caches, page faults, buffer pools, clocks
         sync, est = syncs.get(name), math.inf
         for _ in range(warmup):
             dt, last[name] = _sample(fn, inner or 1, sync)
             est = min(est, dt)
-        k = inner
-        if k is None:
-            k = max(1, min(1000, math.ceil(batch_s / max(est, 1e-7))))
+        k = inner or max(1, min(1000, math.ceil(batch_s / max(est, 1e-7))))  # None: sized to last batch_s
+        if inner is None:
             est, last[name] = _sample(fn, k, sync)
         calls[name] = k
         fit = max_samples if budget_s is None else int(budget_s / max(est * k, 1e-9))

@@ -1,16 +1,9 @@
 """Training-step workloads: one SGD-with-momentum step of an MLP (784-512-512-10, batch 128) and of
-Caffe's LeNet (the layers of conv_lenet, then fully connected 800->500, relu, 500->10; batch 64),
-beside torch eager. The table shows ms per step; samples/s = batch / time.
+Caffe's LeNet (conv_lenet's layers, then fully connected 800->500, relu, 500->10; batch 64), beside
+torch eager. The step runs with lr = 0 so that every timed call computes the same loss (checked
+against a float64 numpy forward): the work is a real step's (forward, backward, momentum update, the
+parameters rewritten), only the values stay put. Parameters: one fixed seed, shared by every row."""
 
-The step runs with lr = 0 so that every timed call computes the same loss (checked against a
-float64 numpy forward): the work is that of a real step (forward, backward, momentum update, the
-parameters rewritten), only the values stay put. Parameters are initialised once with a fixed seed
-and shared by every implementation.
-"""
-
-from __future__ import annotations
-
-import itertools
 import time
 from functools import partial
 
@@ -18,9 +11,6 @@ import numpy as np
 
 import jitnet as jn
 from bench.workload import Impl, Workload, rng, torch
-
-MLP = (784, 512, 512, 10)
-MLP_BATCH = 128
 
 
 # The models are written once for jitnet's nn and torch.nn alike (the same layer names and arguments).
@@ -38,87 +28,72 @@ def _params(make_model) -> dict[str, np.ndarray]:
     return {k: np.array(v) for k, v in make_model(jn.nn).state_dict().items()}
 
 
-def _inputs(shape: tuple, batch: int):
-    def make(quick: bool) -> dict:
-        g = rng()
-        return {"x": g.random((batch, *shape), dtype=np.float32), "y": g.integers(0, 10, batch)}
-
-    return make
+def _inputs(shape: tuple, batch: int, quick: bool) -> dict:
+    g = rng()
+    return {"x": g.random((batch, *shape), dtype=np.float32), "y": g.integers(0, 10, batch)}
 
 
-def jitnet_step(make_model):
-    def make(inputs):
-        model = make_model(jn.nn)
-        model.load_state_dict(_params(make_model))
-        step = jn.nn.train_step(model, jn.nn.cross_entropy, jn.optim.SGD(model.parameters(), lr=0.0, momentum=0.9))
-        x, y = jn.asarray(inputs["x"]), jn.asarray(inputs["y"])
-        t0 = time.perf_counter()
-        step(x, y)
-        compile_s = time.perf_counter() - t0
-
-        run = partial(step, x, y)
-        run.info = {"compile_s": compile_s, "kernels": len(step.lower(x, y).schedule.kernels)}
-        run.after = lambda: {"traces": step._compiled.traces}
-        return run
-
-    return make
+def _jitnet_step(make_model, inputs):
+    model = make_model(jn.nn)
+    model.load_state_dict(_params(make_model))
+    step = jn.nn.train_step(model, jn.nn.cross_entropy, jn.optim.SGD(model.parameters(), lr=0.0, momentum=0.9))
+    x, y = jn.asarray(inputs["x"]), jn.asarray(inputs["y"])
+    t0 = time.perf_counter()
+    step(x, y)
+    run = partial(step, x, y)
+    run.info = {"compile_s": time.perf_counter() - t0, "kernels": len(step.lower(x, y).schedule.kernels)}
+    run.after = lambda: {"traces": step._compiled.traces}
+    return run
 
 
-def _torch_step(make_model):
-    def make(inputs):
-        model = make_model(torch.nn)
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in _params(make_model).items()})
-        opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
-        x, y = inputs["x"], inputs["y"]
+def _torch_step(make_model, inputs):
+    model = make_model(torch.nn)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in _params(make_model).items()})
+    opt, x, y = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9), inputs["x"], inputs["y"]
 
-        def run():
-            opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss.detach()
+    def run():
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.detach()
 
-        return run
-
-    return make
+    return run
 
 
-def _reference(make_model):
+def _reference(make_model, inputs):
     """float64 forward of the initial parameters: the loss every step returns (lr = 0)."""
+    p = {k: v.astype(np.float64) for k, v in _params(make_model).items()}
+    h, names = inputs["x"].astype(np.float64), ["0", "2", "4"]
+    if make_model is lenet_model:
+        from jitnet.ir.opdefs import OPS
 
-    def ref(inputs):
-        p = {k: v.astype(np.float64) for k, v in _params(make_model).items()}
-        h = inputs["x"].astype(np.float64)
-        names = ["0", "2", "4"]
-        if make_model is lenet_model:
-            from jitnet.ir.opdefs import OPS
-
-            conv, pool = OPS["conv2d"].ref, OPS["max_pool2d"].ref
-            for c in ("0", "2"):
-                h = conv(h, p[f"{c}.weight"], (1, 1), (0, 0)) + p[f"{c}.bias"][:, None, None]
-                h = pool(h, (2, 2), (2, 2), (0, 0))
-            h, names = h.reshape(len(h), -1), ["5", "7"]
-        for i, n in enumerate(names):
-            h = h @ p[f"{n}.weight"].T + p[f"{n}.bias"]
-            if i < len(names) - 1:
-                h = np.maximum(h, 0)
-        z = h - h.max(1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
-        return np.array(-logp[np.arange(len(h)), inputs["y"]].mean())
-
-    return ref
+        conv, pool = OPS["conv2d"].ref, OPS["max_pool2d"].ref
+        for c in ("0", "2"):
+            h = conv(h, p[f"{c}.weight"], (1, 1), (0, 0)) + p[f"{c}.bias"][:, None, None]
+            h = pool(h, (2, 2), (2, 2), (0, 0))
+        h, names = h.reshape(len(h), -1), ["5", "7"]
+    for i, n in enumerate(names):
+        h = h @ p[f"{n}.weight"].T + p[f"{n}.bias"]
+        if i < len(names) - 1:
+            h = np.maximum(h, 0)
+    z = h - h.max(1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    return np.array(-logp[np.arange(len(h)), inputs["y"]].mean())
 
 
 def _workload(name: str, what: str, make_model, shape: tuple, batch: int, macs: int) -> Workload:
     return Workload(
         name,
         f"one SGD-momentum training step of {what}, batch {batch} (samples/s = {batch} / time)",
-        _inputs(shape, batch),
+        partial(_inputs, shape, batch),
         lambda inputs: 3 * 2 * len(inputs["x"]) * macs,  # forward, input gradient, weight gradient
-        _reference(make_model),
+        partial(_reference, make_model),
         [
-            Impl("jitnet", jitnet_step(make_model), note="jn.nn.train_step: one program, in-place update"),
-            Impl("torch", _torch_step(make_model), "torch", note="eager: zero_grad, forward, backward, SGD step"),
+            Impl("jitnet", partial(_jitnet_step, make_model), note="jn.nn.train_step: one program, in-place update"),
+            Impl(
+                "torch", partial(_torch_step, make_model), "torch", note="eager: zero_grad, forward, backward, SGD step"
+            ),
         ],
         # parameters and momentum, read and written
         bytes=lambda inputs: (
@@ -132,8 +107,8 @@ def _workload(name: str, what: str, make_model, shape: tuple, batch: int, macs: 
     )
 
 
-MLP_MACS = sum(a * c for a, c in itertools.pairwise(MLP))
+MLP_MACS = 784 * 512 + 512 * 512 + 512 * 10
 LENET_MACS = 24 * 24 * 20 * 25 + 8 * 8 * 50 * 20 * 25 + 800 * 500 + 500 * 10
-MLP_TRAIN_STEP = _workload("mlp_train_step", "a 784-512-512-10 ReLU MLP", mlp_model, (784,), MLP_BATCH, MLP_MACS)
+MLP_TRAIN_STEP = _workload("mlp_train_step", "a 784-512-512-10 ReLU MLP", mlp_model, (784,), 128, MLP_MACS)
 LENET_TRAIN_STEP = _workload("lenet_train_step", "Caffe's LeNet on 1x28x28", lenet_model, (1, 28, 28), 64, LENET_MACS)
 WORKLOADS = [MLP_TRAIN_STEP, LENET_TRAIN_STEP]

@@ -1,11 +1,6 @@
-"""What a workload is, how jitnet's row of one is built, and how a result is checked.
-
-A workload is its inputs (fixed seed), its FLOP and minimum-byte counts, a float64 reference with
-a tolerance, and its implementations: jitnet's and the peers'. Counting: every arithmetic op,
-comparison or transcendental on one element is 1 FLOP, a reduction over n elements n FLOPs;
-minimum bytes = every input read once plus every output written once (float32 outputs unless said).
-A peer is written once for every device: the suite hands it the inputs as its library's arrays.
-"""
+"""What a workload is (inputs from a fixed seed, FLOP and minimum-byte counts, a float64 reference with
+a tolerance, jitnet's and the peers' implementations), how jitnet's row is built, how a result is
+checked. A peer is written once for every device: the suite hands it the inputs as its library's arrays."""
 
 from __future__ import annotations
 
@@ -15,16 +10,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+import jitnet as jn
+
 F32 = np.float32
 CPU_ONLY, GPU_ONLY = {"numpy", "numexpr"}, {"cupy", "numba"}  # Impl.requires that run on one device only
-
-
-def rng(seed: int = 0) -> np.random.Generator:
-    return np.random.default_rng(seed)
 
 
 class LazyModule:
@@ -38,11 +32,8 @@ class LazyModule:
 
 
 torch, cupy, numexpr = LazyModule("torch"), LazyModule("cupy"), LazyModule("numexpr")
-
-
-def array_module(x: Any):
-    """numpy, torch or cupy: the library whose array `x` is."""
-    return importlib.import_module(type(x).__module__.split(".")[0])
+rng = lambda seed=0: np.random.default_rng(seed)  # every input's generator: a fixed seed
+array_module = lambda x: importlib.import_module(type(x).__module__.split(".")[0])  # numpy, torch or cupy: x's
 
 
 @dataclass
@@ -78,8 +69,8 @@ class Workload:
     gpu: dict | None = None  # how the GPU's differs (None: not run there); see `on`
 
     def on(self, device: str) -> Workload:
-        """This workload as `device` runs it: only its implementations there; on the GPU with
-        `self.gpu`'s changes, samples of batches sized to the suite's batch_s, no targets unless given."""
+        """This workload as `device` runs it: its implementations there; on the GPU with `self.gpu`'s
+        changes, samples of batches sized to the suite's batch_s and no targets unless given."""
         w, skip = self, GPU_ONLY
         if device == "cuda":
             gpu_defaults = {"inner": None, "max_samples": 30, "quick_samples": 8, "targets": {}}
@@ -97,32 +88,33 @@ class Workload:
         return float(sum(v.nbytes for v in inputs.values()) + 4 * to_numpy(ref).size)
 
 
-def jitnet_impl(fn: Callable) -> Impl:
-    """jitnet's row: `jn.compile(fn)` on the inputs, for the device they live on."""
+def _jitnet_make(fn: Callable, inputs: dict):
+    args = tuple(inputs.values())
+    on_gpu = any(isinstance(a, jn.Array) and a.device.kind == "cuda" for a in args)
+    f = jn.compile(fn, backend="cuda" if on_gpu else "cpu")
+    t0 = time.perf_counter()
+    f(*args)  # traces, compiles and runs once
+    if on_gpu:
+        from numba import cuda
 
-    def make(inputs: dict):
-        import jitnet as jn
+        cuda.synchronize()
+    compile_s, kinds, run = time.perf_counter() - t0, kernel_kinds(f, args), partial(f, *args)
+    run.info = {"compile_s": compile_s, "kernels": len(kinds), "kernel_kinds": kinds}
+    run.after = lambda: {"traces": f.traces}  # 1: no re-trace while timing
+    return run
 
-        args = tuple(inputs.values())
-        on_gpu = any(isinstance(a, jn.Array) and a.device.kind == "cuda" for a in args)
-        f = jn.compile(fn, backend="cuda" if on_gpu else "cpu")
-        t0 = time.perf_counter()
-        f(*args)  # traces, compiles and runs once
-        if on_gpu:
-            from numba import cuda
 
-            cuda.synchronize()
-        compile_s, kernels = time.perf_counter() - t0, f.lower(*args).schedule.kernels
+# jitnet's row: jn.compile(fn), for the device the inputs live on
+jitnet_impl = lambda fn: Impl("jitnet", partial(_jitnet_make, fn), note="jn.compile")
+kernel_kinds = lambda f, args: [getattr(k.kind, "value", str(k.kind)) for k in f.lower(*args).schedule.kernels]
 
-        def run():
-            return f(*args)
 
-        kinds = [getattr(k.kind, "value", str(k.kind)) for k in kernels]
-        run.info = {"compile_s": compile_s, "kernels": len(kernels), "kernel_kinds": kinds}
-        run.after = lambda: {"traces": f.traces}  # 1: no re-trace while timing
-        return run
-
-    return Impl("jitnet", make, note="jn.compile")
+def run_ufuncs(steps: list[tuple]) -> Any:
+    """numpy peers' body: each step `(ufunc, *inputs, out)` in order, into its preallocated `out`; returns
+    the last output."""
+    for ufunc, *inputs, out in steps:
+        ufunc(*inputs, out=out)
+    return out
 
 
 def to_numpy(result: Any) -> np.ndarray:

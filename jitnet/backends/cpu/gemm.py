@@ -3,7 +3,7 @@ as run-time arguments. One core is compiled per (dtype, MR x NR register tile) a
 (cpu/parallel.py) from the matmul and conv kernels, which keep only their own loops, addressing
 and epilogues: the core is compiled and cached once, not once per shape (a shape-specialised
 module took 2.5-5 s to compile; the core's shape-specific constants bought nothing measurable,
-see bench/matmul_cpu.py).
+see `python -m bench --only matmul_sizes`).
 
 `gemm(c, a, b, M, N, K, a_trans, b_trans, pack_b, accumulate, r_lo, r_hi, j_lo, j_hi, kc, mcp)`,
 all int64 (a C function):

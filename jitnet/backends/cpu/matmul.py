@@ -12,13 +12,13 @@ products run on one thread. This module decides everything shape-dependent (tile
 threads, batch offsets, epilogue); the core only multiplies.
 
 Tile measurements (AMD EPYC Zen 4, 2 cores; FMA peak measured at ~225 GFLOP/s float32 for 2 cores,
-~113 per core: one 512-bit FMA per cycle at ~3.5 GHz. See bench/matmul_cpu.py):
+~113 per core: one 512-bit FMA per cycle at ~3.5 GHz. See `python -m bench --only fma_peak,matmul_tiles`):
   micro-kernel alone, one core, operands in L1, float32, kc=256 (GFLOP/s):
     MR x NR:  6x32 116 | 8x32 113 | 4x48 113 | 4x64 116 | 14x16 114 | 28x16 114 | 12x32 49 (spills)
 
 ROUTING (`choose_path`): a matrix-vector product (m == 1) or a product with n <= BLAS_MAX_N
 columns goes to BLAS, which streams A once at memory speed; everything else runs the core, which
-matches or beats OpenBLAS from 8 columns up (`python -m bench.matmul_cpu`).
+matches or beats OpenBLAS from 8 columns up (`python -m bench --only matmul_route`).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class Tile:
         return f"{self.mr}x{self.nr}k{self.kc}m{self.mc}"
 
 
-# Chosen by measurement (bench/matmul_cpu.py --sweep); the docstring's table records the sweep.
+# Chosen by measurement (`python -m bench --only matmul_tiles`); the docstring's table records the sweep.
 TILES = {
     "float32": Tile(4, 64, 512, 96),
     "float64": Tile(4, 32, 512, 96),
@@ -100,7 +100,7 @@ def thread_split(m: int, n: int, tile: Tile, threads: int = 2) -> bool:
 
 
 def packing(m: int, n: int, k: int, b_trans: bool, tile: Tile, itemsize: int = 4, threads: int = 2) -> bool:
-    """Whether B is packed, measured (bench/matmul_cpu.py --sweep):
+    """Whether B is packed, measured (`python -m bench --only matmul_tiles`):
     - A is always read in place: broadcasts from MR rows of A (or MR contiguous values of a row of
       A^T) stream fine, and packing A never won a measurement (1024^3: 10.6 ms packed, 10.4 in place).
     - B is packed when it is transposed (its rows run along k), and when a thread's B block
