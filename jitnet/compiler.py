@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from jitnet.backends import BACKENDS, Backend, default_backend, device_of, get
+from jitnet.backends import Backend, default_backend, device_of, get, names
 from jitnet.errors import TraceTypeError
 from jitnet.ir import dtypes, pytree, trace
 from jitnet.ir.fusion import Schedule, schedule
@@ -122,8 +122,8 @@ class Compiled:
 
 class CompiledFunction:
     def __init__(self, fn: Callable, static_argnums: Sequence[int] = (), backend: str | None = None):
-        if backend is not None and backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+        if backend is not None and backend not in names():
+            raise ValueError(f"backend must be one of {names()} or None, got {backend!r}")
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.static_argnums = tuple(

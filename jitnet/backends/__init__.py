@@ -21,7 +21,6 @@ from jitnet.runtime.device import Device
 Lowering = Callable[[Kernel], tuple[Callable, str]]
 
 _PACKAGES = {"cpu": "jitnet.backends.cpu", "cuda": "jitnet.backends.cuda", "interpret": "jitnet.backends.interpret"}
-BACKENDS = tuple(_PACKAGES)
 HOST = "cpu"  # the backend whose device holds host data (`jn.asarray` without a device)
 
 
@@ -45,10 +44,15 @@ class Backend:
         return [self.lowerings[kernel.kind](kernel) for kernel in kernels]
 
 
+def names() -> tuple[str, ...]:
+    """The registered backends' names."""
+    return tuple(_PACKAGES)
+
+
 def get(name: str) -> Backend:
     """The backend registered as `name`."""
     if name not in _PACKAGES:
-        raise ValueError(f"unknown backend {name!r}; expected one of {BACKENDS}")
+        raise ValueError(f"unknown backend {name!r}; expected one of {names()}")
     return importlib.import_module(_PACKAGES[name]).BACKEND
 
 
@@ -59,9 +63,9 @@ def device(kind: str | Device) -> Device:
     """`jn.device("cpu")` or `jn.device("cuda")`; a clear error where the device cannot be used."""
     if isinstance(kind, Device):
         return kind
-    if kind not in BACKENDS or get(kind).device_kind != kind:
-        names = [n for n in BACKENDS if get(n).device_kind == n]
-        raise ValueError(f"unknown device {kind!r}; expected one of {', '.join(map(repr, names))}")
+    if kind not in _PACKAGES or get(kind).device_kind != kind:
+        devices = [n for n in names() if get(n).device_kind == n]
+        raise ValueError(f"unknown device {kind!r}; expected one of {', '.join(map(repr, devices))}")
     return device_of(kind)
 
 
@@ -80,10 +84,10 @@ def default_backend() -> str:
     """JITNET_BACKEND if set, else the first backend that prefers itself (a real GPU), else the host."""
     backend = os.environ.get("JITNET_BACKEND", "").strip().lower()
     if backend:
-        if backend not in BACKENDS:
-            raise ValueError(f"JITNET_BACKEND={backend!r} is not one of {BACKENDS}")
+        if backend not in _PACKAGES:
+            raise ValueError(f"JITNET_BACKEND={backend!r} is not one of {names()}")
         return backend
-    return next((n for n in BACKENDS if n != HOST and get(n).preferred()), HOST)
+    return next((n for n in names() if n != HOST and get(n).preferred()), HOST)
 
 
 def default_device() -> Device:
