@@ -9,6 +9,7 @@ one line in `_PACKAGES`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from collections.abc import Callable, Mapping
@@ -87,6 +88,12 @@ def default_backend() -> str:
         if backend not in _PACKAGES:
             raise ValueError(f"JITNET_BACKEND={backend!r} is not one of {names()}")
         return backend
+    return _preferred()
+
+
+@functools.cache
+def _preferred() -> str:
+    """The first backend that prefers itself, else the host: asked once (compiled calls ask per call)."""
     return next((n for n in names() if n != HOST and get(n).preferred()), HOST)
 
 
