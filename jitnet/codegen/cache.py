@@ -70,11 +70,17 @@ class _Collecting(threading.local):
 _collecting = _Collecting()
 
 
+def fingerprinted_files() -> list[Path]:
+    """The code generators and the code their modules call (vmath, intrinsics, the GEMM cores): a
+    generated module's text names these, so only their contents can tell old machine code from new."""
+    package = Path(__file__).parents[1]
+    return sorted([*(package / "codegen").rglob("*.py"), *(package / "backends").rglob("*.py")])
+
+
 def _fingerprint() -> str:
     h = hashlib.sha256()
     h.update(f"{sys.version}|{np.__version__}|{numba.__version__}".encode())
-    root = Path(__file__).parent
-    for path in sorted(root.rglob("*.py")):
+    for path in fingerprinted_files():
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 

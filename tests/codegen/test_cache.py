@@ -235,3 +235,12 @@ def test_damaged_cache_is_rebuilt_with_a_warning(tmp_path, pattern, damage):
     assert warm["compiles"] == 0 and warm["disk_loads"] > 0
     assert warm["result"] == cold["result"]
     assert "Warning" not in stderr
+
+
+def test_the_fingerprint_covers_the_code_generated_modules_call():
+    """A generated module imports vmath, intrinsics and the GEMM cores by name: a change to them must
+    start a fresh cache directory, or numba would load machine code built from the old code."""
+    package = Path(cache.__file__).parents[1]
+    names = {p.relative_to(package).as_posix() for p in cache.fingerprinted_files()}
+    for module in ("codegen/expr.py", "backends/cpu/vmath.py", "backends/cpu/gemm.py", "backends/cuda/devmath.py"):
+        assert module in names
