@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from jitnet.codegen.expr import Dialect, Emitter, NameCounter
+from jitnet.codegen.index import Idx, unflatten_index
 from jitnet.ir import dtypes
 from jitnet.ir.fusion import Kernel
 from jitnet.ir.node import Node, type_str
@@ -25,6 +26,16 @@ def reduction_index(full: list, axes: tuple, node: Node) -> list:
     if len(node.shape) == len(full):
         return full
     return [i for d, i in enumerate(full) if d not in axes]
+
+
+def row_geometry(node: Node, kept_var: str = "o", row_var: str = "r") -> tuple[int, int, list]:
+    """(number of rows, row length, the multi-index at kept_var's row and row_var's element) of a
+    row-wise node (softmax, log_softmax): rows are the kept axes flattened, in order."""
+    axis, shape = node.attrs["axis"], node.shape
+    kept = tuple(n for d, n in enumerate(shape) if d != axis)
+    kept_size, row = prod(kept), shape[axis]
+    kept_idx = unflatten_index(Idx.var(kept_var, kept_size), kept)
+    return kept_size, row, kept_idx[:axis] + [Idx.var(row_var, row)] + kept_idx[axis:]
 
 
 class KernelSource:

@@ -18,7 +18,7 @@ from jitnet.backends.cpu.rules import RULES
 from jitnet.codegen.expr import Emitter
 from jitnet.codegen.index import Idx, unflatten_index
 from jitnet.codegen.reduction import Accumulator, combine_values
-from jitnet.codegen.source import KernelSource, numba_type, prod, reduction_index
+from jitnet.codegen.source import KernelSource, numba_type, prod, reduction_index, row_geometry
 from jitnet.ir.fusion import Kernel
 from jitnet.ir.node import Node
 from jitnet.ir.opdefs import OPS, Kind
@@ -252,14 +252,11 @@ def _emit_rowwise_kernel(src: KernelSource, parallel: bool) -> None:
     keeps exp(x - max) in the output row between the last two passes, so exp runs once."""
     kernel = src.kernel
     (node,) = [n for n in kernel.nodes if OPS[n.op].kind == Kind.ROWWISE]
-    x, axis, dt, shape = node.inputs[0], node.attrs["axis"], node.dtype, node.shape
-    kept = tuple(n for d, n in enumerate(shape) if d != axis)
-    kept_size, row = prod(kept), shape[axis]
+    x, dt, shape = node.inputs[0], node.dtype, node.shape
+    kept_size, row, idx = row_geometry(node)
     reuse_out = node.op == "softmax" and kernel.root.dtype == dt
     emit = src.emit
     emit(1, f"for o in {_outer_range(kept_size, parallel)}:")
-    kept_idx = unflatten_index(Idx.var("o", kept_size), kept)
-    idx = kept_idx[:axis] + [Idx.var("r", row)] + kept_idx[axis:]
     at = DIALECT.element("out", idx, shape)
 
     def row_loop(statements) -> None:

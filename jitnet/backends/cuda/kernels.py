@@ -22,7 +22,7 @@ from jitnet.backends.cuda.rules import RULES
 from jitnet.codegen.expr import Emitter
 from jitnet.codegen.index import Idx, unflatten_index
 from jitnet.codegen.reduction import Accumulator, Slot, combine_values
-from jitnet.codegen.source import KernelSource, numba_type, prod, reduction_index
+from jitnet.codegen.source import KernelSource, numba_type, prod, reduction_index, row_geometry
 from jitnet.ir import dtypes
 from jitnet.ir.fusion import Kernel
 from jitnet.ir.opdefs import OPS, Kind
@@ -288,11 +288,8 @@ def _emit_reduce_kernels(src: _Source) -> list[str]:
 def _emit_rowwise_kernel(src: _Source) -> list[str]:
     kernel = src.kernel
     (node,) = [n for n in kernel.nodes if OPS[n.op].kind == Kind.ROWWISE]
-    x, axis, dt, shape = node.inputs[0], node.attrs["axis"], node.dtype, node.shape
-    kept = tuple(n for d, n in enumerate(shape) if d != axis)
-    kept_size, row = prod(kept), shape[axis]
-    kept_idx = unflatten_index(Idx.var("o", kept_size), kept)
-    idx = kept_idx[:axis] + [Idx.var("r", row)] + kept_idx[axis:]
+    x, dt, shape = node.inputs[0], node.dtype, node.shape
+    kept_size, row, idx = row_geometry(node)
     emit = src.emit
     emit(1, "tid = cuda.threadIdx.x")
     emit(1, f"for o in range(cuda.blockIdx.x, {kept_size}, cuda.gridDim.x):")
