@@ -34,8 +34,9 @@ numba.cuda kernels), one row:
 
 `--device cuda` first validates the CUDA backend against the numpy reference interpreter, then runs
 the workloads that have a GPU form (call_overhead as launch_overhead; matmul_kernel_1024/2048 and
-matmul_tiles too) on device-resident inputs against the device-to-device copy bandwidth (2**26
-float32, the faster of a copy kernel and cuMemcpyDtoD; all in bench/gpu.py). Without a usable GPU it
+matmul_tiles too; the train steps also at batch 1024 (MLP) and 512 (LeNet)) on device-resident
+inputs against the device-to-device copy bandwidth (2**26 float32, the faster of a copy kernel and
+cuMemcpyDtoD; all in bench/gpu.py). Without a usable GPU it
 says so and exits 0; under NUMBA_ENABLE_CUDASIM=1 it only validates, at tiny sizes, and only with
 --validate-only (the simulator's timings mean nothing). Groups of CPU tuning workloads run by name:
 `--only matmul_sizes|matmul_tiles|matmul_route|fma_peak` (bench/kernels_nn.py). `--compile`: after
@@ -77,7 +78,8 @@ def default(device: str) -> list[Workload]:
     """The workloads a run on `device` takes by default."""
     both = elementwise.WORKLOADS + kernels_nn.WORKLOADS + train_steps.WORKLOADS
     if device == "cuda":
-        return [w.on("cuda") for w in both if w.gpu is not None] + kernels_nn.gpu_matmul_kernels()
+        gpu = [w.on("cuda") for w in both if w.gpu is not None] + kernels_nn.gpu_matmul_kernels()
+        return gpu + [w.on("cuda") for w in train_steps.GPU_WORKLOADS]
     return [w.on("cpu") for w in both]
 
 

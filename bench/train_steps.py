@@ -1,8 +1,10 @@
 """Training-step workloads: one SGD-with-momentum step of an MLP (784-512-512-10, batch 128) and of
 Caffe's LeNet (conv_lenet's layers, then fully connected 800->500, relu, 500->10; batch 64), beside
-torch eager. The step runs with lr = 0 so that every timed call computes the same loss (checked
-against a float64 numpy forward): the work is a real step's (forward, backward, momentum update, the
-parameters rewritten), only the values stay put. Parameters: one fixed seed, shared by every row."""
+torch eager and torch.compile (the model wrapped by torch.compile, inductor's default mode). The step
+runs with lr = 0 so that every timed call computes the same loss (checked against a float64 numpy
+forward): the work is a real step's (forward, backward, momentum update, the parameters rewritten),
+only the values stay put. Parameters: one fixed seed, shared by every row, on the device the inputs
+live on. Both also run on the GPU, which adds batch 1024 (MLP) and 512 (LeNet): GPU_WORKLOADS."""
 
 import time
 from functools import partial
@@ -34,30 +36,39 @@ def _inputs(shape: tuple, batch: int, quick: bool) -> dict:
 
 
 def _jitnet_step(make_model, inputs):
+    """jn.nn.train_step of the model, its parameters moved to the inputs' device before the optimizer is built."""
+    x, y = jn.asarray(inputs["x"]), jn.asarray(inputs["y"])
     model = make_model(jn.nn)
     model.load_state_dict(_params(make_model))
+    model.to(x.device.kind)
     step = jn.nn.train_step(model, jn.nn.cross_entropy, jn.optim.SGD(model.parameters(), lr=0.0, momentum=0.9))
-    x, y = jn.asarray(inputs["x"]), jn.asarray(inputs["y"])
     t0 = time.perf_counter()
-    step(x, y)
+    step(x, y).numpy()  # trace, compile and one step; reading the loss back waits for a GPU
     run = partial(step, x, y)
     run.info = {"compile_s": time.perf_counter() - t0, "kernels": len(step.lower(x, y).schedule.kernels)}
     run.after = lambda: {"traces": step._compiled.traces}
     return run
 
 
-def _torch_step(make_model, inputs):
+def _torch_step(make_model, inputs, compiled: bool = False):
+    """torch's step on the inputs' device: zero_grad, forward, cross entropy, backward, SGD step; with
+    `compiled` the model is torch.compile(model) (inductor, default mode; compiled on a first step here)."""
+    x, y = inputs["x"], inputs["y"]
     model = make_model(torch.nn)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in _params(make_model).items()})
-    opt, x, y = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9), inputs["x"], inputs["y"]
+    model.to(x.device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
+    forward = torch.compile(model) if compiled else model
 
     def run():
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss = torch.nn.functional.cross_entropy(forward(x), y)
         loss.backward()
         opt.step()
         return loss.detach()
 
+    if compiled:
+        run()  # dynamo traces, inductor compiles forward and backward
     return run
 
 
@@ -94,6 +105,13 @@ def _workload(name: str, what: str, make_model, shape: tuple, batch: int, macs: 
             Impl(
                 "torch", partial(_torch_step, make_model), "torch", note="eager: zero_grad, forward, backward, SGD step"
             ),
+            Impl(
+                "torch.compile",
+                partial(_torch_step, make_model, compiled=True),
+                "torch.compile",
+                note="torch.compile(model), inductor default mode: compiled forward and backward, eager SGD step",
+                cold=True,
+            ),
         ],
         # parameters and momentum, read and written
         bytes=lambda inputs: (
@@ -104,11 +122,18 @@ def _workload(name: str, what: str, make_model, shape: tuple, batch: int, macs: 
         max_samples=30,
         quick_samples=5,
         targets={"beats": ["torch"]},
+        gpu={},  # on the GPU too, with its defaults (batches of calls sized to the suite's batch_s)
     )
 
 
 MLP_MACS = 784 * 512 + 512 * 512 + 512 * 10
 LENET_MACS = 24 * 24 * 20 * 25 + 8 * 8 * 50 * 20 * 25 + 800 * 500 + 500 * 10
-MLP_TRAIN_STEP = _workload("mlp_train_step", "a 784-512-512-10 ReLU MLP", mlp_model, (784,), 128, MLP_MACS)
-LENET_TRAIN_STEP = _workload("lenet_train_step", "Caffe's LeNet on 1x28x28", lenet_model, (1, 28, 28), 64, LENET_MACS)
-WORKLOADS = [MLP_TRAIN_STEP, LENET_TRAIN_STEP]
+MLP, LENET = ("a 784-512-512-10 ReLU MLP", mlp_model, (784,)), ("Caffe's LeNet on 1x28x28", lenet_model, (1, 28, 28))
+MLP_TRAIN_STEP = _workload("mlp_train_step", *MLP, 128, MLP_MACS)
+LENET_TRAIN_STEP = _workload("lenet_train_step", *LENET, 64, LENET_MACS)
+WORKLOADS = [MLP_TRAIN_STEP, LENET_TRAIN_STEP]  # on the CPU and the GPU
+# the larger batches: on the GPU only (bench.__main__.default("cuda")), the CPU run's time unchanged
+GPU_WORKLOADS = [
+    _workload("mlp_train_step_b1024", *MLP, 1024, MLP_MACS),
+    _workload("lenet_train_step_b512", *LENET, 512, LENET_MACS),
+]

@@ -92,6 +92,7 @@ class Compiled:
     graph: Graph
     schedule: Schedule | None
     program: Program | None
+    runner: Callable[[list, list], list] | None  # runs the program: the backend's choice (Backend.runner)
     sources: list[str]
     out_treedef: Any
     captured_specs: list[tuple]
@@ -107,7 +108,7 @@ class Compiled:
                 self.graph, inputs, [c.reshape(a.shape) for c, a in zip(captured, self.graph.captured)]
             )
             return [Array(dev.storage(np.ascontiguousarray(o).reshape(-1)), o.shape, dev) for o in outs]
-        return self.program.run(buffers, captured)
+        return self.runner(buffers, captured)
 
     def captures_unchanged(self) -> bool:
         return all((a.shape, a.dtype.char) == s for a, s in zip(self.graph.captured, self.captured_specs))
@@ -186,11 +187,11 @@ class CompiledFunction:
         graph = simplify(graph)
         captured_specs = [(a.shape, a.dtype.char) for a in graph.captured]
         if target.rules is None:  # the interpreter: the graph itself is the program
-            entry = Compiled(graph, None, None, [], out_treedef, captured_specs, dev)
+            entry = Compiled(graph, None, None, None, [], out_treedef, captured_specs, dev)
         else:
             sched = schedule(graph, target.rules)
             program, sources = _build_program(sched, target, dev)
-            entry = Compiled(graph, sched, program, sources, out_treedef, captured_specs, dev)
+            entry = Compiled(graph, sched, program, target.runner(program), sources, out_treedef, captured_specs, dev)
         if os.environ.get("JITNET_DEBUG", "") not in ("", "0"):
             print(f"jitnet: compiled {getattr(self.fn, '__qualname__', self.fn)}\n{entry.describe()}", file=sys.stderr)
         return entry

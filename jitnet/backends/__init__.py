@@ -2,8 +2,9 @@
 
 A backend is a package exporting `BACKEND`, a `Backend`: its device, the facts the fuser needs
 (`FusionRules`), and one table from kernel kind to lowering, each lowering taking a fused `Kernel`
-and returning `(fn, source)`, fn(*outputs, *inputs) running it on flat device buffers. The compiler
-asks the backend for all of it and never tests a backend's name. Adding a backend is one package and
+and returning `(fn, source)`, fn(*outputs, *inputs) running it on flat device buffers; and how a
+compiled program's calls run (`runner`: plainly, step by step, unless the backend launches its
+programs another way). The compiler asks the backend for all of it and never tests a backend's name. Adding a backend is one package and
 one line in `_PACKAGES`.
 """
 
@@ -14,6 +15,7 @@ import importlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from jitnet.ir.fusion import FusionRules, Kernel
 from jitnet.ir.opdefs import Kind
@@ -29,6 +31,10 @@ def _nothing(kernels: list[Kernel]) -> None:
     return None
 
 
+def _run_plainly(program: Any) -> Callable[[list, list], list]:
+    return program.run
+
+
 @dataclass(frozen=True)
 class Backend:
     name: str
@@ -38,6 +44,7 @@ class Backend:
     lowerings: Mapping[Kind, Lowering] = field(default_factory=dict)
     prepare: Callable[[list[Kernel]], None] = _nothing  # before a program's kernels are lowered (batch compiles)
     preferred: Callable[[], bool] = lambda: False  # chosen by default when nothing says otherwise
+    runner: Callable[[Any], Callable[[list, list], list]] = _run_plainly  # (a runtime Program) -> how its calls run
 
     def lower(self, kernels: list[Kernel]) -> list[tuple[Callable, str]]:
         """(fn, source) for each kernel of a program."""

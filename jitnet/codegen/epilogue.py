@@ -99,11 +99,17 @@ def operand_layout(kernel: Kernel) -> tuple[list[Node], list[bool]]:
     return [b for b, _ in pairs], [t for _, t in pairs]
 
 
-def reorder_arguments(launch: Callable, kernel: Kernel, epilogue: FusedEpilogue | None) -> Callable:
+def argument_order(kernel: Kernel, epilogue: FusedEpilogue | None) -> list[int]:
     """The executor passes (out, *kernel.inputs); a generated extern kernel takes (out, *operand
-    buffers, *epilogue buffers), in which a buffer may appear twice (x @ w + x)."""
+    buffers, *epilogue buffers), in which a buffer may appear twice (x @ w + x): its buffer j + 1
+    is the executor's kernel.inputs[order[j]]."""
     operands, _ = operand_layout(kernel)
-    order = [kernel.inputs.index(b) for b in operands + (epilogue.buffers if epilogue else [])]
+    return [kernel.inputs.index(b) for b in operands + (epilogue.buffers if epilogue else [])]
+
+
+def reorder_arguments(launch: Callable, kernel: Kernel, epilogue: FusedEpilogue | None) -> Callable:
+    """`launch` taking its buffers in the executor's order (see `argument_order`)."""
+    order = argument_order(kernel, epilogue)
     if order == list(range(len(kernel.inputs))):
         return launch
 

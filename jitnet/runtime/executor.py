@@ -15,6 +15,7 @@ import numpy as np
 
 from jitnet.runtime.array import Array
 from jitnet.runtime.device import Device
+from jitnet.runtime.memory import BufferPool
 
 
 @dataclass
@@ -38,6 +39,12 @@ class Program:
 
     def run(self, inputs: list, captured: list) -> list[Array]:
         """Run on buffers of this program's device; return the outputs as Arrays."""
+        slots = self.bind(inputs, captured)
+        self.execute(slots)
+        return self.collect(slots)
+
+    def bind(self, inputs: list, captured: list) -> list:
+        """The slot table of a run: the inputs', captures' and constants' buffers in their slots."""
         slots: list = [None] * self.n_slots
         for i, slot in self.input_slots:
             slots[slot] = inputs[i]
@@ -45,16 +52,30 @@ class Program:
             slots[slot] = captured[i]
         for slot, buf in self.consts:
             slots[slot] = buf
-        take, give = self.device.pool.take, self.device.pool.give
-        for step in self.steps:
+        return slots
+
+    def execute(self, slots: list, launch: Callable | None = None, pool: BufferPool | None = None) -> None:
+        """Run every step over `slots`: each step's outputs taken from `pool` (the device's), its
+        dead intermediates given back. `launch(k, step, buffers)` runs step k (default:
+        step.fn(*buffers)); a runner that launches otherwise (backends/cuda/runner.py) passes its own."""
+        pool = pool or self.device.pool
+        take, give = pool.take, pool.give
+        for k, step in enumerate(self.steps):
             outs = []
             for slot, size, dtype in step.outs:
                 outs.append(take(size, dtype))
                 slots[slot] = outs[-1]
-            step.fn(*outs, *[slots[a] for a in step.args])
+            buffers = [*outs, *[slots[a] for a in step.args]]
+            if launch is None:
+                step.fn(*buffers)
+            else:
+                launch(k, step, buffers)
             for r in step.release:
                 give(slots[r])
                 slots[r] = None
+
+    def collect(self, slots: list) -> list[Array]:
+        """The outputs of a run as Arrays: each output buffer claimed by one Storage."""
         results, claimed = [], set()
         for slot, shape in self.outputs:
             buf = slots[slot]

@@ -1,8 +1,13 @@
-"""A smoke run of the CPU benchmark suite: two small workloads, their rows timed, checked and written."""
+"""A smoke run of the CPU benchmark suite: two small workloads, their rows timed, checked and written;
+the train-step workloads on each device, their rows' models on the inputs' device."""
 
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import BACKENDS
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `bench` lives beside `jitnet`, not in the installed package
@@ -33,3 +38,77 @@ def test_quick_cpu_run_writes_checked_rows(tmp_path):
             assert all(isinstance(k, str) for k in row["kernel_kinds"])
         else:
             assert row["speedup"] > 0
+
+
+TRAIN_STEPS = {"mlp_train_step": 128, "lenet_train_step": 64}  # on both devices
+GPU_TRAIN_STEPS = {"mlp_train_step_b1024": 1024, "lenet_train_step_b512": 512}  # the GPU's larger batches
+
+
+def test_train_steps_run_on_the_gpu_at_two_batches_and_on_the_cpu_at_one():
+    from bench.__main__ import default, everything
+
+    for device, expected in (("cuda", TRAIN_STEPS | GPU_TRAIN_STEPS), ("cpu", TRAIN_STEPS)):
+        steps = {w.name: w for w in default(device) if "train_step" in w.name}
+        assert set(steps) == set(expected), device
+        for name, w in steps.items():
+            assert [i.name for i in w.impls] == ["jitnet", "torch", "torch.compile"], (device, name)
+            assert len(w.make_inputs(False)["x"]) == expected[name], (device, name)
+            compiled = w.impl("torch.compile")
+            assert compiled.requires == "torch.compile" and compiled.cold and compiled.note
+            assert w.inner == (None if device == "cuda" else 1)
+        assert set(GPU_TRAIN_STEPS).isdisjoint(everything(device)) == (device == "cpu")
+
+
+def test_train_step_inputs_are_numpy_and_the_reference_is_the_first_loss():
+    from bench.train_steps import GPU_WORKLOADS, WORKLOADS
+
+    for w in WORKLOADS + GPU_WORKLOADS:
+        inputs = w.make_inputs(True)
+        assert all(isinstance(v, np.ndarray) for v in inputs.values()), w.name
+        assert inputs["x"].dtype == np.float32 and inputs["y"].dtype.kind == "i"
+    w = WORKLOADS[0]
+    ref = w.reference(w.make_inputs(True))
+    assert ref.shape == () and np.isfinite(ref) and ref > 0
+
+
+def _tiny(nn):
+    return nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 10))
+
+
+def _tiny_loss(x, y) -> float:
+    """float64 cross entropy of `_tiny` with the train steps' parameters (their fixed seed)."""
+    from bench.train_steps import _params
+
+    p = {k: v.astype(np.float64) for k, v in _params(_tiny).items()}
+    h = np.maximum(x @ p["0.weight"].T + p["0.bias"], 0) @ p["2.weight"].T + p["2.bias"]
+    z = h - h.max(1, keepdims=True)
+    return float(-(z - np.log(np.exp(z).sum(1, keepdims=True)))[np.arange(len(y)), y].mean())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_jitnet_train_step_row_puts_the_model_on_the_inputs_device(backend):
+    """The parameters and the momentum live where the inputs do; the loss (lr = 0) stays the first one."""
+    import jitnet as jn
+    from bench.train_steps import _jitnet_step
+
+    g = np.random.default_rng(0)
+    x, y = g.random((4, 6), dtype=np.float32), g.integers(0, 10, 4)
+    run = _jitnet_step(_tiny, {"x": jn.asarray(x, device=backend), "y": jn.asarray(y, device=backend)})
+    first, second = np.asarray(run()), np.asarray(run())
+    step = run.func
+    for tree in (step.model.parameters(), step.optimizer.state):
+        assert all(a.device.kind == backend for a in jn.ir.pytree.flatten(tree)[0])
+    np.testing.assert_allclose([first, second], _tiny_loss(x, y), rtol=1e-5)
+    assert run.after()["traces"] == 1 and run.info["kernels"] > 0
+
+
+def test_torch_train_step_rows_put_the_model_on_the_inputs_device():
+    torch = pytest.importorskip("torch")
+    from bench.train_steps import _torch_step
+
+    g = np.random.default_rng(0)
+    x, y = g.random((4, 6), dtype=np.float32), g.integers(0, 10, 4)
+    run = _torch_step(_tiny, {"x": torch.from_numpy(x), "y": torch.from_numpy(y)})
+    first, second = run(), run()
+    assert first.device.type == "cpu" and torch.equal(first, second)
+    np.testing.assert_allclose(first.item(), _tiny_loss(x, y), rtol=1e-5)

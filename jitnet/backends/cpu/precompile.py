@@ -1,28 +1,22 @@
 """Compiling a program's new kernels in two processes.
 
 numba compiles on one thread, so a cold program (a LeNet train step: 33 kernels and 2 GEMM cores,
-9 s in one process) leaves the other core idle. `compile_new(sources)` writes every module that
-is not in the disk cache yet, starts one worker process (`python -m jitnet.backends.cpu.precompile
-<module files>`) that imports part of them, so that numba compiles them and writes their machine
-code to the cache, and compiles the rest itself meanwhile; once the worker is done, loading its
+9 s in one process) leaves the other core idle. `compile_new(sources)` gives part of the modules
+that are not in the disk cache yet to one worker process (codegen/workers.py), which compiles them
+into the cache, and compiles the rest itself meanwhile; once the worker is done, loading its
 modules is a disk-cache hit. The split balances estimated compile costs, the main process takes
 the shared GEMM cores and launcher first (the worker's own GEMM modules come last, by when the
 cores are on disk). Nothing depends on the worker: if it fails, or hangs past a generous bound, its
-modules compile in this process when they are loaded. The worker loads through `cache.module`, so
-it records the same manifests (see cache.py) and its machine code is trusted like ours; without a
-usable disk cache there is nothing to share and everything compiles here.
+modules compile in this process when they are loaded; without a usable disk cache there is nothing
+to share and everything compiles here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 from jitnet.backends.cpu import gemm, parallel
-from jitnet.codegen import cache
+from jitnet.codegen import cache, workers
 
 WORKER_START_S = 0.8  # a worker's start-up (python, numba, jitnet imports) and its first compile's warm-up
 MIN_WORK_S = 2.5  # estimated compile seconds below which one process does it all
@@ -65,40 +59,13 @@ def compile_new(sources: list[str]) -> None:
             worker_part.append(s)
             theirs += _cost(s)
     worker_part.sort(key=_cost)  # modules that call the GEMM cores last: by then they are on disk
-    paths = [cache.write(s) for s in worker_part]
-    if None in paths:  # the cache directory just became unusable
-        return
-    package_root = str(Path(__file__).resolve().parents[3])  # jitnet importable even if not installed
-    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-    try:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "jitnet.backends.cpu.precompile", *map(str, paths)],
-            env=dict(os.environ, PYTHONPATH=path),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    except OSError:  # no worker: everything compiles here, when loaded
+    worker = workers.start(worker_part)
+    if worker is None:  # no worker: everything compiles here, when loaded
         return
     try:
         for s, _ in shared:
             cache.module(s)
         for s in main_part:
             cache.module(s)
-    finally:
-        try:  # a worker far behind its estimate is stopped: what it has not compiled compiles here
-            worker.wait(timeout=WORKER_TIMEOUT_S + WORKER_TIMEOUT_FACTOR * theirs)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-
-
-def _worker(paths: list[str]) -> None:
-    for path in map(Path, paths):
-        with contextlib.suppress(Exception):  # the main process meets the error again when it loads
-            source = path.read_text()
-            if cache.key_of(source) == path.stem.removeprefix("k_"):  # else the main process rewrites it
-                cache.module(source)
-
-
-if __name__ == "__main__":
-    _worker(sys.argv[1:])
+    finally:  # a worker far behind its estimate is stopped: what it has not compiled compiles here
+        workers.stop(worker, WORKER_TIMEOUT_S + WORKER_TIMEOUT_FACTOR * theirs)

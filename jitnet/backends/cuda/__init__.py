@@ -1,26 +1,43 @@
-"""The CUDA backend: `numba.cuda.jit` kernels, launched with configurations fixed at build time."""
+"""The CUDA backend: `numba.cuda.jit` kernels with launch configurations fixed at build time (their
+plans, launch.py), run by a program runner that launches through the driver (runner.py)."""
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable
 
 from jitnet.backends import Backend
 from jitnet.backends.cuda.conv import conv2d_input_grad_source, conv2d_source, conv2d_weight_grad_source
-from jitnet.backends.cuda.device import cuda_device, preferred
+from jitnet.backends.cuda.device import cuda_device, preferred, simulator
 from jitnet.backends.cuda.dialect import DIALECT
+from jitnet.backends.cuda.driver import CoreDriver
 from jitnet.backends.cuda.kernels import generate
+from jitnet.backends.cuda.launch import Plan
 from jitnet.backends.cuda.matmul import matmul_source
 from jitnet.backends.cuda.pooling import POOL_OPS, pool2d_source
+from jitnet.backends.cuda.precompile import compile_new
 from jitnet.backends.cuda.rules import RULES
+from jitnet.backends.cuda.runner import ProgramRunner, launch_mode
 from jitnet.codegen import cache
-from jitnet.codegen.epilogue import Epilogue, epilogue_of, extern_op, operand_layout, reorder_arguments
+from jitnet.codegen.epilogue import Epilogue, argument_order, epilogue_of, extern_op, operand_layout
 from jitnet.ir.fusion import Kernel
 from jitnet.ir.node import Node
 from jitnet.ir.opdefs import Kind
+from jitnet.runtime.executor import Program
+
+
+def _prepare(kernels: list[Kernel]) -> None:
+    """Compile a program's new kernel modules in parallel processes (precompile.py)."""
+    with cache.collect() as sources:  # a dry run: the sources the lowerings would load
+        for kernel in kernels:
+            LOWERINGS[kernel.kind](kernel)
+    compile_new(sources)
 
 
 def lower_fused(kernel: Kernel) -> tuple[Callable, str]:
-    """(launch, source) where launch(*outputs, *inputs) runs the kernel on flat device buffers."""
+    """(plan, source): the plan (launch.py) runs the kernel as plan(*outputs, *inputs) on flat
+    device buffers."""
     source = generate(kernel)
     return cache.load(source, "launch"), source
 
@@ -30,7 +47,10 @@ def lower_extern(kernel: Kernel) -> tuple[Callable, str]:
     epilogue = epilogue_of(kernel, DIALECT)
     a_trans, b_trans = (transposed + [False])[:2]
     source = extern_source(op, [n.shape for n in operands], a_trans, b_trans, epilogue)
-    return reorder_arguments(cache.load(source, "launch"), kernel, epilogue), source
+    plan = cache.load(source, "launch")
+    if isinstance(plan, Plan):  # else a placeholder: a dry run inside cache.collect
+        plan = plan.reorder(argument_order(kernel, epilogue), 1 + len(kernel.inputs))
+    return plan, source
 
 
 def extern_source(
@@ -76,10 +96,30 @@ def extern_source(
     raise NotImplementedError(f"no CUDA kernel for the extern op {root.op!r}")
 
 
+def runner(program: Program) -> Callable[[list, list], list]:
+    """How a program's calls run: plainly in the simulator, else through the driver (runner.py)."""
+    mode = launch_mode()
+    if simulator() or mode == "plain":
+        return program.run
+    driver = core_driver()
+    return program.run if driver is None else ProgramRunner(program, driver, mode)
+
+
+@functools.cache
+def core_driver() -> CoreDriver | None:
+    try:
+        return CoreDriver()
+    except Exception as e:  # no usable cuda.core: numba's dispatcher still works
+        warnings.warn(
+            f"jitnet: CUDA launches go through numba's dispatcher (cuda.core: {e})", RuntimeWarning, stacklevel=2
+        )
+        return None
+
+
 LOWERINGS = {
     Kind.ELEMENTWISE: lower_fused,
     Kind.REDUCE: lower_fused,
     Kind.ROWWISE: lower_fused,
     Kind.EXTERN: lower_extern,
 }
-BACKEND = Backend("cuda", "cuda", cuda_device, RULES, LOWERINGS, preferred=preferred)
+BACKEND = Backend("cuda", "cuda", cuda_device, RULES, LOWERINGS, _prepare, preferred, runner)

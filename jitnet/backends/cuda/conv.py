@@ -30,6 +30,7 @@ import numpy as np
 
 from jitnet.backends.cuda.device import simulator
 from jitnet.backends.cuda.kernels import BLOCK, MAX_BLOCKS
+from jitnet.backends.cuda.launch import plan_source, single_source
 from jitnet.backends.cuda.matmul import (
     MIN_BLOCKS,
     SIM_MIN_BLOCKS,
@@ -80,12 +81,12 @@ def _module(kind: str, body_cls, names, dims, out_shape, geometry, dtype, tile, 
     m_, n_, k_ = dims
     ty = dtype.name
     epi_names, epi_types = epilogue_signature(epilogue, dtype)
-    args = ", ".join(["out", *names, *epi_names])
+    n_params = 1 + len(names) + len(epi_names)  # out, the operands, the epilogue's buffers
     header = [f"# jitnet cuda kernel: {kind} {describe}, {ty}", f"# implicit GEMM: M={m_}, N={n_}, K={k_}"]
     if epilogue is not None:
         header.append(f"# epilogue params: {', '.join(epi_names)}")
     if m_ == 0 or n_ == 0:
-        return "\n".join(header + SOURCE_IMPORTS + [f"def launch({args}):", "    pass", ""])
+        return "\n".join(header + SOURCE_IMPORTS + [plan_source(n_params), ""])
     t = resolve_tile(tile, m_, n_, k_)
     sa, sb = _layout(t, dtype.itemsize, False, False)
     smem = t.bk * (sa + sb) * dtype.itemsize
@@ -105,26 +106,17 @@ def _module(kind: str, body_cls, names, dims, out_shape, geometry, dtype, tile, 
     sig = f"void({', '.join([f'{ty}[::1]'] * 3 + ([] if splits > 1 else epi_types))})"
     lines = [f"@cuda.jit({sig}, cache=True)", f"def kernel({gemm_args}):", *body.lines(), "", ""]
     if splits == 1:
-        lines += [f"launch = kernel[{grid}, {t.threads}]", ""]
+        lines += [single_source("kernel", grid, t.threads, n_params), ""]
         return "\n".join(header + SOURCE_IMPORTS + lines)
     finish_sig = f"void({', '.join([f'{ty}[::1]'] * 2 + epi_types)})"
     lines += [f"@cuda.jit({finish_sig}, cache=True)", f"def finish({', '.join(['out', 'part', *epi_names])}):"]
     lines += _finish_body(out_shape, splits, epilogue)
-    lines += [
-        "",
-        "",
-        f"_gemm = kernel[{grid}, {t.threads}]",
-        f"_finish = finish[{max(1, min(MAX_BLOCKS, _cdiv(size, BLOCK)))}, {BLOCK}]",
-        "_parts = []  # the partial results' buffer, allocated once: launches on one stream run in order",
-        "",
-        "",
-        f"def launch({args}):",
-        "    if not _parts:",
-        f"        _parts.append(cuda.device_array({splits * size}, np.{ty}))",
-        f"    _gemm(_parts[0], {', '.join(names)})",
-        f"    _finish({', '.join(['out', '_parts[0]', *epi_names])})",
-        "",
+    operands, epi = range(1, 1 + len(names)), range(1 + len(names), n_params)
+    launches = [
+        ("kernel", grid, t.threads, [n_params, *operands]),  # into the partials (scratch buffer n_params)
+        ("finish", max(1, min(MAX_BLOCKS, _cdiv(size, BLOCK))), BLOCK, [0, n_params, *epi]),
     ]
+    lines += ["", "", plan_source(n_params, launches, [(splits * size, ty)]), ""]
     return "\n".join(header + SOURCE_IMPORTS + lines)
 
 

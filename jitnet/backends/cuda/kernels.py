@@ -1,7 +1,7 @@
 """CUDA kernel source for one fused group: `numba.cuda.jit` kernels over flat device buffers.
 
 The same fusion groups as the CPU backend, lowered to GPU loops:
-- elementwise: a grid-stride loop over the output, one element per thread per step (consecutive
+- elementwise: a grid-stride loop over the output, UNROLL elements per thread per step (consecutive
   threads touch consecutive elements, so contiguous loads coalesce);
 - reduce: one block per output element, each thread accumulating a strided slice of the reduced
   elements, then a shared-memory tree; when few outputs remain, a first kernel splits every
@@ -18,6 +18,7 @@ import numpy as np
 
 from jitnet.backends.cuda.device import simulator
 from jitnet.backends.cuda.dialect import DIALECT
+from jitnet.backends.cuda.launch import IMPORT, plan_source, single_source
 from jitnet.backends.cuda.rules import RULES
 from jitnet.codegen.expr import Emitter
 from jitnet.codegen.index import Idx, unflatten_index
@@ -30,6 +31,7 @@ from jitnet.ir.opdefs import OPS, Kind
 BLOCK = 32 if simulator() else 256  # the simulator runs a Python thread per CUDA thread
 MAX_BLOCKS = 4 if simulator() else 132 * 16  # enough resident blocks to fill an H100's 132 SMs
 SPLIT_MIN = 256 if simulator() else 1 << 16  # reductions this long (per output) are split across blocks
+UNROLL = 4  # elements per thread per step of an elementwise kernel
 
 
 def _blocks(work: int) -> int:
@@ -42,6 +44,10 @@ class _Source(KernelSource):
 
     def args(self) -> str:
         return ", ".join([*self.outputs.values(), *self.params.values()])
+
+    @property
+    def n_params(self) -> int:
+        return len(self.outputs) + len(self.params)
 
     def signature(self) -> str:
         types = [n.dtype for n in self.kernel.outputs] + [n.dtype for n in self.kernel.inputs]
@@ -66,6 +72,7 @@ def generate(kernel: Kernel) -> str:
         "from numba.types import void, boolean, int32, int64, float32, float64",
         "",
         "from jitnet.backends.cuda import devmath as dm",
+        IMPORT,
         "",
     ]
     return "\n".join(header + body) + "\n"
@@ -79,18 +86,47 @@ def _kernel_def(src: _Source, name: str, params: str | None = None, sig: str | N
 
 
 def _emit_elementwise_kernel(src: _Source) -> list[str]:
+    """A grid-stride loop taking UNROLL elements per thread per step (i, i + stride, ...: each load
+    still coalesced), all loaded and computed before any is stored, so that a thread has UNROLL
+    loads in flight (one in flight per thread cannot cover the memory latency at full bandwidth);
+    the last partial step goes one element at a time."""
     root = src.kernel.root
     n = root.size
     src.emit(1, "start = cuda.grid(1)")
     src.emit(1, "stride = cuda.gridsize(1)")
-    src.emit(1, f"for i in range(start, {n}, stride):")
-    idx = unflatten_index(Idx.var("i", n), root.shape)
-    body = src.scope(2)
-    value = body.value(root, idx)
-    body.emit(f"{DIALECT.element('out', idx, root.shape)} = {value}")
+    if n >= UNROLL * BLOCK:
+        src.emit(1, f"for i in range(start, {n}, {UNROLL} * stride):")
+        src.emit(2, f"if i + {UNROLL - 1} * stride < {n}:")
+        body = src.scope(3)
+        idxs = []
+        for k in range(UNROLL):
+            body.emit(f"i{k} = i + {k} * stride" if k else "i0 = i")
+            idxs.append(unflatten_index(Idx.var(f"i{k}", n), root.shape))
+        outputs = [(src.outputs[node], node) for node in [root, *src.kernel.siblings]]
+        values = [[body.value(node, idx) for _, node in outputs] for idx in idxs]
+        for idx, row in zip(idxs, values):
+            for (name, node), value in zip(outputs, row):
+                body.emit(f"{DIALECT.element(name, idx, node.shape)} = {value}")
+        src.close(body)
+        src.emit(2, "else:")
+        src.emit(3, f"for j in range(i, {n}, stride):")
+        _emit_element(src, 4, "j", n)
+        blocks = _blocks(-(-n // UNROLL))
+    else:
+        src.emit(1, f"for i in range(start, {n}, stride):")
+        _emit_element(src, 2, "i", n)
+        blocks = _blocks(n)
+    return _kernel_def(src, "kernel") + src.lines + ["", "", single_source("kernel", blocks, BLOCK, src.n_params)]
+
+
+def _emit_element(src: _Source, indent: int, var: str, n: int) -> None:
+    """Compute and store the output element(s) at flat index `var`."""
+    root = src.kernel.root
+    idx = unflatten_index(Idx.var(var, n), root.shape)
+    body = src.scope(indent)
+    body.emit(f"{DIALECT.element('out', idx, root.shape)} = {body.value(root, idx)}")
     src.store_siblings(body, idx)
     src.close(body)
-    return _kernel_def(src, "kernel") + src.lines + ["", "", f"launch = kernel[{_blocks(n)}, {BLOCK}]"]
 
 
 # ---- block reductions ----
@@ -215,7 +251,9 @@ def _emit_reduce_kernels(src: _Source) -> list[str]:
         src.emit(1, f"for o in range(cuda.blockIdx.x, {kept_size}, cuda.gridDim.x):")
         epilogue(2, accumulate(2, "0", str(red_size), finish=True))
         return (
-            _kernel_def(src, "kernel") + src.lines + ["", "", f"launch = kernel[{_blocks(kept_size * BLOCK)}, {BLOCK}]"]
+            _kernel_def(src, "kernel")
+            + src.lines
+            + ["", "", single_source("kernel", _blocks(kept_size * BLOCK), BLOCK, src.n_params)]
         )
 
     # Split: blocks (o, part) write partial results; one block per output combines them. Only
@@ -259,25 +297,22 @@ def _emit_reduce_kernels(src: _Source) -> list[str]:
     finish = (
         _kernel_def(src, "finish", f"{roots}, {part_params}, {', '.join(src.params.values())}", finish_sig) + src.lines
     )
-    ins = ", ".join(src.params.values())
+    # the plan's buffers: roots, siblings, inputs (the executor's order), then the partials
+    n_roots, n_siblings, n_ins = 1 + len(kernel.roots), len(kernel.siblings), len(src.params)
+    n = n_roots + n_siblings + n_ins
+    roots_i, siblings_i = range(n_roots), range(n_roots, n_roots + n_siblings)
+    ins_i, parts_i = range(n_roots + n_siblings, n), range(n, n + len(parts))
     launcher = [
         "",
         "",
-        f"_partial = partial[{_blocks(kept_size * n_parts * BLOCK)}, {BLOCK}]",
-        f"_finish = finish[{_blocks(kept_size * BLOCK)}, {BLOCK}]",
-        "",
-        "_parts = []  # the partial results' buffers, allocated once: launches on one stream run in order",
-        "",
-        "",
-        f"def launch({roots}, {siblings}{ins}):",
-        "    if not _parts:",
-        *(
-            f"        _parts.append(cuda.device_array({kept_size * n_parts}, np.{acc.state[0].dtype.name}))"
-            for acc, _ in totals
+        plan_source(
+            n,
+            [
+                ("partial", _blocks(kept_size * n_parts * BLOCK), BLOCK, [*siblings_i, *parts_i, *ins_i]),
+                ("finish", _blocks(kept_size * BLOCK), BLOCK, [*roots_i, *parts_i, *ins_i]),
+            ],
+            [(kept_size * n_parts, acc.state[0].dtype.name) for acc, _ in totals],
         ),
-        f"    ({part_params},) = _parts",
-        f"    _partial({siblings}{part_params}, {ins})",
-        f"    _finish({roots}, {part_params}, {ins})",
     ]
     return partial + finish + launcher
 
@@ -322,4 +357,42 @@ def _emit_rowwise_kernel(src: _Source) -> list[str]:
 
     row_loop(normalise)
     emit(2, "cuda.syncthreads()")
-    return _kernel_def(src, "kernel") + src.lines + ["", "", f"launch = kernel[{_blocks(kept_size * BLOCK)}, {BLOCK}]"]
+    return (
+        _kernel_def(src, "kernel")
+        + src.lines
+        + ["", "", single_source("kernel", _blocks(kept_size * BLOCK), BLOCK, src.n_params)]
+    )
+
+
+# ---- copies: a program runner's inputs and outputs (runner.py) ----
+
+COPY_PAIRS = 32  # pairs per copy kernel: 64 arrays of 56 bytes of parameters each stay under 4 KB
+
+
+def copy_source(dtypes_: list[np.dtype]) -> str:
+    """Module source defining `copy(dst0, src0, dst1, src1, ...)`, which copies each src buffer of
+    these dtypes into its dst (sizes read at run time, so one kernel serves any shapes): a
+    grid-stride loop per pair."""
+    if not 0 < len(dtypes_) <= COPY_PAIRS:
+        raise ValueError(f"a copy kernel takes 1 to {COPY_PAIRS} buffer pairs, got {len(dtypes_)}")
+    types = ", ".join(f"{numba_type(np.dtype(t))}[::1], {numba_type(np.dtype(t))}[::1]" for t in dtypes_)
+    params = ", ".join(f"d{i}, s{i}" for i in range(len(dtypes_)))
+    lines = [
+        f"# jitnet cuda kernel: copy {len(dtypes_)} buffers ({', '.join(np.dtype(t).name for t in dtypes_)})",
+        "from numba import cuda",
+        "from numba.types import void, boolean, int32, int64, float32, float64",
+        "",
+        "",
+        f"@cuda.jit(void({types}), cache=True)",
+        f"def copy({params}):",
+        "    start = cuda.grid(1)",
+        "    stride = cuda.gridsize(1)",
+    ]
+    for i in range(len(dtypes_)):
+        lines += [f"    for i in range(start, d{i}.size, stride):", f"        d{i}[i] = s{i}[i]"]
+    return "\n".join(lines) + "\n"
+
+
+def copy_blocks(size: int) -> int:
+    """The grid of a copy kernel whose largest buffer has `size` elements."""
+    return _blocks(size)

@@ -67,6 +67,7 @@ import numpy as np
 
 from jitnet.backends.cuda.device import simulator
 from jitnet.backends.cuda.kernels import BLOCK, MAX_BLOCKS
+from jitnet.backends.cuda.launch import IMPORT, plan_source, single_source
 from jitnet.codegen.epilogue import Epilogue
 from jitnet.codegen.source import numba_type, prod
 
@@ -296,6 +297,7 @@ SOURCE_IMPORTS = [
     "from numba.types import void, boolean, int32, int64, float32, float64",
     "",
     "from jitnet.backends.cuda import devmath as dm  # for fused epilogues",
+    IMPORT,
     "",
     "",
 ]
@@ -373,7 +375,7 @@ def matmul_source(
     if epilogue is not None:
         header.append(f"# epilogue params: {', '.join(names)}")
     if m == 0 or n == 0 or nbatch == 0:  # nothing to write
-        return "\n".join(header + SOURCE_IMPORTS + [f"def launch({args}):", "    pass", ""])
+        return "\n".join(header + SOURCE_IMPORTS + [plan_source(3 + len(names)), ""])
     if dtype.kind == "i":
         body, launch = _integer_body(m, n, k, out_batch, a_batch, b_batch, ty, a_trans, b_trans, epilogue)
         header.append("# integer kernel: one thread per output element, a K loop")
@@ -391,8 +393,9 @@ def matmul_source(
         )
         gemm = _MatmulBody(t, m, n, k, ty, a_trans, b_trans, sa, sb, epilogue, out_batch, a_batch, b_batch)
         body = gemm.lines()
-        launch = f"kernel[{(_cdiv(m, t.bm) * _cdiv(n, t.bn), 1, min(nbatch, MAX_GRID_Z))}, {t.threads}]"
-    lines = [f"@cuda.jit({sig}, cache=True)", f"def kernel({args}):", *body, "", "", f"launch = {launch}", ""]
+        launch = ((_cdiv(m, t.bm) * _cdiv(n, t.bn), 1, min(nbatch, MAX_GRID_Z)), t.threads)
+    lines = [f"@cuda.jit({sig}, cache=True)", f"def kernel({args}):", *body, "", ""]
+    lines += [single_source("kernel", *launch, 3 + len(names)), ""]
     return "\n".join(header + SOURCE_IMPORTS + lines)
 
 
@@ -417,7 +420,7 @@ def _integer_body(m, n, k, out_batch, a_batch, b_batch, ty, a_trans, b_trans, ep
     emit = lambda indent, line: lines.append("    " * indent + line)
     emit_store(emit, 2, "out[u64(el)]", f"np.{ty}(acc)", ["z", "i", "j"], epilogue)
     blocks = max(1, min(MAX_BLOCKS, _cdiv(total, BLOCK)))
-    return lines, f"kernel[{blocks}, {BLOCK}]"
+    return lines, (blocks, BLOCK)
 
 
 def _plus(expr: str, const: int) -> str:

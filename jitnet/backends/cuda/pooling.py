@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from jitnet.backends.cuda.kernels import BLOCK, MAX_BLOCKS
+from jitnet.backends.cuda.launch import plan_source, single_source
 from jitnet.backends.cuda.matmul import SOURCE_IMPORTS, _cdiv
 
 POOL_OPS = ("max_pool2d", "avg_pool2d", "max_pool2d_vjp", "avg_pool2d_vjp")
@@ -54,9 +55,10 @@ def pool2d_source(op: str, in_shape, kernel, stride, padding, dtype) -> str:
         f"# jitnet cuda kernel: {op}, input {p.in_shape}, output {(p.n, p.c, p.ho, p.wo)}, {p.ty}",
         f"# window {p.kernel}, stride {p.stride}, padding {p.padding}",
     ]
+    n_params = len(args[op].split(", "))
     if total == 0:
-        return "\n".join(header + SOURCE_IMPORTS + [f"def launch({args[op]}):", "    pass", ""])
-    sig = f"void({', '.join([f'{p.ty}[::1]'] * len(args[op].split(', ')))})"
+        return "\n".join(header + SOURCE_IMPORTS + [plan_source(n_params), ""])
+    sig = f"void({', '.join([f'{p.ty}[::1]'] * n_params)})"
     body = {"max_pool2d": p.max_forward, "avg_pool2d": p.avg_forward}.get(op) or p.backward
     lines = [
         f"@cuda.jit({sig}, cache=True)",
@@ -65,7 +67,7 @@ def pool2d_source(op: str, in_shape, kernel, stride, padding, dtype) -> str:
         *("        " + line for line in body(op)),
         "",
         "",
-        f"launch = kernel[{max(1, min(MAX_BLOCKS, _cdiv(total, BLOCK)))}, {BLOCK}]",
+        single_source("kernel", max(1, min(MAX_BLOCKS, _cdiv(total, BLOCK))), BLOCK, n_params),
         "",
     ]
     return "\n".join(header + SOURCE_IMPORTS + lines)

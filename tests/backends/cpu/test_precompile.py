@@ -9,7 +9,7 @@ import pytest
 
 import jitnet as jn
 from jitnet.backends.cpu import precompile
-from jitnet.codegen import cache
+from jitnet.codegen import cache, workers
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_split_and_order():
 
 def test_a_failing_worker_changes_nothing(fresh_cache, monkeypatch):
     """If the worker cannot run, every module compiles in this process."""
-    monkeypatch.setattr(precompile.sys, "executable", "/nonexistent/python")
+    monkeypatch.setattr(workers.sys, "executable", "/nonexistent/python")
     x = np.ones((40, 50), np.float32)
     before = cache.stats.compiles
     got = jn.compile(lambda a: jn.exp(a) * 3 + jn.sum(a))(x)
@@ -61,7 +61,7 @@ def test_a_hanging_worker_is_stopped(fresh_cache, monkeypatch, tmp_path):
     sleeper = tmp_path / "python"
     sleeper.write_text("#!/bin/sh\nexec sleep 600\n")
     sleeper.chmod(0o755)
-    monkeypatch.setattr(precompile.sys, "executable", str(sleeper))
+    monkeypatch.setattr(workers.sys, "executable", str(sleeper))
     monkeypatch.setattr(precompile, "WORKER_TIMEOUT_S", 0.5)
     monkeypatch.setattr(precompile, "WORKER_TIMEOUT_FACTOR", 0.0)
     rng = np.random.default_rng(1)

@@ -109,3 +109,16 @@ def test_log_softmax_logsumexp_over_empty_axis():
 def test_inspect_shows_cuda_source():
     text = source(lambda x: x.sum(1) * 2, randn(3, 5))
     assert "cuda.jit" in text and "cuda.shared.array" in text
+
+
+@pytest.mark.parametrize("extra", [-1, 0, 1, 97])
+def test_unrolled_elementwise_edges(extra):
+    """Elementwise kernels take UNROLL elements per thread per step and the last partial step one at
+    a time: sizes around whole steps of the grid, with a sibling output and a broadcast operand."""
+    from jitnet.backends.cuda.kernels import BLOCK, MAX_BLOCKS, UNROLL
+
+    n = 2 * UNROLL * BLOCK * MAX_BLOCKS + extra
+    x, b = randn(n, 1), randn(1, 3)
+    source = jn.compile(lambda a, c: a + c, backend="cuda").inspect(x, b)
+    assert f"range(start, {3 * n}, {UNROLL} * stride)" in source
+    check(lambda a, c: (jn.tanh(a) * c + a, a * c - 1.0), x, b, backend="cuda")

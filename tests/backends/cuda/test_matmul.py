@@ -216,7 +216,7 @@ def test_source_structure():
     assert src.count("cuda.shared.array(") == 2 and "c7_7 = np.float32(0.0)" in src
     assert "cuda.fma(a7, b7, c7_7)" in src
     assert " if " not in src.split("def kernel")[1]  # multiples of the tile: no guard at all
-    assert "launch = kernel[(4, 1, 1), 256]" in src
+    assert "launch = Plan(3, [Launch(kernel, (4, 1, 1), 256, (0, 1, 2))])" in src
     ragged = mm.matmul_source(250, 255, 63, 1, np.float32, False, False, t)
     assert "< 250" in ragged and "< 255" in ragged and "< 7" in ragged
     assert mm.matmul_source(3, 3, 3, 1, np.float64, True, True) != mm.matmul_source(3, 3, 3, 1, np.float64, False, True)

@@ -97,7 +97,9 @@ def test_source_and_errors():
     src = pooling.pool2d_source("max_pool2d", (1, 1, 8, 8), (2, 2), (2, 2), (0, 0), np.float32)
     assert "def kernel(out, x):" in src and ">= 0" not in src.split("def kernel")[1]
     assert "yy >= 0" in pooling.pool2d_source("avg_pool2d", (1, 1, 8, 8), (3, 3), (2, 2), (1, 1), np.float32)
-    assert "def kernel(out, x, g):" in pooling.pool2d_source("max_pool2d_vjp", (1, 1, 4, 4), (2, 2), (2, 2), (0, 0), "f8")
+    assert "def kernel(out, x, g):" in pooling.pool2d_source(
+        "max_pool2d_vjp", (1, 1, 4, 4), (2, 2), (2, 2), (0, 0), "f8"
+    )
     with pytest.raises(ValueError, match="unknown op"):
         pooling.pool2d_source("min_pool2d", (1, 1, 4, 4), (2, 2), (2, 2), (0, 0), np.float32)
     with pytest.raises(ValueError, match="window"):
