@@ -75,7 +75,9 @@ class CoreDriver:
         return self._config(grid=tuple(grid), block=(block, 1, 1))
 
     def launch(self, target, config, function, params) -> None:
-        self._launch(self.stream if target is None else target, config, function, *params)
+        # into a graph: onto the builder's capturing stream (as numba-cuda does with a GraphBuilder)
+        stream = self.stream if target is None else target.stream
+        self._launch(stream, config, function, *params)
 
     def begin_graph(self):
         builder = self._device.create_graph_builder()
