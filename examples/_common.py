@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import builtins
 import os
 import time
 
@@ -26,16 +27,22 @@ def parse_args(description: str, epochs: int, lr: float, batch_size: int) -> arg
 def sgd_cosine(args, model: jn.nn.Module, n_train: int) -> jn.optim.SGD:
     """SGD with momentum 0.9 and weight decay 1e-4, the learning rate decaying from args.lr to 0 on a
     cosine over all the steps of args.epochs epochs."""
-    steps_per_epoch = -(-n_train // args.batch_size)
+    steps_per_epoch = -(-n_train // (args.batch_size * jn.distributed.world_size()))  # global batches
     lr = jn.optim.schedules.cosine(args.lr, args.epochs * steps_per_epoch)
     return jn.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
 
 
 def run(args, name: str, model: jn.nn.Module, optimizer, data, target: float) -> dict:
-    """Train with a Trainer, print per-epoch loss/accuracy/samples/s, save a checkpoint, plot."""
+    """Train with a Trainer, print per-epoch loss/accuracy/samples/s, save a checkpoint, plot. Under
+    `mpiexec -n N` the Trainer trains data-parallel (--batch-size per rank) and rank 0 prints."""
+    print = builtins.print if jn.distributed.is_main() else (lambda *args, **kwargs: None)
     (x_train, y_train), (x_test, y_test) = data
     print(f"{name}: {len(x_train)} training and {len(x_test)} test images of shape {x_train.shape[1:]}")
-    print(f"device: {jn.default_device()}; parameters: {sum(p.size for p in model.parameters().values())}")
+    ranks = jn.distributed.world_size()
+    print(
+        f"device: {jn.default_device()}; parameters: {sum(p.size for p in model.parameters().values())}"
+        + (f"; {ranks} ranks, global batch {args.batch_size * ranks}" if ranks > 1 else "")
+    )
     trainer = jn.nn.Trainer(model, jn.nn.cross_entropy, optimizer)
     checkpoint = args.checkpoint or f"{name}.safetensors"
     if args.resume and os.path.exists(checkpoint):
@@ -65,7 +72,7 @@ def run(args, name: str, model: jn.nn.Module, optimizer, data, target: float) ->
         f"test accuracy {final['accuracy']:.4f} ({status} the {target:.0%} target) in "
         f"{time.perf_counter() - start:.1f} s (compilation included); checkpoint saved to {checkpoint}"
     )
-    if args.plot:
+    if args.plot and jn.distributed.is_main():
         plot(history, args.plot, name)
     return final
 

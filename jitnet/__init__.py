@@ -93,9 +93,9 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """`jn.nn`, `jn.optim` and `jn.manual_seed` load on first use: they are built on this namespace
+    """`jn.nn`, `jn.optim`, `jn.distributed` and `jn.manual_seed` load on first use: they are built on this namespace
     (`import jitnet as jn`), so importing them here would import jitnet from inside itself."""
-    if name in ("nn", "optim"):
+    if name in ("nn", "optim", "distributed"):
         return importlib.import_module(f"jitnet.{name}")
     if name == "manual_seed":
         return importlib.import_module("jitnet.nn.init").manual_seed

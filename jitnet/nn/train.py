@@ -15,6 +15,8 @@ are not read back, and a bad one makes the loss and the updated parameters NaN.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +24,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 import jitnet as jn
+from jitnet.ir import pytree
 from jitnet.nn import init
 from jitnet.nn.losses import accuracy, check_labels, traced_labels
 from jitnet.nn.module import Module
@@ -38,9 +41,27 @@ def _metric_fns(metrics: Sequence[str]) -> dict[str, Callable]:
 
 
 class TrainStep:
-    """`loss = step(x, y)`: one update of `model` by `optimizer` on the batch (see the module doc)."""
+    """`loss = step(x, y)`: one update of `model` by `optimizer` on the batch (see the module doc).
 
-    def __init__(self, model: Module, loss_fn: Callable, optimizer: Optimizer, metrics: Sequence[str] = ()):
+    distributed=True (under `mpiexec`, see jitnet/distributed.py): each rank passes its own part of
+    the global batch. The step is then two programs with an allreduce between them: the gradients
+    (each rank's mean loss, metrics and gradients weighted by its sample count), summed over ranks
+    in a few flat buckets and divided by the global count, then the optimizer's compiled update
+    (optimizer.step), which every rank applies to the same numbers: the replicas stay bit-identical
+    and equal to one process stepping on the concatenated global batch. Construction broadcasts
+    rank 0's parameters, buffers, optimizer state and seed. Buffers (BatchNorm's running statistics)
+    are computed per rank from its own part, as DDP does by default, and rank 0's are broadcast
+    after every step (DDP's broadcast_buffers). The first step of each batch signature checks that
+    every rank traced the same program, and raises on all of them, naming the rank that differs."""
+
+    def __init__(
+        self,
+        model: Module,
+        loss_fn: Callable,
+        optimizer: Optimizer,
+        metrics: Sequence[str] = (),
+        distributed: bool = False,
+    ):
         if not isinstance(model, Module):
             raise TypeError(f"train_step: model must be a jn.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, Optimizer):
@@ -53,6 +74,11 @@ class TrainStep:
         self.seed = int(init.generator().integers(0, 2**31))
         self.num_classes: int | None = None  # what a class-index loss on y needs (known once traced)
         self._compiled = jn.compile(self._program, static_argnums=(6,))
+        self.distributed = bool(distributed)
+        if self.distributed:
+            self._grads = jn.compile(self._grad_program, static_argnums=(5,))
+            self._agreed: set = set()  # batch signatures every rank is known to have traced alike
+            self.sync()
 
     def _program(self, params, buffers, state, hyper, seed, batch, training):
         x, y = batch
@@ -67,6 +93,35 @@ class TrainStep:
         new_params, new_state = self.optimizer.update(params, grads, state, hyper)
         metrics = {name: fn(out, y) for name, fn in self.metrics.items()}
         return loss, metrics, new_params, new_buffers, new_state
+
+    def _grad_program(self, params, buffers, seed, batch, count, training):
+        """(loss, metrics, gradients) times this rank's sample count, and the new buffers."""
+        x, y = batch
+
+        def loss_of(p):
+            out, new_buffers = self.model.functional_call(p, buffers, x, seed=seed if training else None)
+            return self.loss_fn(out, y), (out, new_buffers)
+
+        with traced_labels() as uses:
+            (loss, (out, new_buffers)), grads = jn.value_and_grad(loss_of, has_aux=True)(params)
+        self.num_classes = _classes_of(y, uses)
+        metrics = {name: fn(out, y) * count for name, fn in self.metrics.items()}
+        return loss * count, metrics, {k: g * count for k, g in grads.items()}, new_buffers
+
+    def sync(self) -> None:
+        """Every rank takes rank 0's parameters, buffers, optimizer state and seed (a no-op in one process)."""
+        from jitnet import distributed
+
+        model, opt = self.model, self.optimizer
+        ours = {"params": model.parameters(), "buffers": model.buffers(), "state": opt.state}
+        theirs = distributed.broadcast(ours)
+        for table in ("params", "buffers"):
+            for k, v in ours[table].items():
+                v.assign(theirs[table][k])
+        for k, slots in opt.state.items():
+            for name, v in slots.items():
+                v.assign(theirs["state"][k][name])
+        opt.iterations, self.seed = distributed.allgather((opt.iterations, self.seed))[0]
 
     def _args(self, x, y) -> tuple:
         model, opt = self.model, self.optimizer
@@ -85,12 +140,17 @@ class TrainStep:
     def label_classes(self, x, y) -> int | None:
         """The number of classes the step's loss needs the labels to index (None: no such loss on y),
         tracing the step for this batch's shapes if it never was."""
-        if self._compiled.traces == 0:
+        if self.distributed:
+            if self._grads.traces == 0:
+                self._grads.lower(*self._grad_args(x, y, len(x)))
+        elif self._compiled.traces == 0:
             self.lower(x, y)
         return self.num_classes
 
     def run(self, x, y) -> tuple:
         """(loss, {metric: value}) as 0-d Arrays, after updating the model in place."""
+        if self.distributed:
+            return self._run_distributed(x, y)
         _check_labels("train_step", y, self.label_classes(x, y))
         args = self._args(x, y)
         buffers = args[1]
@@ -103,10 +163,92 @@ class TrainStep:
     def __call__(self, x, y):
         return self.run(x, y)[0]
 
+    # ---- data parallel (distributed=True) ----
 
-def train_step(model: Module, loss_fn: Callable, optimizer: Optimizer) -> TrainStep:
-    """`step(x, y) -> loss`: forward, backward and update compiled into one program (see TrainStep)."""
-    return TrainStep(model, loss_fn, optimizer)
+    def _grad_args(self, x, y, count: int) -> tuple:
+        model, opt = self.model, self.optimizer
+        from jitnet import distributed
+
+        seed = (self.seed + 1_000_003 * opt.iterations + 7919 * distributed.rank()) % 2**31  # own dropout masks
+        return model.parameters(), model.buffers(), seed, (x, y), float(count), model.training
+
+    def _run_distributed(self, x, y, uneven: bool = False, like: tuple = ()) -> tuple:
+        """One data-parallel step on this rank's part (x, y); `uneven`: ranks' parts may differ in
+        size, an empty part included (Trainer.fit's last batch of an epoch; `like`, one sample of
+        the data, gives an empty part the shapes of what the others send)."""
+        from jitnet import distributed
+
+        if uneven and len(x) == 0:
+            summed = distributed.allreduce_sum(self._nothing(*like))
+        else:
+            _check_batch(x, y)
+            args = self._grad_args(x, y, len(x))
+            if not uneven:  # the parts of an uneven step differ in size by design: the full steps were checked
+                self._agree(args)
+            _check_labels("train_step", y, self.label_classes(x, y))
+            loss, metrics, grads, new_buffers = self._grads(*args)
+            for k, v in new_buffers.items():
+                self.model.buffers()[k].assign(v, move=True)
+            summed = distributed.allreduce_sum((loss, metrics, grads, np.array(len(x), np.int64)))
+        loss, metrics, grads, total = summed
+        total = int(total)
+        scale = lambda v: np.asarray(v) * np.asarray(v).dtype.type(1.0 / total)
+        self.optimizer.step({k: scale(g) for k, g in grads.items()})
+        buffers = self.model.buffers()
+        if buffers:
+            for k, v in distributed.broadcast(buffers).items():
+                buffers[k].assign(v)
+        return jn.asarray(scale(loss)), {k: jn.asarray(scale(v)) for k, v in metrics.items()}
+
+    def _nothing(self, x1, y1) -> tuple:
+        """What a rank without samples adds to a step: zeros shaped and typed as the gradient
+        program's outputs (those of a one-sample batch like x1, y1), and a count of 0."""
+        entry = self._grads.lower(*self._grad_args(x1, y1, 1))
+        zeros = [np.zeros(n.shape, n.dtype) for n in entry.graph.outputs]
+        loss, metrics, grads, _ = pytree.unflatten(entry.out_treedef, zeros)
+        return loss, metrics, grads, np.array(0, np.int64)
+
+    def _agree(self, args: tuple) -> None:
+        """At a batch signature's first step: every rank traced the same program, or all raise."""
+        from jitnet import distributed
+
+        (x, y) = args[3]
+        key = (np.shape(x), str(np.asarray(x).dtype if not isinstance(x, jn.Array) else x.dtype), np.shape(y))
+        if key in self._agreed:
+            return
+        shapes = lambda t: {k: (tuple(v.shape), str(v.dtype)) for k, v in t.items()}
+        graph = self._grads.lower(*args).graph
+        mine = {
+            "inputs x, y": key,
+            "parameters": shapes(args[0]),
+            "buffers": shapes(args[1]),
+            "program": _fingerprint(str(graph)),
+        }
+        everyone = distributed.allgather(mine)
+        for r, theirs in enumerate(everyone):
+            differ = [k for k in mine if theirs[k] != everyone[0][k]]
+            if differ:
+                what = differ[0]
+                raise RuntimeError(
+                    f"jn.distributed: rank {r} traced a different training step than rank 0: its {what} "
+                    f"{theirs[what]} vs rank 0's {everyone[0][what]} (every rank must run the same model on "
+                    "batches of the same shape)"
+                )
+        self._agreed.add(key)
+
+
+def _fingerprint(graph_text: str) -> str:
+    """A traced graph's digest, its node numbers (a per-process counter) renumbered by first use."""
+    numbers: dict[str, str] = {}
+    text = re.sub(r"%\d+", lambda m: numbers.setdefault(m.group(), f"%{len(numbers)}"), graph_text)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def train_step(model: Module, loss_fn: Callable, optimizer: Optimizer, distributed: bool = False) -> TrainStep:
+    """`step(x, y) -> loss`: forward, backward and update compiled into one program (see TrainStep);
+    `distributed=True`: data parallel across the ranks of an MPI job, each passing its own part of
+    the batch (jitnet/distributed.py)."""
+    return TrainStep(model, loss_fn, optimizer, distributed=distributed)
 
 
 def _check_batch(x, y) -> None:
@@ -141,17 +283,46 @@ def _batches(n: int, batch_size: int, order=None, drop_last: bool = False):
         yield idx[start : start + batch_size]
 
 
+def _shards(n: int, batch_size: int, order, drop_last: bool, world: int, rank: int):
+    """(this rank's indices, uneven, the global batch's size) of each global batch of
+    batch_size * world samples: rank r takes part r, so the global batch is the ranks' parts in
+    rank order. The last, smaller global batch is split as evenly as it goes (rank 0's part never
+    empty); drop_last skips it. Every sample is used once per epoch."""
+    idx = np.arange(n) if order is None else order
+    for chunk in _batches(n, batch_size * world, idx, drop_last):
+        if len(chunk) == batch_size * world:
+            yield chunk[rank * batch_size : (rank + 1) * batch_size], False, len(chunk)
+        else:
+            yield np.array_split(chunk, world)[rank], True, len(chunk)
+
+
 class Trainer:
     """fit / evaluate / predict around a `TrainStep`, with a progress bar, a history and checkpoints.
 
     Shuffling draws epoch e's order from a generator seeded by (the trainer's seed, e), and dropout
     seeds come from the optimizer's iteration count, so training resumed from a checkpoint (model,
-    optimizer state, epoch, seed) continues exactly as if it had not stopped."""
+    optimizer state, epoch, seed) continues exactly as if it had not stopped.
 
-    def __init__(self, model: Module, loss_fn: Callable, optimizer: Optimizer, metrics: Sequence[str] = ("accuracy",)):
+    Under `mpiexec -n N` (distributed=None: whenever the MPI job has more than one rank) fit trains
+    data-parallel: `batch_size` is per rank, each global batch of batch_size * N samples of the
+    shared shuffled order is split among the ranks (TrainStep's distributed step), validation is
+    sharded and averaged over ranks, the progress bar and printing happen on rank 0 only, and rank 0
+    writes the checkpoints (atomically) while the others wait; `load` reads them on every rank."""
+
+    def __init__(
+        self,
+        model: Module,
+        loss_fn: Callable,
+        optimizer: Optimizer,
+        metrics: Sequence[str] = ("accuracy",),
+        distributed: bool | None = None,
+    ):
+        from jitnet import distributed as dist
+
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.metrics = _metric_fns(metrics)
-        self.step = TrainStep(model, loss_fn, optimizer, metrics)
+        self.distributed = dist.world_size() > 1 if distributed is None else bool(distributed)
+        self.step = TrainStep(model, loss_fn, optimizer, metrics, distributed=self.distributed)
         self.seed = self.step.seed
         self.epoch = 0
         self._eval = jn.compile(self._eval_program)
@@ -199,6 +370,8 @@ class Trainer:
             keys += [f"val_{k}" for k in ["loss", *self.metrics]]
         history = {k: [] for k in [*keys, "samples_per_s"]}
         n, total = len(x), self.epoch + epochs
+        world, rank = self._world()
+        verbose = verbose if rank == 0 else 0
         while self.epoch < total:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if shuffle else None
             sums = dict.fromkeys(["loss", *self.metrics], 0.0)
@@ -206,14 +379,21 @@ class Trainer:
             start = time.perf_counter()
             self.model.train()
             seen = 0
-            for i, idx in enumerate(_batches(n, batch_size, order, drop_last)):
-                loss, metrics = self.step.run(x[idx], y[idx])
-                seen += len(idx)
-                sums["loss"] += float(loss) * len(idx)
+            if self.distributed:
+                batches = _shards(n, batch_size, order, drop_last, world, rank)
+            else:
+                batches = ((idx, False, len(idx)) for idx in _batches(n, batch_size, order, drop_last))
+            for i, (idx, uneven, size) in enumerate(batches):
+                if self.distributed:  # loss and metrics: the global batch's
+                    loss, metrics = self.step._run_distributed(x[idx], y[idx], uneven, like=(x[:1], y[:1]))
+                else:
+                    loss, metrics = self.step.run(x[idx], y[idx])
+                seen += size
+                sums["loss"] += float(loss) * size
                 for k, v in metrics.items():
-                    sums[k] += float(v) * len(idx)
+                    sums[k] += float(v) * size
                 if bar is not None:
-                    bar.update(len(idx))
+                    bar.update(size)
                     if i % 10 == 0:
                         bar.set_postfix(loss=f"{float(loss):.4f}", **{k: f"{float(v):.3f}" for k, v in metrics.items()})
             seconds = time.perf_counter() - start
@@ -234,15 +414,28 @@ class Trainer:
                 self.save(checkpoint)
         return history
 
+    def _world(self) -> tuple[int, int]:
+        """(ranks, this rank) of the data-parallel job; (1, 0) when not distributed."""
+        if not self.distributed:
+            return 1, 0
+        from jitnet import distributed
+
+        return distributed.world_size(), distributed.rank()
+
     def evaluate(self, x, y, batch_size: int = 1024) -> dict[str, float]:
-        """Mean loss and metrics over (x, y) with the model in eval mode."""
+        """Mean loss and metrics over (x, y) with the model in eval mode (distributed: each rank
+        evaluates its share, the sums are added over ranks)."""
         x, y = np.asarray(x), np.asarray(y)
         _check_batch(x, y)
         batch_size = _check_count("evaluate", "batch_size", batch_size, 1)
+        world, rank = self._world()
+        n = len(x)
+        if world > 1:
+            x, y = (np.array_split(a, world)[rank] for a in (x, y))
         was_training = self.model.training
         self.model.eval()
         try:
-            if self._eval.traces == 0:
+            if self._eval.traces == 0 and len(x):
                 self._eval.lower(x[:batch_size], y[:batch_size])
             _check_labels("evaluate", y, self._eval_classes)
             sums = dict.fromkeys(["loss", *self.metrics], 0.0)
@@ -253,7 +446,11 @@ class Trainer:
                     sums[k] += float(v) * len(idx)
         finally:
             self.model.train(was_training)
-        return {k: v / len(x) for k, v in sums.items()}
+        if world > 1:
+            from jitnet import distributed
+
+            sums = distributed.allreduce_sum(sums)
+        return {k: float(v) / n for k, v in sums.items()}
 
     def predict(self, x, batch_size: int = 1024) -> np.ndarray:
         """The model's outputs for x (eval mode), as one numpy array."""
@@ -297,10 +494,19 @@ class Trainer:
         self.seed = self.step.seed = int(seed)
 
     def save(self, path: str) -> None:
-        jn.save(path, self.state_dict())
+        """Write a checkpoint (distributed: rank 0 writes; every rank returns once it is written)."""
+        if self._world()[1] == 0:
+            jn.save(path, self.state_dict())
+        if self.distributed:
+            from jitnet import distributed
+
+            distributed.barrier()
 
     def load(self, path: str) -> None:
+        """Resume from a checkpoint (distributed: every rank reads it, then takes rank 0's values)."""
         self.load_state_dict(jn.load(path))
+        if self.distributed:
+            self.step.sync()
 
 
 def _progress(total: int, desc: str, verbose: int):
