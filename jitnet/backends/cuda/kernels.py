@@ -6,7 +6,8 @@ The same fusion groups as the CPU backend, lowered to GPU loops:
 - reduce: one block per output element, each thread accumulating a strided slice of the reduced
   elements, then a shared-memory tree; when few outputs remain, a first kernel splits every
   reduction over many blocks into partial results and a second combines them;
-- row-wise softmax: one block per row, three passes, block reductions in shared memory.
+- row-wise softmax: one block per row, three passes, block reductions in shared memory; rows of up
+  to ROW_CACHE * BLOCK elements read once, kept in each thread's registers between passes.
 Each generated module defines `launch(out, *inputs)`, with its launch configuration computed once
 here (shapes are static). Shared-memory trees rather than warp shuffles keep every kernel runnable
 in numba's CUDA simulator, which has no warp-level operations.
@@ -32,6 +33,7 @@ BLOCK = 32 if simulator() else 256  # the simulator runs a Python thread per CUD
 MAX_BLOCKS = 4 if simulator() else 132 * 16  # enough resident blocks to fill an H100's 132 SMs
 SPLIT_MIN = 256 if simulator() else 1 << 16  # reductions this long (per output) are split across blocks
 UNROLL = 4  # elements per thread per step of an elementwise kernel
+ROW_CACHE = 16  # row-wise kernels keep up to this many elements per thread in registers (rows of 4096 on a GPU)
 
 
 def _blocks(work: int) -> int:
@@ -321,22 +323,41 @@ def _emit_reduce_kernels(src: _Source) -> list[str]:
 
 
 def _emit_rowwise_kernel(src: _Source) -> list[str]:
+    """One block per row, three passes (max, sum of exponentials, normalise) with block reductions
+    between them. A row of at most ROW_CACHE * BLOCK elements is read from memory once: each thread
+    keeps its elements (its producer's values) in a local array that the later passes read."""
     kernel = src.kernel
     (node,) = [n for n in kernel.nodes if OPS[n.op].kind == Kind.ROWWISE]
     x, dt, shape = node.inputs[0], node.dtype, node.shape
     kept_size, row, idx = row_geometry(node)
+    per_thread = -(-row // BLOCK)
+    cached = 0 < per_thread <= ROW_CACHE
     emit = src.emit
     emit(1, "tid = cuda.threadIdx.x")
+    if cached:
+        emit(1, f"cache = cuda.local.array({per_thread}, {numba_type(x.dtype)})")
     emit(1, f"for o in range(cuda.blockIdx.x, {kept_size}, cuda.gridDim.x):")
 
-    def row_loop(statements) -> None:
-        emit(2, f"for r in range(tid, {row}, {BLOCK}):")
-        body = src.scope(3)
-        statements(body, body.value(x, idx))
+    def row_loop(statements, first: bool = False) -> None:
+        """statements(body, the value of x at the element) for each of this thread's elements."""
+        if cached:
+            emit(2, f"for j in range({per_thread}):")
+            emit(3, f"r = tid + j * {BLOCK}")
+            emit(3, f"if r < {row}:")
+            body = src.scope(4)
+            if first:
+                body.emit(f"cache[j] = {body.value(x, idx)}")
+            else:
+                body.bind(x, idx, "cache[j]")
+            statements(body, "cache[j]")
+        else:
+            emit(2, f"for r in range(tid, {row}, {BLOCK}):")
+            body = src.scope(3)
+            statements(body, body.value(x, idx))
         src.close(body)
 
     emit(2, f"m = {DIALECT.extreme(dt, -1)}")
-    row_loop(lambda body, v: body.emit(f"m = {combine_values('max', 'm', v, dt, DIALECT)}"))
+    row_loop(lambda body, v: body.emit(f"m = {combine_values('max', 'm', v, dt, DIALECT)}"), first=True)
     emit(2, f"m = {_block_reduce(src, 2, [Slot('m', dt, DIALECT.extreme(dt, -1))], _merging('max', dt))}")
     emit(2, "s = 0.0")
     row_loop(lambda body, v: body.emit(f"s += {DIALECT.math('exp', f'{v} - m', dt)}"))

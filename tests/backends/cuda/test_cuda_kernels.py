@@ -122,3 +122,18 @@ def test_unrolled_elementwise_edges(extra):
     source = jn.compile(lambda a, c: a + c, backend="cuda").inspect(x, b)
     assert f"range(start, {3 * n}, {UNROLL} * stride)" in source
     check(lambda a, c: (jn.tanh(a) * c + a, a * c - 1.0), x, b, backend="cuda")
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_softmax_rows_cached_in_registers_or_not(extra):
+    """Rows of up to ROW_CACHE * BLOCK elements are read once into each thread's local array; longer
+    rows are read in each pass. Both with a fused producer, an epilogue and -inf entries."""
+    from jitnet.backends.cuda.kernels import BLOCK, ROW_CACHE
+
+    row = ROW_CACHE * BLOCK + extra
+    x = randn(3, row)
+    x[1, 5] = -np.inf
+    fn = lambda a: (jn.softmax(a * 2.0 + 1.0, axis=1) * a, jn.log_softmax(a, axis=1))  # noqa: E731
+    assert ("cuda.local.array" in source(fn, x)) == (extra == 0)
+    with np.errstate(invalid="ignore"):  # -inf * 0 in the epilogue: NaN on every backend
+        check(fn, x, backend="cuda", rtol=1e-5, atol=1e-6)
