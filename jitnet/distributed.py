@@ -165,16 +165,16 @@ def abort(message: str) -> None:
 
 
 def _wait(requests: list, what: str) -> None:
-    """Wait for nonblocking MPI requests, at most timeout_s(); past it, abort the job."""
-    deadline, pause = time.monotonic() + timeout_s(), 1e-5
+    """Wait for nonblocking MPI requests, at most timeout_s(); past it, abort the job. A busy poll,
+    as MPI's own blocking wait is: MPICH advances a collective only inside its calls, so a rank that
+    sleeps between tests stalls the exchange (a 3-4 ms floor on every allreduce, measured)."""
+    deadline = time.monotonic() + timeout_s()
     while not all([r.Test() for r in requests]):  # each Test completes its request once it can
         if time.monotonic() > deadline:
             abort(
                 f"jn.distributed: rank {rank()}: {what} did not complete within {timeout_s():.0f} s "
                 "(JITNET_DIST_TIMEOUT): another rank stopped, hangs or runs a different step"
             )
-        time.sleep(pause)
-        pause = min(pause * 2, 1e-3)
 
 
 def barrier() -> None:
@@ -194,10 +194,11 @@ def allgather(obj: Any) -> list:
 # ---- reductions and broadcasts of pytrees ----
 
 
-def allreduce_sum(tree: Any) -> Any:
+def allreduce_sum(tree: Any, host: bool = False) -> Any:
     """The elementwise sum over ranks of a pytree of Arrays / numpy arrays / numbers, the same bits
-    on every rank; Arrays come back as Arrays on their device, everything else as numpy."""
-    return _reduce(tree, None)
+    on every rank; Arrays come back as Arrays on their device (host=True: as numpy arrays, for a
+    caller that goes on on the host), everything else as numpy."""
+    return _reduce(tree, None, host)
 
 
 def allreduce_mean(tree: Any) -> Any:
@@ -209,7 +210,7 @@ def allreduce_mean(tree: Any) -> Any:
     return _reduce(tree, 1.0 / world_size())
 
 
-def _reduce(tree: Any, scale: float | None) -> Any:
+def _reduce(tree: Any, scale: float | None, host: bool = False) -> Any:
     leaves, treedef = pytree.flatten(tree)
     world = _get()
     if world.comm is None:
@@ -219,7 +220,9 @@ def _reduce(tree: Any, scale: float | None) -> Any:
         out = _reduce_buckets(world, leaves, device)
     if scale is not None and scale != 1.0:
         out = [o * o.dtype.type(scale) for o in out]
-    return pytree.unflatten(treedef, [_like(o, x) for o, x in zip(out, leaves)])
+    if host:
+        out = [o.numpy() if isinstance(o, Array) else o for o in out]
+    return pytree.unflatten(treedef, out if host else [_like(o, x) for o, x in zip(out, leaves)])
 
 
 def _host(x) -> np.ndarray:
@@ -259,14 +262,15 @@ def _reduce_buckets(world: _World, leaves: list, on_device: list[bool]) -> list:
         dtype = np.dtype(x.dtype) if isinstance(x, Array) else np.asarray(x).dtype
         groups.setdefault((dtype.str, on_device[i]), []).append(i)
     pending = []  # (send, part, gathered, members, device) per bucket
-    for (dtype_str, device), indices in groups.items():
+    for slot, ((dtype_str, device), indices) in enumerate(groups.items()):
         dtype = np.dtype(dtype_str)
         sizes = [int(np.prod(np.shape(leaves[i]))) for i in indices]
-        for bucket in buckets(sizes, dtype.itemsize):
+        for b, bucket in enumerate(buckets(sizes, dtype.itemsize)):
             members = [indices[j] for j in bucket]
             block = max(1, -(-sum(sizes[j] for j in bucket) // size))
-            send = _pack(leaves, members, block * size, dtype, device)
-            pending.append((send, _empty(block, dtype, device), _empty(block * size, dtype, device), members, device))
+            send, part, full = _workspace((slot, b, dtype.str, block, size, device), dtype)
+            _pack(send, leaves, members)
+            pending.append((send, part, full, members, device))
     requests = [comm.Ireduce_scatter_block(send, part, op=MPI.SUM) for send, part, *_ in pending]
     _wait(requests, "allreduce (reduce-scatter)")
     _wait([comm.Iallgather(part, full) for _, part, full, *_ in pending], "allreduce (all-gather)")
@@ -284,34 +288,48 @@ def _reduce_buckets(world: _World, leaves: list, on_device: list[bool]) -> list:
     return results
 
 
-def _empty(n: int, dtype: np.dtype, device: bool):
-    if device:
-        from numba import cuda
-
-        return cuda.device_array(n, dtype)
-    return np.empty(n, dtype)
+_workspaces: dict = {}  # (bucket's place in its call, dtype, block, ranks, on device) -> (send, part, full)
+MAX_WORKSPACES = 16
 
 
-def _pack(leaves: list, members: list[int], n: int, dtype: np.dtype, device: bool):
-    """One flat buffer holding the members' elements end to end, zero-padded to n."""
-    if device:
-        from numba import cuda
+def _workspace(key: tuple, dtype: np.dtype) -> tuple:
+    """The buffers of one bucket: send (block * size), this rank's reduced part (block), the
+    gathered result (block * size). Kept for the next call of the same layout (a training step's
+    buckets are the same every step): fresh buffers cost page faults and zeroing at every step."""
+    *_, block, size, device = key
+    buffers = _workspaces.pop(key, None)
+    if buffers is None:
+        if device:
+            from numba import cuda
 
-        flat = cuda.to_device(np.zeros(n, dtype))
-        at = 0
-        for i in members:
-            src = leaves[i].buffer()
-            if src.size:
-                flat[at : at + src.size].copy_to_device(src)
-            at += src.size
-        return flat
-    flat = np.zeros(n, dtype)
+            empty = lambda n: cuda.device_array(n, dtype)
+        else:
+            empty = lambda n: np.empty(n, dtype)
+        buffers = (empty(block * size), empty(block), empty(block * size))
+    _workspaces[key] = buffers  # most recently used last
+    while len(_workspaces) > MAX_WORKSPACES:
+        _workspaces.pop(next(iter(_workspaces)))
+    return buffers
+
+
+def _pack(send, leaves: list, members: list[int]) -> None:
+    """The members' elements end to end in `send`, zeros after them."""
     at = 0
     for i in members:
-        values = _host(leaves[i]).reshape(-1)
-        flat[at : at + values.size] = values
+        if isinstance(send, np.ndarray):
+            values = _host(leaves[i]).reshape(-1)
+            send[at : at + values.size] = values
+        else:  # a device bucket: device-to-device copies
+            values = leaves[i].buffer()
+            if values.size:
+                send[at : at + values.size].copy_to_device(values)
         at += values.size
-    return flat
+    if at < send.size:
+        tail = send[at:]
+        if isinstance(send, np.ndarray):
+            tail.fill(0)
+        else:
+            tail.copy_to_device(np.zeros(tail.size, send.dtype))
 
 
 def broadcast(tree: Any, root: int = 0) -> Any:

@@ -179,7 +179,7 @@ class TrainStep:
         from jitnet import distributed
 
         if uneven and len(x) == 0:
-            summed = distributed.allreduce_sum(self._nothing(*like))
+            summed = distributed.allreduce_sum(self._nothing(*like), host=True)
         else:
             _check_batch(x, y)
             args = self._grad_args(x, y, len(x))
@@ -189,7 +189,7 @@ class TrainStep:
             loss, metrics, grads, new_buffers = self._grads(*args)
             for k, v in new_buffers.items():
                 self.model.buffers()[k].assign(v, move=True)
-            summed = distributed.allreduce_sum((loss, metrics, grads, np.array(len(x), np.int64)))
+            summed = distributed.allreduce_sum((loss, metrics, grads, np.array(len(x), np.int64)), host=True)
         loss, metrics, grads, total = summed
         total = int(total)
         scale = lambda v: np.asarray(v) * np.asarray(v).dtype.type(1.0 / total)

@@ -133,7 +133,7 @@ def test_softmax_rows_cached_in_registers_or_not(extra):
     row = ROW_CACHE * BLOCK + extra
     x = randn(3, row)
     x[1, 5] = -np.inf
-    fn = lambda a: (jn.softmax(a * 2.0 + 1.0, axis=1) * a, jn.log_softmax(a, axis=1))  # noqa: E731
+    fn = lambda a: (jn.softmax(a * 2.0 + 1.0, axis=1) * a, jn.log_softmax(a, axis=1))
     assert ("cuda.local.array" in source(fn, x)) == (extra == 0)
     with np.errstate(invalid="ignore"):  # -inf * 0 in the epilogue: NaN on every backend
         check(fn, x, backend="cuda", rtol=1e-5, atol=1e-6)
