@@ -80,7 +80,8 @@ class TrainStep:
             self._agreed: set = set()  # batch signatures every rank is known to have traced alike
             self.sync()
 
-    def _program(self, params, buffers, state, hyper, seed, batch, training):
+    def _gradients(self, params, buffers, seed, batch, training) -> tuple:
+        """(loss, metrics, gradients, new buffers) of the batch: the traced forward and backward."""
         x, y = batch
 
         def loss_of(p):
@@ -90,23 +91,18 @@ class TrainStep:
         with traced_labels() as uses:
             (loss, (out, new_buffers)), grads = jn.value_and_grad(loss_of, has_aux=True)(params)
         self.num_classes = _classes_of(y, uses)
+        return loss, {name: fn(out, y) for name, fn in self.metrics.items()}, grads, new_buffers
+
+    def _program(self, params, buffers, state, hyper, seed, batch, training):
+        loss, metrics, grads, new_buffers = self._gradients(params, buffers, seed, batch, training)
         new_params, new_state = self.optimizer.update(params, grads, state, hyper)
-        metrics = {name: fn(out, y) for name, fn in self.metrics.items()}
         return loss, metrics, new_params, new_buffers, new_state
 
     def _grad_program(self, params, buffers, seed, batch, count, training):
         """(loss, metrics, gradients) times this rank's sample count, and the new buffers."""
-        x, y = batch
-
-        def loss_of(p):
-            out, new_buffers = self.model.functional_call(p, buffers, x, seed=seed if training else None)
-            return self.loss_fn(out, y), (out, new_buffers)
-
-        with traced_labels() as uses:
-            (loss, (out, new_buffers)), grads = jn.value_and_grad(loss_of, has_aux=True)(params)
-        self.num_classes = _classes_of(y, uses)
-        metrics = {name: fn(out, y) * count for name, fn in self.metrics.items()}
-        return loss * count, metrics, {k: g * count for k, g in grads.items()}, new_buffers
+        loss, metrics, grads, new_buffers = self._gradients(params, buffers, seed, batch, training)
+        scaled = lambda t: {k: v * count for k, v in t.items()}
+        return loss * count, scaled(metrics), scaled(grads), new_buffers
 
     def sync(self) -> None:
         """Every rank takes rank 0's parameters, buffers, optimizer state and seed (a no-op in one process)."""
