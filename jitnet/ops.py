@@ -140,6 +140,8 @@ relu = _unary("relu", False)
 sin = _unary("sin", True)
 cos = _unary("cos", True)
 acos = _unary("acos", True)
+erf = _unary("erf", True)
+erf.__doc__ = "The error function, elementwise (as scipy.special.erf; 1 ulp in float32 on the CPU)."
 logical_not = _unary("logical_not", False)
 
 
@@ -210,6 +212,22 @@ def leaky_relu(x, slope: float = 0.01):
 @primitive()
 def elu(x, alpha: float = 1.0):
     return _apply_elementwise("elu", x, float_inputs=True, alpha=float(alpha))
+
+
+_SQRT_HALF, _SQRT_TWO_OVER_PI = math.sqrt(0.5), math.sqrt(2.0 / math.pi)
+
+
+@primitive()
+def gelu(x, approximate: str = "none"):
+    """GELU as torch.nn.functional.gelu: x * Phi(x) through erf ("none"), or the tanh approximation
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) ("tanh"). One fused elementwise kernel either way."""
+    t = lift(x)
+    t = _cast(t, dtypes.to_float(t.dtype))
+    if approximate == "none":
+        return 0.5 * t * (1.0 + erf(t * _SQRT_HALF))
+    if approximate == "tanh":
+        return 0.5 * t * (1.0 + tanh(_SQRT_TWO_OVER_PI * (t + 0.044715 * t * t * t)))
+    raise trace_error(TraceTypeError, "gelu", f"approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
 @primitive(3)
@@ -335,6 +353,97 @@ def softmax(x, axis: int = -1):
 @primitive()
 def log_softmax(x, axis: int = -1):
     return _apply_rowwise("log_softmax", x, axis)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
+    """torch.nn.functional.layer_norm: over the last len(normalized_shape) axes, (x - mean) /
+    sqrt(var + eps) (biased variance), times weight, plus bias (each of normalized_shape, or None)."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+    arrays = {"x": x} | ({} if weight is None else {"weight": weight}) | ({} if bias is None else {"bias": bias})
+    return _layer_norm(arrays, tuple(int(d) for d in shape), float(eps))
+
+
+@primitive()
+def _layer_norm(arrays: dict, shape: tuple, eps: float):
+    t = lift(arrays["x"])
+    t = _cast(t, dtypes.to_float(t.dtype))
+    if not shape or len(shape) > t.ndim or t.shape[t.ndim - len(shape) :] != shape:
+        raise trace_error(
+            TraceShapeError, "layer_norm", f"normalized_shape {shape} is not the trailing shape of the input {t.shape}"
+        )
+    for name in ("weight", "bias"):
+        if name in arrays and tuple(lift(arrays[name]).shape) != shape:
+            raise trace_error(
+                TraceShapeError, "layer_norm", f"{name} has shape {lift(arrays[name]).shape}, expected {shape}"
+            )
+    if not eps >= 0:
+        raise trace_error(TraceShapeError, "layer_norm", f"eps must be >= 0, got {eps!r}")
+    axes = tuple(range(t.ndim - len(shape), t.ndim))
+    centred = t - mean(t, axis=axes, keepdims=True)
+    y = centred * rsqrt(mean(square(centred), axis=axes, keepdims=True) + eps)
+    if "weight" in arrays:
+        y = y * arrays["weight"]
+    return y + arrays["bias"] if "bias" in arrays else y
+
+
+def _band(op: str, x, k: int, lower: bool):
+    t = lift(x)
+    if t.ndim < 2:
+        raise trace_error(TraceShapeError, op, f"needs at least 2 dimensions, got shape {t.shape}")
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
+        raise trace_error(TraceTypeError, op, f"k must be an integer, got {k!r}")
+    return where(_band_mask(t.shape[-2:], int(k), lower), t, zeros((), t.dtype))
+
+
+def _band_mask(shape: tuple, k: int, lower: bool):
+    """(n, m) bools: column - row <= k (lower) or >= k."""
+    n, m = shape
+    offset = reshape(arange(m), (1, m)) - reshape(arange(n), (n, 1))
+    return offset <= k if lower else offset >= k
+
+
+@primitive()
+def tril(x, k: int = 0):
+    """The lower triangle of the last two axes (elements with column - row <= k), zeros above: numpy's tril."""
+    return _band("tril", x, k, lower=True)
+
+
+@primitive()
+def triu(x, k: int = 0):
+    """The upper triangle of the last two axes (column - row >= k), zeros below: numpy's triu."""
+    return _band("triu", x, k, lower=False)
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, scale: float | None = None):
+    """softmax(q @ k^T * scale + mask) @ v over (..., L, E), (..., S, E), (..., S, Ev) -> (..., L, Ev),
+    as torch.nn.functional.scaled_dot_product_attention (no dropout): scale defaults to 1/sqrt(E);
+    a bool mask keeps the positions where it is True, a float mask is added to the scores; causal
+    keeps column <= row (top-left aligned, as torch's is_causal). The masking is elementwise work
+    on the scores, fused into the softmax's row kernel. A row with nothing kept gives NaN, as in torch."""
+    arrays = {"q": q, "k": k, "v": v} | ({} if mask is None else {"mask": mask})
+    return _attention(arrays, bool(causal), None if scale is None else float(scale))
+
+
+@primitive()
+def _attention(arrays: dict, causal: bool, scale: float | None):
+    q, k, v, mask = arrays["q"], arrays["k"], arrays["v"], arrays.get("mask")
+    tq, tk, tv = lift(q), lift(k), lift(v)
+    if tq.ndim < 2 or tk.ndim < 2 or tv.ndim < 2 or tq.shape[-1] != tk.shape[-1] or tk.shape[-2] != tv.shape[-2]:
+        raise trace_error(
+            TraceShapeError,
+            "scaled_dot_product_attention",
+            f"expected q (..., L, E), k (..., S, E), v (..., S, Ev); got {tq.shape}, {tk.shape}, {tv.shape}",
+        )
+    scale = 1.0 / math.sqrt(tq.shape[-1]) if scale is None else scale
+    axes = (*range(tk.ndim - 2), tk.ndim - 1, tk.ndim - 2)
+    scores = matmul(tq, transpose(tk, axes)) * scale
+    big_negative = -math.inf
+    if causal:
+        scores = where(_band_mask(scores.shape[-2:], 0, lower=True), scores, big_negative)
+    if mask is not None:
+        m = lift(mask)
+        scores = where(m, scores, big_negative) if dtypes.is_bool(m.dtype) else scores + m
+    return matmul(softmax(scores, axis=-1), tv)
 
 
 # ---- shape ----

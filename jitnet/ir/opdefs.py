@@ -28,6 +28,7 @@ math functions, casts, select, sign, pow and maximum/minimum. `in_dtype` is the 
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -182,6 +183,14 @@ def _sigmoid_ref(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
 
 
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+
+
+def _erf_ref(x):
+    """numpy has no erf: math.erf per element (float64, correctly rounded to a few ulp), cast back."""
+    return np.vectorize(math.erf, otypes=[np.float64])(x).astype(x.dtype)
+
+
 def _sign_ref(x):
     return np.sign(x)
 
@@ -243,6 +252,14 @@ _def_elementwise("sign", _sign_ref, lambda d, a, attrs, dt, out: d.sign(a[0], dt
 _def_elementwise("tanh", np.tanh, _call("tanh"), _float_only, cost=8, vjp=lambda jn, g, out, x: (g * (1 - out * out),))
 _def_elementwise(
     "sigmoid", _sigmoid_ref, _call("sigmoid"), _float_only, cost=8, vjp=lambda jn, g, out, x: (g * out * (1 - out),)
+)
+_def_elementwise(
+    "erf",
+    _erf_ref,
+    _call("erf"),
+    _float_only,
+    cost=8,
+    vjp=lambda jn, g, out, x: (g * _TWO_OVER_SQRT_PI * jn.exp(-x * x),),
 )
 _def_elementwise("sin", np.sin, _call("sin"), _float_only, cost=8, vjp=lambda jn, g, out, x: (g * jn.cos(x),))
 _def_elementwise("cos", np.cos, _call("cos"), _float_only, cost=8, vjp=lambda jn, g, out, x: (-g * jn.sin(x),))

@@ -32,3 +32,8 @@ def kaiming_uniform(shape: tuple, fan_in: int) -> np.ndarray:
 def fan_in_bias(shape: tuple, fan_in: int) -> np.ndarray:
     """PyTorch's bias init for Linear and Conv2d: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     return uniform(shape, 1 / math.sqrt(fan_in) if fan_in else 0.0)
+
+
+def xavier_uniform(shape: tuple, fan_in: int, fan_out: int) -> np.ndarray:
+    """torch.nn.init.xavier_uniform_: U(-a, a), a = sqrt(6 / (fan_in + fan_out))."""
+    return uniform(shape, float(np.sqrt(6.0 / (fan_in + fan_out))))

@@ -155,6 +155,108 @@ class Tanh(Module):
         return jn.tanh(x)
 
 
+class GELU(Module):
+    """torch.nn.GELU: approximate "none" (exact, through erf) or "tanh"."""
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        return jn.gelu(x, approximate=self.approximate)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+
+class LayerNorm(Module):
+    """torch.nn.LayerNorm: normalise over the trailing `normalized_shape`; weight (ones) and bias
+    (zeros) of that shape when elementwise_affine."""
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True):
+        super().__init__()
+        shape = (normalized_shape,) if _int(normalized_shape) else tuple(normalized_shape)
+        if not shape or not all(_int(d) and d > 0 for d in shape):
+            raise ValueError(f"LayerNorm: normalized_shape must be positive integers, got {normalized_shape!r}")
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
+            raise ValueError(f"LayerNorm: eps must be a number >= 0, got {eps!r}")
+        self.normalized_shape, self.eps = tuple(int(d) for d in shape), float(eps)
+        if elementwise_affine:
+            self.register_parameter("weight", np.ones(self.normalized_shape, np.float32))
+            if bias:
+                self.register_parameter("bias", np.zeros(self.normalized_shape, np.float32))
+
+    def forward(self, x):
+        weight, bias = self._params.get("weight"), self._params.get("bias")
+        return jn.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={'weight' in self._params}"
+
+
+class MultiheadAttention(Module):
+    """torch.nn.MultiheadAttention (its parameter names, shapes and initialisation, so a state_dict
+    round-trips): in_proj_weight (3E, E), in_proj_bias (3E), out_proj.weight (E, E), out_proj.bias.
+    forward(query, key, value, attn_mask=None, is_causal=False, need_weights=True) ->
+    (output, the attention weights averaged over heads or None); batch_first as in torch. Without
+    dropout; attn_mask: bool (True = attend) or float (added), (L, S) or (N * heads, L, S)."""
+
+    def __init__(self, embed_dim: int, num_heads: int, bias: bool = True, batch_first: bool = False):
+        super().__init__()
+        _check_positive("MultiheadAttention", embed_dim=embed_dim, num_heads=num_heads)
+        if embed_dim % num_heads:
+            raise ValueError(f"MultiheadAttention: embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.embed_dim, self.num_heads, self.batch_first = int(embed_dim), int(num_heads), bool(batch_first)
+        e = self.embed_dim
+        self.register_parameter("in_proj_weight", init.xavier_uniform((3 * e, e), e, 3 * e))
+        if bias:
+            self.register_parameter("in_proj_bias", np.zeros(3 * e, np.float32))
+        self.out_proj = Linear(e, e, bias=bias)
+        if bias:  # torch zeroes both biases
+            self.out_proj.register_parameter("bias", np.zeros(e, np.float32))
+
+    def forward(self, query, key, value, attn_mask=None, is_causal: bool = False, need_weights: bool = True):
+        if self.batch_first:  # (N, L, E) -> (L, N, E): torch's layout inside
+            query, key, value = (jn.transpose(t, (1, 0, 2)) for t in (query, key, value))
+        (length, batch, e), source = query.shape, key.shape[0]
+        if e != self.embed_dim or key.shape[2] != e or value.shape[2] != e or value.shape[0] != source:
+            raise ValueError(
+                f"MultiheadAttention: query (L, N, {self.embed_dim}), key and value (S, N, {self.embed_dim}) "
+                f"expected, got {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}"
+            )
+        w, b = self.in_proj_weight, self._params.get("in_proj_bias")
+        heads, d = self.num_heads, e // self.num_heads
+
+        def project(t, part: int, n: int):  # (n, N, E) -> (N, heads, n, d)
+            y = jn.matmul(t, jn.transpose(w[part * e : (part + 1) * e]))
+            if b is not None:
+                y = y + b[part * e : (part + 1) * e]
+            return jn.transpose(jn.reshape(y, (n, batch, heads, d)), (1, 2, 0, 3))
+
+        q, k, v = project(query, 0, length), project(key, 1, source), project(value, 2, source)
+        mask = (
+            None
+            if attn_mask is None
+            else jn.reshape(attn_mask, (-1, heads, length, source) if len(attn_mask.shape) == 3 else (length, source))
+        )
+        scores = jn.matmul(q, jn.transpose(k, (0, 1, 3, 2))) * (1.0 / float(np.sqrt(d)))
+        if is_causal:
+            scores = jn.where(jn.tril(jn.ones((length, source), "bool")), scores, -np.inf)
+        if mask is not None:
+            scores = jn.where(mask, scores, -np.inf) if mask.dtype == np.bool_ else scores + mask
+        weights = jn.softmax(scores, axis=-1)
+        out = jn.reshape(jn.transpose(jn.matmul(weights, v), (2, 0, 1, 3)), (length, batch, e))
+        out = self.out_proj(out)
+        if self.batch_first:
+            out = jn.transpose(out, (1, 0, 2))
+        return out, (jn.mean(weights, axis=1) if need_weights else None)
+
+    def extra_repr(self) -> str:
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, batch_first={self.batch_first}"
+
+
 class Dropout(Module):
     """Zero each element with probability p in training (the kept ones scaled by 1/(1-p)); identity
     in eval. Inside `train_step` the mask comes from the step's seed, fresh every step."""

@@ -57,11 +57,11 @@ class Module:
         """State that is saved and loaded but not trained (BatchNorm's running statistics)."""
         self._buffers[name] = asarray(value, device=default_device())
 
-    def forward(self, *args):
+    def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not define forward")
 
-    def __call__(self, *args):
-        return self.forward(*args)
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
 
     # ---- the tree ----
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -71,6 +72,7 @@ CASES = [
     ("sin", jn.sin, (A,), np.sin),
     ("cos", jn.cos, (A,), np.cos),
     ("acos", jn.acos, (UNIT,), np.arccos),
+    ("erf", jn.erf, (A,), lambda x: np.array([math.erf(v) for v in x.reshape(-1)], np.float32).reshape(x.shape)),
     ("relu", jn.relu, (A,), lambda x: np.maximum(x, np.float32(0))),
     ("leaky_relu", lambda x: jn.leaky_relu(x, 0.1), (A,), lambda x: np.where(x > 0, x, x * np.float32(0.1))),
     ("elu", lambda x: jn.elu(x, 0.5), (A,), lambda x: np.where(x > 0, x, np.float32(0.5) * (np.exp(x) - 1))),

@@ -85,6 +85,8 @@ UNARY = {
     "sin": (jn.sin, anyv),
     "cos": (jn.cos, anyv),
     "acos": (jn.acos, unit),
+    "erf": (jn.erf, anyv),
+    "gelu": (jn.gelu, anyv),
     "relu": (jn.relu, anyv),
     "leaky_relu": (lambda x: jn.leaky_relu(x, 0.2), anyv),
     "elu": (lambda x: jn.elu(x, 0.7), anyv),

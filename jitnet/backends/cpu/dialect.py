@@ -14,7 +14,8 @@ class CpuDialect(Dialect):
     fmaximum/fminimum for float maximum/minimum; everything else as the base Dialect spells it."""
 
     funcs = {
-        name: f"vm.{name}_{{t}}" for name in ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "sin", "cos", "acos")
+        name: f"vm.{name}_{{t}}"
+        for name in ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "sin", "cos", "acos", "erf")
     } | {"sqrt": "np.sqrt", "abs": "abs"}
 
     def element(self, buffer: str, idx: list[Idx], shape: tuple) -> str:

@@ -16,7 +16,7 @@ class CudaDialect(Dialect):
     """libdevice math through math.* (numpy's functions in the simulator) and the device sigmoid
     dm.sigmoid_{t}; everything else as the base Dialect spells it."""
 
-    funcs = _MATH | {"sigmoid": "dm.sigmoid_{t}", "abs": "abs"}
+    funcs = _MATH | {"sigmoid": "dm.sigmoid_{t}", "abs": "abs", "erf": "math.erf"}  # numpy has no erf
 
 
 DIALECT = CudaDialect()
