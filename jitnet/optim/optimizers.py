@@ -2,8 +2,9 @@
 
 `update(params, grads, state, hyper)` returns new parameters and state: `train_step` traces it into
 the same program as the forward and backward, so the update of the whole model fuses into a few
-kernels. Per-step scalars (the learning rate from a schedule, Adam's bias corrections) come from
-`hyper(it)`, computed on the host in float64 and passed as runtime scalars: they never recompile.
+kernels. Per-step scalars (the learning rate from a schedule, Adam's bias corrections, AdamW's decay
+factor) come from `hyper(it)`, computed on the host in float64 and passed as runtime scalars: they
+never recompile.
 `step(grads)` applies one update eagerly (one compiled program) to the parameters in place.
 """
 
@@ -78,11 +79,16 @@ class Optimizer:
         grads = self._clip(grads)
         new_params, new_state = {}, {}
         for k, p in params.items():
-            g = grads[k]
-            if self.weight_decay:
-                g = g + self.weight_decay * p
+            p, g = self._decay(p, grads[k], hyper)
             new_params[k], new_state[k] = self._rule(p, g, state[k], hyper)
         return new_params, new_state
+
+    def _decay(self, p, g, hyper: dict) -> tuple:
+        """(parameter, gradient) that `_rule` gets: weight decay as L2, added to the gradient
+        (PyTorch's `weight_decay` of every optimizer but AdamW, which overrides this)."""
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        return p, g
 
     def _clip(self, grads: dict) -> dict:
         """PyTorch's clip_grad_norm_: scale all gradients by min(1, max_norm / (total 2-norm + 1e-6))."""
@@ -217,24 +223,75 @@ class AdaDelta(Optimizer):
 
 class Adam(Optimizer):
     """m, v: moving averages of g and g**2; p -= lr / (1 - b1**t) * m / (sqrt(v) / sqrt(1 - b2**t) + eps)
-    (PyTorch's Adam; weight decay is added to the gradient, L2)."""
+    (PyTorch's Adam; weight decay is added to the gradient, L2). With amsgrad, the denominator takes
+    the running maximum of v instead of v (kept in the slot `max_exp_avg_sq`)."""
 
     slots = ("exp_avg", "exp_avg_sq")
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0, **kw):
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        **kw,
+    ):
+        name = type(self).__name__
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}")
-        self.beta1, self.beta2 = (_number("Adam", f"betas[{i}]", b, "[0, 1)") for i, b in enumerate(betas))
-        self.eps = _number("Adam", "eps", eps)
+            raise ValueError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
+        self.beta1, self.beta2 = (_number(name, f"betas[{i}]", b, "[0, 1)") for i, b in enumerate(betas))
+        self.eps = _number(name, "eps", eps)
+        if not isinstance(amsgrad, (bool, np.bool_)):
+            raise TypeError(f"{name}: amsgrad must be True or False, got {amsgrad!r}")
+        self.amsgrad = bool(amsgrad)
+        self.slots = type(self).slots + (("max_exp_avg_sq",) if self.amsgrad else ())
         super().__init__(params, lr, weight_decay, **kw)
 
     def hyper(self, it: int) -> dict[str, float]:
+        return self._corrections(it, self.lr_at(it))
+
+    def _corrections(self, it: int, lr: float) -> dict[str, float]:
+        """The bias-corrected step size and 1 / sqrt(1 - b2**t) of update `it` (t = it + 1)."""
         t = it + 1
-        lr = self.lr_at(it)
         return {"step_size": lr / (1 - self.beta1**t), "inv_sqrt_bc2": 1 / math.sqrt(1 - self.beta2**t)}
 
     def _rule(self, p, g, state, hyper):
         m = self.beta1 * state["exp_avg"] + (1 - self.beta1) * g
         v = self.beta2 * state["exp_avg_sq"] + (1 - self.beta2) * g * g
+        new_state = {"exp_avg": m, "exp_avg_sq": v}
+        if self.amsgrad:
+            v = new_state["max_exp_avg_sq"] = jn.maximum(state["max_exp_avg_sq"], v)
         denom = jn.sqrt(v) * hyper["inv_sqrt_bc2"] + self.eps
-        return p - hyper["step_size"] * m / denom, {"exp_avg": m, "exp_avg_sq": v}
+        return p - hyper["step_size"] * m / denom, new_state
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (PyTorch's AdamW): each update first shrinks the parameter,
+    p *= 1 - lr * weight_decay (lr: the rate of this update, a schedule's included), then takes Adam's
+    step with the gradient as it is: the decay never enters the moments m and v. Defaults as
+    PyTorch's, weight_decay=1e-2 included; amsgrad as Adam's."""
+
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        **kw,
+    ):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, **kw)
+
+    def hyper(self, it: int) -> dict[str, float]:
+        lr = self.lr_at(it)
+        # The factor as PyTorch computes it (a host float), so float32 parameters round alike.
+        return {**self._corrections(it, lr), "decay": 1 - lr * self.weight_decay}
+
+    def _decay(self, p, g, hyper: dict) -> tuple:
+        """Decoupled: the parameter shrinks, the gradient is left alone (PyTorch skips it at 0 too)."""
+        if self.weight_decay:
+            p = p * hyper["decay"]
+        return p, g

@@ -54,6 +54,14 @@ def adam_ref(p, g, s, t, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, wd=0.0):
     return p - lr / (1 - b1**t) * s["m"] / denom
 
 
+def adamw_ref(p, g, s, t, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, wd=1e-2, amsgrad=False):
+    p = p * (1 - lr * wd)  # decoupled: the parameter shrinks, the gradient is left alone
+    s["m"] = b1 * s.get("m", 0) + (1 - b1) * g
+    s["v"] = b2 * s.get("v", 0) + (1 - b2) * g * g
+    v = s["vmax"] = np.maximum(s.get("vmax", 0), s["v"]) if amsgrad else s["v"]
+    return p - lr / (1 - b1**t) * s["m"] / (np.sqrt(v) / math.sqrt(1 - b2**t) + eps)
+
+
 CASES = [
     (lambda ps: optim.SGD(ps, lr=0.1), lambda *a: sgd_ref(*a, lr=0.1)),
     (lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), lambda *a: sgd_ref(*a, lr=0.1, momentum=0.9)),
@@ -66,6 +74,11 @@ CASES = [
     (lambda ps: optim.AdaDelta(ps, weight_decay=0.05), lambda *a: adadelta_ref(*a, wd=0.05)),
     (lambda ps: optim.Adam(ps, lr=0.01, betas=(0.8, 0.99)), lambda *a: adam_ref(*a, lr=0.01, b1=0.8, b2=0.99)),
     (lambda ps: optim.Adam(ps, weight_decay=0.1), lambda *a: adam_ref(*a, wd=0.1)),
+    (lambda ps: optim.AdamW(ps), adamw_ref),
+    (
+        lambda ps: optim.AdamW(ps, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1, amsgrad=True),
+        lambda *a: adamw_ref(*a, lr=0.01, b1=0.8, b2=0.99, wd=0.1, amsgrad=True),
+    ),
 ]
 
 
@@ -142,6 +155,18 @@ BAD_HYPERPARAMETERS = [
     ("Adam", {"betas": (-0.1, 0.999)}, ValueError, r"betas\[0\] must be in"),
     ("Adam", {"eps": -1e-8}, ValueError, "eps must be in"),
     ("Adam", {"lr": INF}, ValueError, "lr must be in"),
+    ("Adam", {"amsgrad": "yes"}, TypeError, "Adam: amsgrad must be True or False, got 'yes'"),
+    ("AdamW", {"weight_decay": -0.01}, ValueError, r"AdamW: weight_decay must be in \[0, inf\), got -0.01"),
+    ("AdamW", {"weight_decay": NAN}, ValueError, "AdamW: weight_decay must be in"),
+    ("AdamW", {"weight_decay": "0.01"}, TypeError, "AdamW: weight_decay must be a number"),
+    ("AdamW", {"betas": (0.9,)}, ValueError, r"AdamW: betas must be a pair \(beta1, beta2\), got \(0.9,\)"),
+    ("AdamW", {"betas": (0.9, 1.0)}, ValueError, r"AdamW: betas\[1\] must be in \[0, 1\), got 1.0"),
+    ("AdamW", {"betas": (-0.1, 0.999)}, ValueError, r"AdamW: betas\[0\] must be in \[0, 1\)"),
+    ("AdamW", {"eps": -1e-8}, ValueError, r"AdamW: eps must be in \[0, inf\)"),
+    ("AdamW", {"eps": INF}, ValueError, "AdamW: eps must be in"),
+    ("AdamW", {"lr": -1e-3}, ValueError, r"AdamW: lr must be in \[0, inf\)"),
+    ("AdamW", {"amsgrad": 1}, TypeError, "AdamW: amsgrad must be True or False, got 1"),
+    ("AdamW", {"clip_grad_norm": -1.0}, ValueError, r"AdamW: clip_grad_norm must be in \(0, inf\)"),
     ("AdaGrad", {"eps": -1.0}, ValueError, "AdaGrad: eps must be in"),
     ("RMSProp", {"alpha": -0.5}, ValueError, "RMSProp: alpha must be in"),
     ("RMSProp", {"eps": NAN}, ValueError, "RMSProp: eps must be in"),
@@ -183,10 +208,14 @@ TORCH_CASES = [
     ("RMSProp", {"lr": 0.01, "alpha": 0.95}, "RMSprop", {}),
     ("AdaDelta", {"lr": 1.0, "rho": 0.9}, "Adadelta", {}),
     ("Adam", {"lr": 0.01, "betas": (0.9, 0.99), "weight_decay": 0.01}, "Adam", {}),
+    ("Adam", {"lr": 0.01, "weight_decay": 0.01, "amsgrad": True}, "Adam", {}),
+    ("AdamW", {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1}, "AdamW", {}),
 ]
 
 
-@pytest.mark.parametrize("case", TORCH_CASES, ids=[c[0] for c in TORCH_CASES])
+@pytest.mark.parametrize(
+    "case", TORCH_CASES, ids=[c[0] + ("-amsgrad" if c[1].get("amsgrad") else "") for c in TORCH_CASES]
+)
 def test_against_torch(case, on_backend):
     torch = pytest.importorskip("torch")
     ours, kwargs, theirs, _ = case
