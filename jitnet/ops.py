@@ -583,10 +583,29 @@ def pad(x, pad_width, value: float = 0.0):
 
 
 @primitive()
+def _integer_array(i) -> bool:
+    if isinstance(i, (Tracer,)) or is_runtime_array(i):
+        return i.dtype.kind in "iu" and not dtypes.is_bool(i.dtype)
+    return isinstance(i, (np.ndarray, list)) and np.asarray(i).dtype.kind in "iu"
+
+
 def getitem(x, index):
-    """Basic indexing: ints, slices, None and Ellipsis (no array indexing)."""
+    """Basic indexing (ints, slices, None, Ellipsis), and one integer array among them: x[idx] and
+    x[:, idx] gather along that axis (`take`) after the basic part is applied."""
     t = lift(x)
     index = index if isinstance(index, tuple) else (index,)
+    arrays = [k for k, i in enumerate(index) if _integer_array(i)]
+    if len(arrays) > 1:
+        raise trace_error(TraceTypeError, "getitem", "only one integer array per index is supported")
+    if arrays:
+        (k,) = arrays
+        if builtins.any(i is None or i is Ellipsis for i in index[:k]):
+            raise trace_error(TraceTypeError, "getitem", "an integer array after None or ... is not supported")
+        # the dims before it are all kept (slices: their basic part is applied first) or dropped (ints)
+        basic = tuple(slice(None) if j == k else i for j, i in enumerate(index))
+        sliced = getitem(t, basic)
+        axis = builtins.sum(1 for i in index[:k] if isinstance(i, slice))
+        return take(sliced, index[k], axis)
     for i in index:
         basic = i is None or i is Ellipsis or isinstance(i, (int, np.integer, slice))
         if not basic or isinstance(i, (bool, np.bool_)):
@@ -622,6 +641,112 @@ def getitem(x, index):
     if builtins.any(sl != (0, n, 1) for sl, n in zip(slices, t.shape)):
         t = apply("slice", (t,), t.weak, slices=tuple(slices))
     return reshape(t, tuple(out_shape))
+
+
+# ---- gather and scatter ----
+
+
+def _host_indices(indices) -> np.ndarray | None:
+    """Indices given as host data (numpy, lists, numbers): known now, so checked now."""
+    if isinstance(indices, Tracer) or is_runtime_array(indices):
+        return None
+    return np.asarray(_as_data(indices))
+
+
+def _check_indices(op: str, indices, n: int, axis: int) -> None:
+    """An IndexError for host indices outside [-n, n); indices computed at run time are clamped."""
+    host = _host_indices(indices)
+    if host is None:
+        return
+    if host.dtype.kind not in "iu" or host.dtype == np.bool_:
+        raise trace_error(TraceTypeError, op, f"indices must be integers, got {host.dtype}")
+    bad = host[(host < -n) | (host >= n)]
+    if bad.size:
+        raise IndexError(f"{op}: index {int(bad.reshape(-1)[0])} is out of bounds for axis {axis} with size {n}")
+
+
+def take(x, indices, axis: int | None = None):
+    """numpy's take: x's elements at integer `indices` along `axis` (x flattened when None); the
+    result's shape is x.shape[:axis] + indices.shape + x.shape[axis + 1:]. Negative indices count
+    from the end. Host indices (numpy, lists) out of range raise IndexError; indices computed at run
+    time (Arrays, traced values) are clamped to the axis, never read out of bounds. Its gradient is
+    a scatter-add (`scatter_add`), correct with repeated indices."""
+    if axis is None:
+        x, axis = reshape(x, (-1,)), 0
+    shape = np.shape(_as_data(x))
+    a = _axis("take", axis, len(shape))
+    _check_indices("take", indices, shape[a], a)
+    return _take(x, indices, a)
+
+
+@primitive(2)
+def _take(x, indices, axis: int):
+    t, ind = lift(x), lift(indices)
+    if ind.dtype.kind not in "iu" or dtypes.is_bool(ind.dtype):
+        raise trace_error(TraceTypeError, "take", f"indices must be integers, got {ind.dtype}")
+    return apply("take", (t, ind), t.weak, axis=axis)
+
+
+def take_along_axis(x, indices, axis: int):
+    """numpy's take_along_axis: out[..., j, ...] = x[..., indices[..., j, ...], ...] along `axis`,
+    indices of x's rank broadcasting against x in the other axes. Out-of-range indices as `take`."""
+    shape = np.shape(_as_data(x))
+    a = _axis("take_along_axis", axis, len(shape))
+    _check_indices("take_along_axis", indices, shape[a], a)
+    return _take_along_axis(x, indices, a)
+
+
+@primitive(2)
+def _take_along_axis(x, indices, a: int):
+    t, ind = lift(x), lift(indices)
+    if ind.ndim != t.ndim:
+        raise trace_error(
+            TraceShapeError, "take_along_axis", f"indices of rank {ind.ndim} for an array of rank {t.ndim}"
+        )
+    n = t.shape[a]
+    shape = tuple(
+        builtins.max(p, q) if d != a else q for d, (p, q) in enumerate(zip(t.shape, ind.shape))
+    )  # the result's
+    ind = broadcast_to(ind, shape)
+    ind = astype(ind, dtypes.DEFAULT_INT)
+    ind = clip(where(ind < 0, ind + n, ind), 0, builtins.max(n - 1, 0))  # clamped along the axis, as take
+    # flat positions into x: the axis' index times its stride, plus every other axis' own offset
+    strides = [int(np.prod(t.shape[d + 1 :], dtype=np.int64)) for d in range(t.ndim)]
+    flat = ind * strides[a]
+    for d in range(t.ndim):
+        if d != a:
+            positions = reshape(arange(shape[d]), tuple(shape[d] if e == d else 1 for e in range(t.ndim)))
+            flat = flat + positions * strides[d]
+    full = broadcast_to(t, tuple(shape[d] if d != a else n for d in range(t.ndim)))
+    return _take(reshape(full, (-1,)), flat, 0)
+
+
+def scatter_add(x, indices, values, axis: int = 0):
+    """x with `values` added at `indices` along `axis` (as torch's index_add / numpy's add.at):
+    out[..., indices[j], ...] += values[..., j, ...], repeated indices accumulating, in the order
+    of j on every backend. values.shape == x.shape[:axis] + indices.shape + x.shape[axis + 1:]."""
+    shape = np.shape(_as_data(x))
+    a = _axis("scatter_add", axis, len(shape))
+    _check_indices("scatter_add", indices, shape[a], a)
+    return _scatter_add(x, indices, values, a)
+
+
+@primitive(3)
+def _scatter_add(x, indices, values, axis: int):
+    t, ind, v = lift(x), lift(indices), lift(values)
+    if ind.dtype.kind not in "iu" or dtypes.is_bool(ind.dtype):
+        raise trace_error(TraceTypeError, "scatter_add", f"indices must be integers, got {ind.dtype}")
+    want = t.shape[:axis] + ind.shape + t.shape[axis + 1 :]
+    if v.shape != want:
+        raise trace_error(TraceShapeError, "scatter_add", f"values have shape {v.shape}, expected {want}")
+    v = _cast(v, t.dtype)
+    added = apply("scatter_add", (v, astype(ind, dtypes.DEFAULT_INT)), axis=axis, shape=t.shape)
+    return t + added
+
+
+def index_add(x, axis: int, index, source):
+    """torch's index_add: x with source's slices added at `index` along `axis` (see scatter_add)."""
+    return scatter_add(x, index, source, axis)
 
 
 # ---- linear algebra and NN ----

@@ -167,6 +167,16 @@ class Emitter:
     def _slice(self, node, idx):
         return self.value(node.inputs[0], [i * s + b for i, (b, _, s) in zip(idx, node.attrs["slices"])])
 
+    def _take(self, node, idx):
+        """x at the output index with the axis' index read from the indices buffer: negative
+        counts from the end, and anything still outside the axis is clamped to it (opdefs)."""
+        x, ind = node.inputs
+        axis, k, n = node.attrs["axis"], len(ind.shape), x.shape[node.attrs["axis"]]
+        i = self.value(ind, idx[axis : axis + k])
+        at = self.fresh("at")
+        self.emit(f"{at} = min(max({i} + {n} if {i} < 0 else {i}, 0), {max(n - 1, 0)})")
+        return self.value(x, idx[:axis] + [Idx.var(at, n)] + idx[axis + k :])
+
     def _pad(self, node, idx):
         src = node.inputs[0]
         widths = node.attrs["widths"]

@@ -600,6 +600,83 @@ _def_movement(
 _def_movement("concat", _concat_shape, lambda *xs, axis: np.concatenate(xs, axis=axis), _concat_vjp)
 
 
+# ---- gather and its transpose: data-dependent indices along one axis ----
+# An index i into an axis of n counts from the end when negative (i + n), as numpy's; one still
+# outside [0, n) is clamped to it (the public ops raise where the indices are host data, so only
+# indices computed at run time can be out of range: they never read or write out of bounds).
+
+
+def clamp_indices(ind: np.ndarray, n: int) -> np.ndarray:
+    ind = np.where(ind < 0, ind + n, ind)
+    return np.clip(ind, 0, max(n - 1, 0))
+
+
+def _take_shape(shapes, attrs):
+    x, ind = shapes
+    a = attrs["axis"]
+    if not 0 <= a < len(x):
+        raise ValueError(f"take: axis {a} out of range for shape {x}")
+    if x[a] == 0 and math.prod(ind):
+        raise ValueError(f"take: cannot take indices from an empty axis {a} of shape {x}")
+    return x[:a] + ind + x[a + 1 :]
+
+
+def _take_dtype(dts, attrs):
+    if dts[1].kind not in "iu":
+        raise TypeError(f"take: indices must be integers, got {dts[1].name}")
+    return dts[0]
+
+
+def _take_ref(x, ind, axis):
+    return np.take(x, clamp_indices(ind, x.shape[axis]), axis=axis)
+
+
+def _take_vjp(jn, g, out, x, ind, axis):
+    return jn.apply("scatter_add", (g, jn.astype(ind, "int64")), axis=axis, shape=x.shape), None
+
+
+_register(OpDef("take", Kind.MOVEMENT, _take_shape, _take_dtype, _quiet(_take_ref), cost=0, vjp=_take_vjp))
+
+
+def _scatter_add_shape(shapes, attrs):
+    g, ind = shapes
+    shape, a = tuple(attrs["shape"]), attrs["axis"]
+    if g != shape[:a] + ind + shape[a + 1 :]:
+        raise ValueError(f"scatter_add: values of shape {g} do not fit indices {ind} into axis {a} of {shape}")
+    return shape
+
+
+def _scatter_add_dtype(dts, attrs):
+    if dts[1] != np.int64:  # one kernel per value dtype: narrower indices are widened first
+        raise TypeError(f"scatter_add: indices must be int64, got {dts[1].name}")
+    return dts[0]
+
+
+def _scatter_add_ref(g, ind, axis, shape):
+    """out[..., ind[j], ...] += g[..., j, ...], in the order of j (every backend adds in that order)."""
+    outer, n, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :])
+    out = np.zeros((outer, n, inner), g.dtype)
+    np.add.at(out, (slice(None), clamp_indices(ind.reshape(-1), n), slice(None)), g.reshape(outer, -1, inner))
+    return out.reshape(shape)
+
+
+def _scatter_add_vjp(jn, g, out, values, ind, axis, shape):
+    return jn.apply("take", (g, ind), axis=axis), None
+
+
+_register(
+    OpDef(
+        "scatter_add",
+        Kind.EXTERN,
+        _scatter_add_shape,
+        _scatter_add_dtype,
+        _quiet(_scatter_add_ref),
+        cost=100,
+        vjp=_scatter_add_vjp,
+    )
+)
+
+
 # ---- reductions ----
 
 

@@ -37,3 +37,8 @@ def fan_in_bias(shape: tuple, fan_in: int) -> np.ndarray:
 def xavier_uniform(shape: tuple, fan_in: int, fan_out: int) -> np.ndarray:
     """torch.nn.init.xavier_uniform_: U(-a, a), a = sqrt(6 / (fan_in + fan_out))."""
     return uniform(shape, float(np.sqrt(6.0 / (fan_in + fan_out))))
+
+
+def normal(shape: tuple, std: float = 1.0) -> np.ndarray:
+    """torch.nn.init.normal_: N(0, std^2) (nn.Embedding's weights)."""
+    return (_GENERATOR.standard_normal(size=shape) * std).astype(np.float32)

@@ -55,6 +55,24 @@ class Linear(Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={'bias' in self._params}"
 
 
+class Embedding(Module):
+    """torch.nn.Embedding: weight (num_embeddings, embedding_dim) ~ N(0, 1); forward(indices) gathers
+    its rows (jn.take), and the gradient scatter-adds into them (repeated indices accumulate).
+    Indices given as host data are checked (IndexError); indices computed on the device are clamped."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int):
+        super().__init__()
+        _check_positive("Embedding", num_embeddings=num_embeddings, embedding_dim=embedding_dim)
+        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        self.register_parameter("weight", init.normal((self.num_embeddings, self.embedding_dim)))
+
+    def forward(self, indices):
+        return jn.take(self.weight, indices, axis=0)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
 class Conv2d(Module):
     """Cross-correlation over NCHW input; weight (out_channels, in_channels, kh, kw)."""
 

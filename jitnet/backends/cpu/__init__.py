@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
 from jitnet.backends import Backend
-from jitnet.backends.cpu import conv, pooling
+from jitnet.backends.cpu import conv, pooling, scatter
 from jitnet.backends.cpu.device import cpu_device
 from jitnet.backends.cpu.dialect import DIALECT
 from jitnet.backends.cpu.kernels import generate
@@ -69,6 +71,9 @@ def extern_kernel(
     elif op in pooling.POOL_OPS:
         x_shape = attrs["in_shape"] if op.endswith("_vjp") else in_shapes[0]
         source = pooling.pool_source(op, x_shape, attrs["kernel"], attrs["stride"], attrs["padding"], dtype)
+    elif op == "scatter_add":
+        n_indices = int(np.prod(in_shapes[1], dtype=np.int64))
+        source = scatter.scatter_add_source(out_shape, attrs["axis"], n_indices, dtype)
     else:
         raise ValueError(f"the CPU backend has no kernel for extern op {op!r}")
     return cache.load(source), source

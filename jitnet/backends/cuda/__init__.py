@@ -4,6 +4,7 @@ plans, launch.py), run by a program runner that launches through the driver (run
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections.abc import Callable
 
@@ -19,6 +20,7 @@ from jitnet.backends.cuda.pooling import POOL_OPS, pool2d_source
 from jitnet.backends.cuda.precompile import compile_new
 from jitnet.backends.cuda.rules import RULES
 from jitnet.backends.cuda.runner import ProgramRunner, launch_mode
+from jitnet.backends.cuda.scatter import scatter_add_source
 from jitnet.codegen import cache
 from jitnet.codegen.epilogue import Epilogue, argument_order, epilogue_of, extern_op, operand_layout
 from jitnet.ir.fusion import Kernel
@@ -93,6 +95,8 @@ def extern_source(
     if root.op in POOL_OPS:
         in_shape = attrs.get("in_shape", shapes[0])
         return pool2d_source(root.op, in_shape, attrs["kernel"], stride, padding, root.dtype)
+    if root.op == "scatter_add":  # (values, int64 indices) -> out
+        return scatter_add_source(root.shape, attrs["axis"], math.prod(shapes[1]), root.dtype)
     raise NotImplementedError(f"no CUDA kernel for the extern op {root.op!r}")
 
 
