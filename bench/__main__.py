@@ -39,7 +39,9 @@ inputs against the device-to-device copy bandwidth (2**26 float32, the faster of
 cuMemcpyDtoD; all in bench/gpu.py). Without a usable GPU it
 says so and exits 0; under NUMBA_ENABLE_CUDASIM=1 it only validates, at tiny sizes, and only with
 --validate-only (the simulator's timings mean nothing). Groups of CPU tuning workloads run by name:
-`--only matmul_sizes|matmul_tiles|matmul_route|fma_peak` (bench/kernels_nn.py). `--compile`: after
+`--only matmul_sizes|matmul_tiles|matmul_route|fma_peak` (bench/kernels_nn.py); on either device the
+transformer workloads (gpt_train_step, layer_norm_fwd_bwd, causal_attention_fwd_bwd: bench/transformer.py)
+by name, or all three as `--only transformer`. `--compile`: after
 the workloads, the LeNet train step's cold compile and first step in a child process with an empty
 JITNET_CACHE_DIR, then in a second one (the disk cache warm).
 
@@ -53,7 +55,7 @@ import json
 import sys
 import tempfile
 
-from bench import elementwise, kernels_nn, runner, train_steps
+from bench import elementwise, kernels_nn, runner, train_steps, transformer
 from bench.cpu import Suite
 from bench.workload import Workload
 
@@ -85,7 +87,7 @@ def default(device: str) -> list[Workload]:
 
 def everything(device: str) -> dict[str, list[Workload]]:
     """Each workload under its name, and each group (run only by name) under its own."""
-    groups = kernels_nn.cpu_groups() if device == "cpu" else {}
+    groups = (kernels_nn.cpu_groups() if device == "cpu" else {}) | transformer.groups(device)
     return {w.name: [w] for w in default(device) + [w for ws in groups.values() for w in ws]} | groups
 
 

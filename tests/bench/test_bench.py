@@ -112,3 +112,72 @@ def test_torch_train_step_rows_put_the_model_on_the_inputs_device():
     first, second = run(), run()
     assert first.device.type == "cpu" and torch.equal(first, second)
     np.testing.assert_allclose(first.item(), _tiny_loss(x, y), rtol=1e-5)
+
+
+TRANSFORMER = ("gpt_train_step", "layer_norm_fwd_bwd", "causal_attention_fwd_bwd")
+
+
+def test_transformer_workloads_run_by_name_on_either_device():
+    from bench.__main__ import default, everything, select
+
+    cpu, gpu = everything("cpu"), {k: ws[0] for k, ws in everything("cuda").items() if k in TRANSFORMER}
+    assert set(TRANSFORMER) <= set(cpu) and set(TRANSFORMER) == set(gpu)
+    for device in ("cpu", "cuda"):  # their cold compiles: by name only
+        assert set(TRANSFORMER).isdisjoint(w.name for w in default(device))
+        assert [w.name for w in select(device, "transformer")] == list(TRANSFORMER)
+        assert [w.name for w in select(device, ",".join(TRANSFORMER))] == list(TRANSFORMER)
+    assert gpu["gpt_train_step"].inner is None and cpu["gpt_train_step"][0].inner == 1
+    for name in TRANSFORMER:
+        for w in (cpu[name][0], gpu[name]):
+            assert [i.name for i in w.impls] == ["jitnet", "torch", "torch.compile"], name
+            compiled = w.impl("torch.compile")
+            assert compiled.requires == "torch.compile" and compiled.cold and compiled.note
+    assert gpu["gpt_train_step"].targets == {"beats": ("torch",)}  # on the GPU: at least torch eager
+
+
+def test_gpt_train_step_is_the_examples_model_at_batch_16_by_128():
+    from bench.transformer import GPT_TRAIN_STEP, GPTConfig, example, gpt_macs_per_token
+
+    inputs = GPT_TRAIN_STEP.make_inputs(False)
+    assert inputs["x"].shape == inputs["y"].shape == (16, 128) and inputs["x"].dtype.kind == "i"
+    assert inputs["x"].min() >= 0 and inputs["x"].max() < GPTConfig().vocab
+    assert GPT_TRAIN_STEP.flops(inputs) == 6 * 16 * 128 * gpt_macs_per_token(GPTConfig())
+    assert "2048 / time" in GPT_TRAIN_STEP.description and GPT_TRAIN_STEP.gpu is not None
+    assert example().__file__.endswith("examples/train_gpt.py")
+
+
+def test_gpt_rows_give_the_float64_reference_loss():
+    """A tiny configuration of the same workload: jitnet's and torch's steps (lr = 0) both return the
+    float64 reference's loss, call after call; torch's twin loads jitnet's state_dict (strict)."""
+    torch = pytest.importorskip("torch")
+    from bench.transformer import GPTConfig, gpt_workload
+    from bench.workload import error
+
+    w = gpt_workload("tiny_gpt", GPTConfig(vocab=11, context=8, width=16, heads=2, layers=1, batch=3))
+    inputs = w.make_inputs(True)
+    ref = w.reference(inputs)
+    assert ref.shape == () and np.isfinite(ref) and ref > 0
+    run = w.impl("jitnet").make(inputs)
+    first, second = run(), run()
+    assert error(first, ref, "rel") < 1e-5 and error(second, ref, "rel") < 1e-5
+    assert run.after()["traces"] == 1 and run.info["kernels"] > 0
+    run = w.impl("torch").make({k: torch.from_numpy(v) for k, v in inputs.items()})
+    first, second = run(), run()
+    assert torch.equal(first, second) and error(first, ref, "rel") < 1e-5
+
+
+def test_quick_layer_norm_and_attention_rows_match_their_references(tmp_path):
+    pytest.importorskip("torch")
+    from bench.__main__ import main
+
+    out = tmp_path / "out.json"
+    only = "layer_norm_fwd_bwd,causal_attention_fwd_bwd"
+    status = main(["--quick", "--repeat", "3", "--only", only, "--json", str(out)])
+    doc = json.loads(out.read_text())
+    assert status == 0 and doc["failures"] == 0
+    rows = {(r["workload"], r["impl"]): r for r in doc["rows"]}
+    assert set(rows) == {(w, i) for w in only.split(",") for i in ("jitnet", "torch")}  # --quick: no torch.compile
+    for row in rows.values():
+        assert row["status"] == "ok" and row["max_error"] <= row["tolerance"] and row["floor_frac"] > 0
+    skipped = {(s["workload"], s["impl"]) for s in doc["skipped"]}
+    assert skipped == {(w, "torch.compile") for w in only.split(",")}
