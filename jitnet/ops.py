@@ -653,6 +653,14 @@ def _host_indices(indices) -> np.ndarray | None:
     return np.asarray(_as_data(indices))
 
 
+def _gather_axis(op: str, x, indices, axis: int) -> int:
+    """The axis (normalised) that `op` gathers from or scatters into, with host indices checked."""
+    shape = np.shape(_as_data(x))
+    a = _axis(op, axis, len(shape))
+    _check_indices(op, indices, shape[a], a)
+    return a
+
+
 def _check_indices(op: str, indices, n: int, axis: int) -> None:
     """An IndexError for host indices outside [-n, n); indices computed at run time are clamped."""
     host = _host_indices(indices)
@@ -673,10 +681,7 @@ def take(x, indices, axis: int | None = None):
     a scatter-add (`scatter_add`), correct with repeated indices."""
     if axis is None:
         x, axis = reshape(x, (-1,)), 0
-    shape = np.shape(_as_data(x))
-    a = _axis("take", axis, len(shape))
-    _check_indices("take", indices, shape[a], a)
-    return _take(x, indices, a)
+    return _take(x, indices, _gather_axis("take", x, indices, axis))
 
 
 @primitive(2)
@@ -690,10 +695,7 @@ def _take(x, indices, axis: int):
 def take_along_axis(x, indices, axis: int):
     """numpy's take_along_axis: out[..., j, ...] = x[..., indices[..., j, ...], ...] along `axis`,
     indices of x's rank broadcasting against x in the other axes. Out-of-range indices as `take`."""
-    shape = np.shape(_as_data(x))
-    a = _axis("take_along_axis", axis, len(shape))
-    _check_indices("take_along_axis", indices, shape[a], a)
-    return _take_along_axis(x, indices, a)
+    return _take_along_axis(x, indices, _gather_axis("take_along_axis", x, indices, axis))
 
 
 @primitive(2)
@@ -725,10 +727,7 @@ def scatter_add(x, indices, values, axis: int = 0):
     """x with `values` added at `indices` along `axis` (as torch's index_add / numpy's add.at):
     out[..., indices[j], ...] += values[..., j, ...], repeated indices accumulating, in the order
     of j on every backend. values.shape == x.shape[:axis] + indices.shape + x.shape[axis + 1:]."""
-    shape = np.shape(_as_data(x))
-    a = _axis("scatter_add", axis, len(shape))
-    _check_indices("scatter_add", indices, shape[a], a)
-    return _scatter_add(x, indices, values, a)
+    return _scatter_add(x, indices, values, _gather_axis("scatter_add", x, indices, axis))
 
 
 @primitive(3)

@@ -28,10 +28,18 @@ def values(d):
     return {k: np.array(v) for k, v in d.items()}
 
 
-def test_train_step_equals_separate_forward_grad_update(on_backend):
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: optim.Adam(p, lr=optim.schedules.exp(0.01, 0.9), weight_decay=0.01),
+        lambda p: optim.AdamW(p, lr=optim.schedules.cosine(0.05, 3), weight_decay=0.1),
+        lambda p: optim.AdamW(p, lr=optim.schedules.cosine(0.05, 3), weight_decay=0.1, amsgrad=True),
+    ],
+    ids=["adam", "adamw", "adamw-amsgrad"],
+)
+def test_train_step_equals_separate_forward_grad_update(on_backend, make):
     a, b = mlp(), mlp()
-    opt_a = optim.Adam(a.parameters(), lr=optim.schedules.exp(0.01, 0.9), weight_decay=0.01)
-    opt_b = optim.Adam(b.parameters(), lr=optim.schedules.exp(0.01, 0.9), weight_decay=0.01)
+    opt_a, opt_b = make(a.parameters()), make(b.parameters())
     step = nn.train_step(a, nn.cross_entropy, opt_a)
 
     def loss_of(params, x, y):
@@ -46,7 +54,7 @@ def test_train_step_equals_separate_forward_grad_update(on_backend):
         assert loss_a == pytest.approx(float(loss_b), rel=1e-5)
         for k, v in values(a.parameters()).items():
             np.testing.assert_allclose(v, b.parameters()[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
-    assert step._compiled.traces == 1  # the scheduled lr and Adam's corrections are runtime scalars
+    assert step._compiled.traces == 1  # the scheduled lr, Adam's corrections, AdamW's decay: runtime scalars
 
 
 def test_parameters_are_updated_in_place_on_the_device(on_backend):

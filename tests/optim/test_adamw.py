@@ -8,7 +8,7 @@ import pytest
 from helpers import on_device
 
 import jitnet as jn
-from jitnet import nn, optim
+from jitnet import optim
 
 RNG = np.random.default_rng(7)
 SHAPES = {"w": (6, 4), "b": (4,)}
@@ -132,35 +132,3 @@ def test_state_dict_round_trip(amsgrad, on_backend):
         np.testing.assert_array_equal(resumed_params[k].numpy(), params[k].numpy(), err_msg=k)
     with pytest.raises(ValueError, match="missing keys"):
         optim.AdamW(params_of(np.float32), amsgrad=not amsgrad).load_state_dict(saved)
-
-
-X = RNG.standard_normal((30, 6)).astype(np.float32)
-Y = RNG.integers(0, 3, 30).astype(np.int64)
-
-
-def mlp():
-    jn.manual_seed(0)
-    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
-
-
-@pytest.mark.parametrize("amsgrad", [False, True], ids=["adam", "amsgrad"])
-def test_train_step_equals_grad_and_step(amsgrad, on_backend):
-    a, b = mlp(), mlp()
-    kwargs = {"lr": optim.schedules.cosine(0.05, 3), "weight_decay": 0.1, "amsgrad": amsgrad}
-    step = nn.train_step(a, nn.cross_entropy, optim.AdamW(a.parameters(), **kwargs))
-    opt_b = optim.AdamW(b.parameters(), **kwargs)
-
-    def loss_of(params, x, y):
-        return nn.cross_entropy(b.functional_call(params, {}, x)[0], y)
-
-    grad_b = jn.compile(jn.value_and_grad(loss_of), backend=on_backend)
-    for i in range(3):
-        x, y = X[i * 10 : i * 10 + 10], Y[i * 10 : i * 10 + 10]
-        loss_a = float(step(x, y))
-        loss_b, grads = grad_b(b.parameters(), x, y)
-        opt_b.step(grads)
-        assert loss_a == pytest.approx(float(loss_b), rel=1e-5)
-        for k, v in a.parameters().items():
-            np.testing.assert_allclose(v.numpy(), b.parameters()[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
-    assert step._compiled.traces == 1
-    on_device(a.parameters(), on_backend)
