@@ -37,6 +37,7 @@ import numpy as np
 from jitnet.ir import pytree
 from jitnet.runtime.array import Array, asarray
 
+ABORT_GRACE_S = 1.0  # between a failing rank's last words and MPI_Abort
 BUCKET_BYTES = 32 << 20  # leaves are packed into flat buffers of at most this many bytes (one bigger leaf: its own)
 _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")  # set by MPICH's, OpenMPI's launchers
 
@@ -127,8 +128,7 @@ def _abort_on_uncaught_exceptions(comm) -> None:
     def hook(kind, value, traceback):
         previous(kind, value, traceback)
         sys.stderr.write(f"jn.distributed: rank {comm.Get_rank()} failed; aborting all {comm.Get_size()} ranks\n")
-        sys.stderr.flush()
-        comm.Abort(1)
+        _abort(comm)
 
     sys.excepthook = hook
 
@@ -160,8 +160,16 @@ def abort(message: str) -> None:
     if world.comm is None:
         raise RuntimeError(message)
     sys.stderr.write(f"{message}\n")
+    _abort(world.comm)
+
+
+def _abort(comm) -> None:
+    """MPI_Abort, once what this rank wrote has had time to reach the launcher: MPICH's launcher
+    kills every rank at once, and output still in its pipes would be lost (seen under load)."""
     sys.stderr.flush()
-    world.comm.Abort(1)
+    sys.stdout.flush()
+    time.sleep(ABORT_GRACE_S)
+    comm.Abort(1)
 
 
 def _wait(requests: list, what: str) -> None:

@@ -582,7 +582,6 @@ def pad(x, pad_width, value: float = 0.0):
     return apply("pad", (t,), t.weak, widths=widths, value=float(value))
 
 
-@primitive()
 def _integer_array(i) -> bool:
     if isinstance(i, (Tracer,)) or is_runtime_array(i):
         return i.dtype.kind in "iu" and not dtypes.is_bool(i.dtype)
@@ -592,7 +591,6 @@ def _integer_array(i) -> bool:
 def getitem(x, index):
     """Basic indexing (ints, slices, None, Ellipsis), and one integer array among them: x[idx] and
     x[:, idx] gather along that axis (`take`) after the basic part is applied."""
-    t = lift(x)
     index = index if isinstance(index, tuple) else (index,)
     arrays = [k for k, i in enumerate(index) if _integer_array(i)]
     if len(arrays) > 1:
@@ -603,9 +601,14 @@ def getitem(x, index):
             raise trace_error(TraceTypeError, "getitem", "an integer array after None or ... is not supported")
         # the dims before it are all kept (slices: their basic part is applied first) or dropped (ints)
         basic = tuple(slice(None) if j == k else i for j, i in enumerate(index))
-        sliced = getitem(t, basic)
         axis = builtins.sum(1 for i in index[:k] if isinstance(i, slice))
-        return take(sliced, index[k], axis)
+        return take(_basic_getitem(x, basic), index[k], axis)
+    return _basic_getitem(x, index)
+
+
+@primitive()
+def _basic_getitem(x, index: tuple):
+    t = lift(x)
     for i in index:
         basic = i is None or i is Ellipsis or isinstance(i, (int, np.integer, slice))
         if not basic or isinstance(i, (bool, np.bool_)):

@@ -153,6 +153,13 @@ CASES = [
     ("pad_value", lambda a: jn.pad(a, 1, value=-2.0), (A,), lambda a: np.pad(a, 1, constant_values=-2)),
     ("concatenate", lambda a, b: jn.concatenate([a, b, a], axis=1), (A, B), lambda a, b: np.concatenate([a, b, a], 1)),
     ("concatenate_axis0", lambda a, b: jn.concatenate([a, b[:1]]), (A, B), lambda a, b: np.concatenate([a, b[:1]])),
+    ("take", lambda a: jn.take(a, np.array([[2, 0], [2, -1]]), 1), (A,), lambda a: np.take(a, [[2, 0], [2, -1]], 1)),
+    (
+        "scatter_add",
+        lambda a: jn.scatter_add(a, np.array([1, 1]), a[:2] * 2.0, 0),
+        (A,),
+        lambda a: a + _scatter(a),
+    ),
     (
         "concatenate_promote",
         lambda a, b: jn.concatenate([a, b], -1),
@@ -456,6 +463,13 @@ def _graphs():
     yield _pool_grad("avg", 2, None, 0), (x, x[:, :, ::2, ::2])
     yield jn.grad(lambda x, w: jn.sum(jn.conv2d(x, w)), argnums=(0, 1)), _conv_inputs(*CONV_CASES[0][:2])
     yield (lambda x: jn.dropout(x, 0.5, 7)), (x,)
+
+
+def _scatter(a):
+    """Rows 0 and 1 of a, doubled, both added into row 1 (numpy's add.at accumulates repeats)."""
+    out = np.zeros_like(a)
+    np.add.at(out, [1, 1], a[:2] * 2)
+    return out
 
 
 def test_every_op_is_exercised():

@@ -167,6 +167,8 @@ case("pad-then-slice", lambda x: jn.pad(x, ((1, 1), (2, 0)))[1:, ::2], shaped(an
 case("concat-axis0", lambda a, b: jn.concatenate([a, b], axis=0), shaped(anyv, (2, 3), (4, 3)))
 case("concat-axis1-three", lambda a, b, c: jn.concatenate([a, b, c], axis=1), shaped(anyv, (2, 1), (2, 3), (2, 2)))
 case("concat-same-input", lambda a: jn.concatenate([a, a * 2.0, a], axis=-1), shaped(anyv, (2, 3)))
+case("take-repeated", lambda a: jn.take(a, np.array([[2, 0], [2, -1]]), 1), shaped(anyv, (3, 4)))
+case("scatter_add-repeated", lambda a, v: jn.scatter_add(a, np.array([1, 1, 0]), v, 0), shaped(anyv, (2, 3), (3, 3)))
 
 # ---- reductions and row-wise ----
 REDUCE_AXES = [
