@@ -117,7 +117,7 @@ TYPE_ERRORS = [
     ("logical_and_float", lambda x: jn.logical_and(x, x), (X,), ["logical_and", "float32"]),
     ("invert_float", lambda x: ~x, (X,), ["logical_not", "float32"]),
     ("one_hot_float", lambda x: jn.one_hot(x, 3), (X,), ["one_hot", "float32"]),
-    ("array_index", lambda x: x[np.array([0, 1])], (X,), ["getitem", "basic indexing", "ndarray"]),
+    ("two_array_index", lambda x: x[np.array([0, 1]), np.array([1, 2])], (X,), ["getitem", "one integer array"]),
     ("mask_index", lambda x: x[x > 0], (X,), ["getitem", "basic indexing"]),
     ("float_index", lambda x: x[1.5], (X,), ["getitem", "basic indexing", "float"]),
     ("bool_of_tracer", lambda x: x if x > 0 else -x, (X,), ["bool", "jn.where", "(3, 4)"]),
@@ -200,9 +200,9 @@ def test_matmul_vector_mismatch_names_the_users_shapes():
     assert "(3,)" in str(info.value) and "(5,)" in str(info.value), str(info.value)
 
 
-def test_list_index_is_advanced_indexing():
-    with pytest.raises(jn.TraceError, match="basic indexing"):
-        trace(lambda x: x[[0, 1]], X)
+def test_list_index_gathers():
+    """A list of ints indexes like numpy's integer array (jn.take), not as a tuple of indices."""
+    np.testing.assert_array_equal(np.asarray(trace(lambda x: x[[0, 1]], X)), X[[0, 1]])
 
 
 def test_exp_of_bool_computes_in_float():
