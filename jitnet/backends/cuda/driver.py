@@ -37,10 +37,15 @@ class Driver(Protocol):
         """Replay a graph on the default stream."""
 
 
-def array_params(size: int, itemsize: int, address: int) -> tuple:
-    """What numba passes a kernel for a 1-D C-contiguous array (numba-cuda's `_Kernel._prepare_args`):
-    meminfo, parent, nitems, itemsize, data, shape[0], strides[0]; integers as intptr_t."""
-    return (0, 0, size, itemsize, address, size, itemsize)
+def array_params(buffers, address) -> list:
+    """The flat kernel parameters of these 1-D C-contiguous buffers, each as numba passes an array
+    (numba-cuda's `_Kernel._prepare_args`): meminfo, parent, nitems, itemsize, data, shape[0],
+    strides[0]; integers as intptr_t. `address(buf)` gives a buffer's device address."""
+    params: list = []
+    for buf in buffers:
+        size, itemsize = buf.size, buf.dtype.itemsize
+        params += (0, 0, size, itemsize, address(buf), size, itemsize)
+    return params
 
 
 def _core():

@@ -124,11 +124,7 @@ class ProgramRunner:
         buffers = buffers + scratch
         address, launch = self.driver.address, self.driver.launch
         for function, config, args in launches:
-            params: list = []
-            for i in args:
-                buf = buffers[i]
-                params += array_params(buf.size, buf.dtype.itemsize, address(buf))
-            launch(target, config, function, params)
+            launch(target, config, function, array_params([buffers[i] for i in args], address))
 
     def _direct(self, inputs: list, captured: list) -> list[Array]:
         self._prepare()
@@ -192,12 +188,7 @@ class _Graph:
         """Launch the copy kernels over pairs[i] = (dst, src)."""
         address, launch = self.driver.address, self.driver.launch
         for function, config, chunk in kernels:
-            params: list = []
-            for i in chunk:
-                dst, src = pairs[i]
-                params += array_params(dst.size, dst.dtype.itemsize, address(dst))
-                params += array_params(src.size, src.dtype.itemsize, address(src))
-            launch(None, config, function, params)
+            launch(None, config, function, array_params([buf for i in chunk for buf in pairs[i]], address))
 
     def replay(self, inputs: list, captured: list) -> list[Array]:
         program, take = self.program, self.program.device.pool.take
