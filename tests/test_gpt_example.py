@@ -6,18 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_examples import EXAMPLES, run
+from test_examples import run
 
 import jitnet as jn
-
-
-def _gpt_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_gpt", EXAMPLES / "train_gpt.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench.transformer import GPTConfig, example, torch_gpt
 
 
 def test_gpt_script(tmp_path):
@@ -44,50 +36,22 @@ def test_gpt_first_steps_match_pytorch(on_backend):
 
     if on_backend == "cuda" and simulator():
         pytest.skip("too slow in numba's CUDA simulator (a real GPU runs it); its ops are tested there one by one")
-    gpt = _gpt_module()
-    vocab, context, width, heads = 11, 8, 16, 2
+    cfg = GPTConfig(vocab=11, context=8, width=16, heads=2, layers=1, batch=3)
+    gpt = example()
     jn.manual_seed(0)
-    model = gpt.GPT(vocab, context, width, heads, layers=1)  # on the backend's device
-
-    class Block(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln1, self.ln2 = torch.nn.LayerNorm(width), torch.nn.LayerNorm(width)
-            self.attn = torch.nn.MultiheadAttention(width, heads, batch_first=True)
-            self.mlp = torch.nn.Sequential(
-                torch.nn.Linear(width, 4 * width), torch.nn.GELU(), torch.nn.Linear(4 * width, width)
-            )
-
-        def forward(self, x):
-            h = self.ln1(x)
-            mask = torch.nn.Transformer.generate_square_subsequent_mask(x.shape[1])
-            x = x + self.attn(h, h, h, attn_mask=mask, is_causal=True, need_weights=False)[0]
-            return x + self.mlp(self.ln2(x))
-
-    class GPT(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.tok, self.pos = torch.nn.Embedding(vocab, width), torch.nn.Embedding(context, width)
-            self.blocks, self.ln = torch.nn.Sequential(Block()), torch.nn.LayerNorm(width)
-            self.head = torch.nn.Linear(width, vocab)
-
-        def forward(self, tokens):
-            x = self.tok(tokens) + self.pos(torch.arange(tokens.shape[1]))
-            return self.head(self.ln(self.blocks(x)))
-
-    reference = GPT()
+    model = gpt.GPT(cfg.vocab, cfg.context, cfg.width, cfg.heads, cfg.layers)  # on the backend's device
+    reference = torch_gpt(cfg)  # the bench's twin of the example's model: the same names, so the state loads
     reference.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in model.state_dict().items()})
     optimizer = jn.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
     step = jn.nn.train_step(model, gpt.next_token_loss, optimizer)
     torch_optimizer = torch.optim.AdamW(reference.parameters(), lr=3e-3, weight_decay=0.1)
     rng = np.random.default_rng(1)
     for _ in range(5):
-        x = rng.integers(0, vocab, (3, context))
-        y = rng.integers(0, vocab, (3, context))
+        x, y = (rng.integers(0, cfg.vocab, (cfg.batch, cfg.context)) for _ in range(2))
         loss = float(step(x, y))
         torch_optimizer.zero_grad()
         logits = reference(torch.from_numpy(x))
-        want = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), torch.from_numpy(y).reshape(-1))
+        want = torch.nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab), torch.from_numpy(y).reshape(-1))
         want.backward()
         torch_optimizer.step()
         assert abs(loss - want.item()) <= 1e-4 * abs(want.item()), (loss, want.item())
