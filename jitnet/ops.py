@@ -771,6 +771,10 @@ def matmul(a, b):
         ta = reshape(ta, (1, ta.shape[0]))
     if squeeze_b:
         tb = reshape(tb, (tb.shape[0], 1))
+    if ta.ndim > 2 and tb.ndim == 2:  # a stack of rows times one matrix: one 2-D product, whose
+        # weight gradient is one 2-D product too (not a batch of them summed)
+        out = apply("matmul", (reshape(ta, (-1, ta.shape[-1])), tb), weak)
+        return reshape(out, ta.shape[:-1] + (() if squeeze_b else out.shape[-1:]))
     rank = builtins.max(ta.ndim, tb.ndim)
     ta = reshape(ta, (1,) * (rank - ta.ndim) + ta.shape)
     tb = reshape(tb, (1,) * (rank - tb.ndim) + tb.shape)

@@ -456,6 +456,31 @@ def test_odd_sizes(n, backend):
     check(fn, x, backend=backend, **TRANSCENDENTAL)
 
 
+@pytest.mark.parametrize(
+    "cpu_shape, axes",
+    [((2048, 40), 0), ((3, 700, 1500), (0, 1)), ((37, 1031, 17), (0, 1)), ((5000, 24), -2)],
+    ids=str,
+)
+def test_reductions_over_leading_axes(cpu_shape, axes, backend):
+    """Bias-gradient reductions: the kept axes end the input. On the CPU these shapes take the
+    column path (kernels.py `_emit_column_reduce`: chunks of rows x blocks of at most 1024 kept
+    columns, 1500 making two blocks; rows not a multiple of the chunk), with a vmath term, a NaN, an
+    integer and a bool sum and a sibling output stored at every element."""
+    shape = cpu_shape if backend == "cpu" else (3, 4, 19)[-len(cpu_shape) :]
+    x, y = randn(*shape), randn(*shape)
+    x.reshape(-1)[7] = np.nan
+    ints = randint(*shape)
+
+    def fn(a, b, i):
+        term = jn.gelu(a) * b
+        return jn.sum(term, axes), jn.max(a, axes), jn.min(b, axes), jn.sum(i, axes), jn.sum(a > 0, axes), term * 2
+
+    check(fn, x, y, ints, backend=backend, **TRANSCENDENTAL)
+    if backend == "cpu":
+        sources = jn.compile(lambda a: (jn.sum(a, axes), jn.max(a, axes)), backend="cpu").lower(x).sources
+        assert any("row_acc" in source for source in sources)
+
+
 def test_many_outputs_grid_stride(backend):
     """More outputs than the simulator's 4 blocks: each block loops over several outputs."""
     check(lambda x: (x.sum(1), jn.argmax(x, 1)), randn(9, 5), backend=backend, **TRANSCENDENTAL)

@@ -133,6 +133,18 @@ def test_matmul_backward_reads_operands_in_place():
     assert not any(k.root.op == "permute" for k in ks)
 
 
+def test_rows_times_a_matrix_is_one_2d_product_both_ways():
+    """(batch, rows, k) @ (k, n) (a Linear on a sequence) multiplies the batch's rows as one (batch *
+    rows, k) matrix, and the weight's gradient is one (k, batch * rows) @ (batch * rows, n) product:
+    no per-batch product of (batch, k, n) summed afterwards (16x the work and a reduction)."""
+    x = rng.standard_normal((4, 5, 3)).astype(np.float32)
+    ks = kernels(jn.grad(lambda w, x: jn.sum(jn.tanh(x @ w)), argnums=(0, 1)), W[:3], x)
+    products = [k for k in ks if k.kind == "extern"]
+    assert len(products) == 3 and all(len(k.root.shape) <= 2 for k in ks if k.kind != "elementwise")
+    assert all(o.shape in {(20, 5), (3, 5), (20, 3)} for k in products for o in k.outputs)
+    assert not [k for k in ks if k.kind == "reduce"]
+
+
 def test_extern_inputs_are_materialised():
     ks = kernels(lambda x, w: jn.exp(x) @ w, X, W)
     assert [k.kind for k in ks] == ["elementwise", "extern"]

@@ -42,6 +42,13 @@ from jitnet.backends.cpu import parallel
 ARGS = "c_addr, a_addr, b_addr, M, N, K, a_trans, b_trans, pack_b, accumulate, r_lo, r_hi, j_lo, j_hi, kc_max, mcp"
 
 
+def has_avx512() -> bool:
+    """Whether the host has AVX-512's 32 vector registers (the register tile depends on it)."""
+    from llvmlite import binding as llvm
+
+    return bool(llvm.get_host_cpu_features().get("avx512f", False))
+
+
 def lanes_of(dtype) -> int:
     return 64 // np.dtype(dtype).itemsize
 

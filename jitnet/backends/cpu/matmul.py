@@ -15,6 +15,14 @@ Tile measurements (AMD EPYC Zen 4, 2 cores; FMA peak measured at ~225 GFLOP/s fl
 ~113 per core: one 512-bit FMA per cycle at ~3.5 GHz. See `python -m bench --only fma_peak,matmul_tiles`):
   micro-kernel alone, one core, operands in L1, float32, kc=256 (GFLOP/s):
     MR x NR:  6x32 116 | 8x32 113 | 4x48 113 | 4x64 116 | 14x16 114 | 28x16 114 | 12x32 49 (spills)
+On AVX2 (AMD EPYC Zen 3, 2 cores, no AVX-512: each v16f32 intrinsic becomes two ymm ops), the whole
+kernel, float32, 2 threads, GFLOP/s (torch 2.13's matmul: 64-124 on the first three shapes):
+    m x n x k:    2048x512x128  2048x128x512  same, B^T  128x512x2048 A^T  1024^3
+    4x64k512m96       54            32           39            31           42
+    8x16k512m96       74            85           84            50           44
+    6x16k256m96      119           106          106            67           60
+    6x16k256m192     118            83          108            48           86
+    4x32k512m96       70            60           65            37           43
 
 ROUTING (`choose_path`): a matrix-vector product (m == 1) or a product with n <= BLAS_MAX_N
 columns goes to BLAS, which streams A once at memory speed; everything else runs the core, which
@@ -53,25 +61,33 @@ class Tile:
         return f"{self.mr}x{self.nr}k{self.kc}m{self.mc}"
 
 
-# Chosen by measurement (`python -m bench --only matmul_tiles`); the docstring's table records the sweep.
-TILES = {
+# Chosen by measurement (`python -m bench --only matmul_tiles`); the docstring's tables record the
+# sweeps. The vector registers decide: 32 zmm (AVX-512) hold a 4 x 4-vector block of C with room for
+# B's vectors; 16 ymm (AVX2) hold 6 x 2 ymm (12) plus 2 of B and a broadcast: the AVX-512 tile there
+# needs 32 accumulators and spills (2-3x slower, see the docstring).
+TILES_AVX512 = {
     "float32": Tile(4, 64, 512, 96),
     "float64": Tile(4, 32, 512, 96),
 }
+TILES_AVX2 = {
+    "float32": Tile(6, 16, 256, 96),
+    "float64": Tile(6, 8, 256, 96),
+}
+TILES = TILES_AVX512 if gemm.has_avx512() else TILES_AVX2
 
 SERIAL_MAX_WORK = 64**3  # m*n*k*batch below this: one thread
 BLAS_MAX_N = 4  # choose_path: products with n <= BLAS_MAX_N (or m == 1) go to BLAS
 
 
 def choose_tile(m: int, n: int, k: int, dtype) -> Tile:
-    """The tile for a shape: TILES[dtype] (4 rows x 4 vectors), unless that pads n by a vector or
-    more: then 8 rows x 1 vector (W = 16 float32, 8 float64). Two tiles, so two GEMM cores to
-    compile. Measured (float32, 2 threads, GFLOP/s, 8x16 / 6x32 / 4x64): 1024 x 80 x 1024: 204 /
+    """The tile for a shape: TILES[dtype], unless that pads n by a vector or more: then 8 rows x 1
+    vector (W = 16 float32, 8 float64; on AVX-512, where TILES is 4 rows x 4 vectors). At most two
+    tiles, so at most two GEMM cores to compile. Measured on AVX-512 (float32, 2 threads, GFLOP/s, 8x16 / 6x32 / 4x64): 1024 x 80 x 1024: 204 /
     166 / 139; 1024 x 48 x 1024: 226 / 159 / 173; 1024 x 25 x 1024: 166 / 160 / 87; and 4x64 where
     it pads little: 1024^3 211 / - / 220, 500 x 64 x 20 118 / - / 156."""
     w = lanes_of(dtype)
     big = TILES[np.dtype(dtype).name]
-    if _cdiv(n, big.nr) * big.nr - n >= w:
+    if big.nr > w and _cdiv(n, big.nr) * big.nr - n >= w:
         return Tile(8, w, big.kc, big.mc)
     return big
 

@@ -87,13 +87,32 @@ def test_bad_tiles_and_dtypes():
         gemm.core_source(np.int32, 4, 64)
 
 
-def test_modules_name_the_cores_they_load():
+@pytest.mark.parametrize("table", ["TILES_AVX512", "TILES_AVX2"])
+def test_modules_name_the_cores_they_load(monkeypatch, table):
     from jitnet.backends.cpu import conv, matmul
 
-    assert gemm.required(matmul.matmul_source(100, 500, 80, 1, np.float32)) == {("float32", 4, 64)}
-    assert gemm.required(matmul.matmul_source(100, 10, 80, 2, np.float64)) == {("float64", 8, 8)}
+    monkeypatch.setattr(matmul, "TILES", getattr(matmul, table))
+    big32, big64 = matmul.TILES["float32"], matmul.TILES["float64"]
+    assert gemm.required(matmul.matmul_source(100, 500, 80, 1, np.float32)) == {("float32", big32.mr, big32.nr)}
+    narrow64 = (8, 8) if big64.nr > 8 else (big64.mr, big64.nr)  # 10 columns: one vector of 8
+    assert gemm.required(matmul.matmul_source(100, 10, 80, 2, np.float64)) == {("float64", *narrow64)}
     src = conv.conv2d_source((2, 3, 9, 9), (5, 3, 3, 3), (1, 1), (1, 1), np.float32)
-    assert gemm.required(src) == {("float32", 8, 16)}  # 81 output pixels: 4 x 64 would pad 47 columns
+    narrow32 = (8, 16) if big32.nr > 16 else (big32.mr, big32.nr)  # 81 output pixels: 4 x 64 would pad 47
+    assert gemm.required(src) == {("float32", *narrow32)}
+
+
+@pytest.mark.parametrize("table,registers,width", [("TILES_AVX512", 32, 64), ("TILES_AVX2", 16, 32)])
+def test_register_tiles_fit_the_vector_registers(table, registers, width):
+    """MR x NR/lanes accumulators, NR/lanes vectors of B and one broadcast of A must fit the
+    register file (AVX-512: 32 of 64 bytes, AVX2: 16 of 32), or the micro-kernel spills (4 x 64
+    on AVX2 ran at a third of 6 x 16's speed); the table in use is the host's."""
+    from jitnet.backends.cpu import matmul
+
+    for dtype, tile in getattr(matmul, table).items():
+        lanes = width // np.dtype(dtype).itemsize
+        vectors = tile.nr // lanes
+        assert tile.mr * vectors + vectors + 1 <= registers, (table, dtype, tile)
+    assert matmul.TILES is (matmul.TILES_AVX512 if gemm.has_avx512() else matmul.TILES_AVX2)
 
 
 @pytest.mark.parametrize("dtype,lanes", [(np.float32, 16), (np.float64, 8)])

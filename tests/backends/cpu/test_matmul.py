@@ -176,7 +176,8 @@ def test_choose_path():
         assert mm.choose_path(m, n, k) == "blas"
 
 
-def test_rules():
+def test_rules(monkeypatch):
+    monkeypatch.setattr(mm, "TILES", mm.TILES_AVX512)  # 4 x 64, and 8 x 16 where 64 columns pad
     t32 = mm.choose_tile(1024, 1024, 1024, np.float32)
     assert (t32.mr, t32.nr) == (4, 64) and mm.choose_tile(100, 8, 100, np.float32).nr == 16
     assert mm.choose_tile(100, 80, 100, np.float32).nr == 16 and mm.choose_tile(100, 500, 100, np.float32).nr == 64
@@ -184,3 +185,5 @@ def test_rules():
     assert not mm.packing(256, 256, 256, False, t32)  # fits L2: read in place
     assert mm.packing(256, 256, 256, True, t32)  # a transposed B: packed
     assert "B packed" in mm.matmul_source(300, 700, 600, 2, np.float32, False, False)  # in test_parallel
+    monkeypatch.setattr(mm, "TILES", mm.TILES_AVX2)  # 6 x 16: one tile, nothing to narrow
+    assert {mm.choose_tile(100, n, 100, np.float32) for n in (8, 80, 500, 1024)} == {mm.TILES_AVX2["float32"]}
