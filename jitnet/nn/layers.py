@@ -48,8 +48,12 @@ class Linear(Module):
 
     def forward(self, x):
         _check_input("Linear", x, len(x.shape), -1, self.in_features)
-        y = jn.matmul(x, jn.transpose(self.weight))
-        return y + self.bias if "bias" in self._params else y
+        rows = jn.reshape(x, (-1, self.in_features)) if len(x.shape) > 2 else x  # a stack of rows: one
+        # 2-D product, and the bias added over its rows, where the bias gradient's reduction shares
+        # its loop with the gradient the weight's product reads (one domain, not (N, L, F) vs (N*L, F))
+        y = jn.matmul(rows, jn.transpose(self.weight))
+        y = y + self.bias if "bias" in self._params else y
+        return jn.reshape(y, (*x.shape[:-1], self.out_features)) if len(x.shape) > 2 else y
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={'bias' in self._params}"
