@@ -26,6 +26,9 @@ from jitnet.ir.opdefs import OPS, Kind
 # (a transcendental costs 8, a cheap op 1): writing and re-reading it is the alternative, and on
 # memory-bound kernels a little arithmetic is cheaper than a round trip through memory.
 RECOMPUTE_LIMIT = 24
+# ... or reads more than this many buffers: each kernel recomputing it would read them all (a
+# residual stream x0 + a1 + m1 + a2 + ... read by every block's kernels), where one kept value is one read.
+RECOMPUTE_READS = 3
 BROADCAST_LIMIT = 8  # a value broadcast to a larger shape is recomputed per element below this cost
 
 
@@ -168,18 +171,21 @@ def _materialised(graph: Graph, order: list[Node], rules: FusionRules) -> set[No
     # Producers first: keep the values too costly to recompute where several kernels (or a
     # broadcast) would. A kept value costs its readers only a load.
     cost: dict[Node, int] = {}
+    reads: dict[Node, frozenset] = {}  # the buffers a node's fused subtree reads
     for node in order:
         if node in mat or is_buffer_source(node):
-            cost[node] = 0
+            cost[node], reads[node] = 0, frozenset({node}) if node.size > 1 else frozenset()
             continue
         cost[node] = OPS[node.op].cost + sum(cost[i] for i in node.inputs)
+        reads[node] = frozenset().union(*(reads[i] for i in node.inputs))
         if _kind(node) not in (Kind.ELEMENTWISE, Kind.MOVEMENT):
             continue
-        shared = len(roots_of[node]) > 1 and cost[node] > RECOMPUTE_LIMIT
+        costly = cost[node] > RECOMPUTE_LIMIT or len(reads[node]) > RECOMPUTE_READS
+        shared = len(roots_of[node]) > 1 and costly
         broadcast = cost[node] >= BROADCAST_LIMIT and any(c.op == "expand" and c.size > node.size for c in users[node])
         if shared or broadcast:
             mat.add(node)
-            cost[node] = 0
+            cost[node], reads[node] = 0, frozenset({node})
     return mat
 
 

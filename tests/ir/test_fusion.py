@@ -176,6 +176,22 @@ def test_cheap_value_read_by_two_reductions_is_recomputed():
     assert all([i.op for i in k.inputs] == ["input"] for k in ks)
 
 
+def test_value_reading_many_buffers_is_materialised_once():
+    """A residual stream x0 + a1 + a2 + a3 read by two kernels is kept (each would read all four
+    buffers to recompute it; the kept value is one read), a sum of two is recomputed."""
+    a = [rng.standard_normal(X.shape).astype(np.float32) for _ in range(4)]
+
+    def stream(x0, a1, a2, a3):
+        x = x0 + a1 + a2 + a3
+        return x.sum(0), x.max(1)
+
+    ks = kernels(stream, *a)
+    kept = [k for k in ks if k.kind == "elementwise"]
+    assert len(kept) == 1 and all(k.inputs == [kept[0].root] for k in ks if k.kind == "reduce")
+    pair = kernels(lambda x, y: ((x + y).sum(0), (x + y).max(1)), X, X + 1)
+    assert [k.kind for k in pair] == ["reduce", "reduce"]
+
+
 def test_costly_value_broadcast_to_a_larger_shape_is_materialised():
     ks = kernels(lambda r, x: jn.exp(jn.sin(r)) + x, ROW, X)
     assert [k.kind for k in ks] == ["elementwise", "elementwise"]
