@@ -240,24 +240,28 @@ class MultiheadAttention(Module):
             self.out_proj.register_parameter("bias", np.zeros(e, np.float32))
 
     def forward(self, query, key, value, attn_mask=None, is_causal: bool = False, need_weights: bool = True):
-        if self.batch_first:  # (N, L, E) -> (L, N, E): torch's layout inside
+        self_attention = query is key and key is value
+        if not self.batch_first:  # (L, N, E) -> (N, L, E): a sequence's rows together, as the products want
             query, key, value = (jn.transpose(t, (1, 0, 2)) for t in (query, key, value))
-        (length, batch, e), source = query.shape, key.shape[0]
-        if e != self.embed_dim or key.shape[2] != e or value.shape[2] != e or value.shape[0] != source:
+        (batch, length, e), source = query.shape, key.shape[1]
+        if e != self.embed_dim or key.shape[2] != e or value.shape[2] != e or value.shape[1] != source:
+            layout = "(N, L, E)" if self.batch_first else "(L, N, E)"
             raise ValueError(
-                f"MultiheadAttention: query (L, N, {self.embed_dim}), key and value (S, N, {self.embed_dim}) "
-                f"expected, got {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}"
+                f"MultiheadAttention: query, key and value {layout} with E = {self.embed_dim} and key and value "
+                f"of one length expected, got {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}"
             )
-        w, b = self.in_proj_weight, self._params.get("in_proj_bias")
         heads, d = self.num_heads, e // self.num_heads
 
-        def project(t, part: int, n: int):  # (n, N, E) -> (N, heads, n, d)
-            y = jn.matmul(t, jn.transpose(w[part * e : (part + 1) * e]))
-            if b is not None:
-                y = y + b[part * e : (part + 1) * e]
-            return jn.transpose(jn.reshape(y, (n, batch, heads, d)), (1, 2, 0, 3))
+        def heads_of(y, n: int, part: int):  # columns [part * E, (part + 1) * E) of (N * n, .) -> (N, heads, n, d)
+            y = y[:, part * e : (part + 1) * e] if y.shape[1] != e else y
+            return jn.transpose(jn.reshape(y, (batch, n, heads, d)), (0, 2, 1, 3))
 
-        q, k, v = project(query, 0, length), project(key, 1, source), project(value, 2, source)
+        if self_attention:  # q, k and v from one (N * L, E) @ (E, 3E) product
+            qkv = self._project(query, 0, 3)
+            q, k, v = (heads_of(qkv, length, part) for part in range(3))
+        else:
+            q = heads_of(self._project(query, 0, 1), length, 0)
+            k, v = heads_of(self._project(key, 1, 1), source, 0), heads_of(self._project(value, 2, 1), source, 0)
         mask = (
             None
             if attn_mask is None
@@ -269,11 +273,17 @@ class MultiheadAttention(Module):
         if mask is not None:
             scores = jn.where(mask, scores, -np.inf) if mask.dtype == np.bool_ else scores + mask
         weights = jn.softmax(scores, axis=-1)
-        out = jn.reshape(jn.transpose(jn.matmul(weights, v), (2, 0, 1, 3)), (length, batch, e))
-        out = self.out_proj(out)
-        if self.batch_first:
+        out = jn.reshape(jn.transpose(jn.matmul(weights, v), (0, 2, 1, 3)), (batch * length, e))
+        out = jn.reshape(self.out_proj(out), (batch, length, e))
+        if not self.batch_first:
             out = jn.transpose(out, (1, 0, 2))
         return out, (jn.mean(weights, axis=1) if need_weights else None)
+
+    def _project(self, t, part: int, count: int):
+        """(N, n, E) -> (N * n, count * E): rows times in_proj parts [part, part + count), plus their bias."""
+        e, b = self.embed_dim, self._params.get("in_proj_bias")
+        y = jn.matmul(jn.reshape(t, (-1, e)), jn.transpose(self.in_proj_weight[part * e : (part + count) * e]))
+        return y if b is None else y + b[part * e : (part + count) * e]
 
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, batch_first={self.batch_first}"

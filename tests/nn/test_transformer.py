@@ -144,3 +144,40 @@ def test_multihead_attention_matches_torch_and_round_trips(backend, batch_first)
     back.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in layer.state_dict().items()})
     with pytest.raises(ValueError, match="not divisible"):
         nn.MultiheadAttention(8, 3)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("mask_kind", ["bool_per_head", "float"])
+def test_multihead_cross_attention_and_gradients_match_torch(backend, batch_first, mask_kind):
+    """Query, key and value all different (the self-attention path packs q, k, v into one product;
+    this one projects each on its own), a key length unlike the query's, a mask, and the gradients
+    of the projection weights and of the query."""
+    torch = torch_or_skip()
+    torch.manual_seed(1)
+    reference = torch.nn.MultiheadAttention(8, 2, batch_first=batch_first)
+    layer = nn.MultiheadAttention(8, 2, batch_first=batch_first)
+    layer.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
+    shape = (lambda n: (2, n, 8)) if batch_first else (lambda n: (n, 2, 8))
+    q, k, v = rand(*shape(5)), rand(*shape(7)), rand(*shape(7))
+    if mask_kind == "float":
+        mask = (np.random.default_rng(2).standard_normal((5, 7)) * 2).astype(np.float32)
+    else:
+        mask = np.random.default_rng(2).random((2 * 2, 5, 7)) > 0.3
+        mask[..., 0] = True  # every row keeps a position
+
+    def loss(params, q, k, v):
+        (out, weights), _ = layer.functional_call(params, {}, q, k, v, mask)
+        return jn.sum(out * out) + jn.sum(weights)
+
+    params = layer.parameters()
+    value, grads = jn.compile(jn.value_and_grad(loss, argnums=(0, 1)), backend=backend)(params, q, k, v)
+    tq, tk, tv = (torch.from_numpy(a).requires_grad_() for a in (q, k, v))
+    tmask = torch.from_numpy(mask if mask_kind == "float" else ~mask)  # torch: True = masked out
+    out, weights = reference(tq, tk, tv, attn_mask=tmask)
+    want = (out * out).sum() + weights.sum()
+    want.backward()
+    np.testing.assert_allclose(float(value), want.item(), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(grads[1]), tq.grad.numpy(), rtol=1e-4, atol=1e-5)
+    for name in ("in_proj_weight", "out_proj.weight", "in_proj_bias"):
+        want_grad = dict(reference.named_parameters())[name].grad.numpy()
+        np.testing.assert_allclose(np.asarray(grads[0][name]), want_grad, rtol=1e-4, atol=1e-5)

@@ -75,6 +75,7 @@ TILES_AVX2 = {
 }
 TILES = TILES_AVX512 if gemm.has_avx512() else TILES_AVX2
 
+BATCH_SPLIT_MIN = 4  # products per thread from which threads split the batch, not each product
 SERIAL_MAX_WORK = 64**3  # m*n*k*batch below this: one thread
 BLAS_MAX_N = 4  # choose_path: products with n <= BLAS_MAX_N (or m == 1) go to BLAS
 
@@ -302,20 +303,26 @@ def matmul_source(
         e(4, f"st(out, (z * {M} + i) * {N} + j, {ep_val})")
         return "\n".join(header + e.lines) + "\n"
 
-    # split rows or columns among the threads: the split that leaves the busiest thread less
-    # work; on a tie, the one that packs less twice (rows: every thread packs all of B)
-    e(1, f"rows = ({MP} + nt - 1) // nt * {NP}")
-    e(1, f"cols = ({NP} + nt - 1) // nt * {MP}")
-    e(1, f"by_rows = rows < cols or (rows == cols and {N <= M})")
-    e(1, "tm = nt if by_rows else 1")
-    e(1, "tn = 1 if by_rows else nt")
-    e(1, "ti = t // tn")
-    e(1, "tj = t - ti * tn")
-    e(1, f"r_lo = ti * {MP} // tm")
-    e(1, f"r_hi = (ti + 1) * {MP} // tm")
-    e(1, f"j_lo = tj * {NP} // tn")
-    e(1, f"j_hi = (tj + 1) * {NP} // tn")
-    e(1, f"for z in range({B}):")
+    # a batch of at least BATCH_SPLIT_MIN products per thread: each thread takes whole products
+    # (attention's 64 products of 128 x 128 x 32: no B panel packed by both threads, no product cut
+    # into slivers); otherwise split rows or columns among the threads: the split that leaves the
+    # busiest thread less work; on a tie, the one that packs less twice (rows: every thread packs all of B)
+    e(1, f"if {B} >= {BATCH_SPLIT_MIN} * nt:")
+    e(2, f"z_lo, z_hi, r_lo, r_hi, j_lo, j_hi = t * {B} // nt, (t + 1) * {B} // nt, 0, {MP}, 0, {NP}")
+    e(1, "else:")
+    e(2, f"z_lo, z_hi = 0, {B}")
+    e(2, f"rows = ({MP} + nt - 1) // nt * {NP}")
+    e(2, f"cols = ({NP} + nt - 1) // nt * {MP}")
+    e(2, f"by_rows = rows < cols or (rows == cols and {N <= M})")
+    e(2, "tm = nt if by_rows else 1")
+    e(2, "tn = 1 if by_rows else nt")
+    e(2, "ti = t // tn")
+    e(2, "tj = t - ti * tn")
+    e(2, f"r_lo = ti * {MP} // tm")
+    e(2, f"r_hi = (ti + 1) * {MP} // tm")
+    e(2, f"j_lo = tj * {NP} // tn")
+    e(2, f"j_hi = (tj + 1) * {NP} // tn")
+    e(1, "for z in range(z_lo, z_hi):")
     offsets = (f"z * {M * N}", _batch_offset(out_batch, a_batch, M * K), _batch_offset(out_batch, b_batch, K * N))
     operands = list(zip(("out", "a", "b"), offsets))
     flags, block = (a_trans, b_trans, pack_b, accumulate), ("r_lo", "r_hi", "j_lo", "j_hi")

@@ -88,6 +88,8 @@ PARALLEL = [
     (150, 90, 600, 1, np.float32, True, True),  # two K blocks: C accumulates
     (70, 50, 40, 3, np.float64, False, True),  # threads split each matrix of a batch
     (300, 700, 600, 2, np.float32, False, False),  # ... with B packed (its block is L2-sized), 2 K blocks
+    (37, 33, 29, 9, np.float32, True, True),  # threads take whole products (9 = 4 + 5 with 2 threads)
+    (40, 24, 70, 11, np.float64, False, False),  # ... odd sizes, a K block
 ]
 
 
