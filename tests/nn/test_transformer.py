@@ -76,6 +76,24 @@ def test_layer_norm_against_torch(backend, dtype):
         jn.layer_norm(x, (5,))
 
 
+def test_layer_norm_float32_statistics_hold_a_large_mean(backend):
+    """float32 rows take E[x] and E[x^2] in one pass, in float64: rows whose mean is 1e4 times their
+    spread (E[x^2] - E[x]^2 would lose every digit in float32) still normalise to float32 accuracy,
+    against float64 torch; and the gradient too."""
+    torch = torch_or_skip()
+    x = (rand(6, 64, dtype=np.float64) + 1e4).astype(np.float32)
+    cos = np.cos(np.arange(64, dtype=np.float32))
+    y, dx = check(
+        lambda a: (jn.layer_norm(a, 64), jn.grad(lambda a: jn.sum(jn.layer_norm(a, 64) * cos))(a)), x, backend=backend,
+        rtol=1e-5, atol=1e-5,
+    )
+    tx = torch.from_numpy(x.astype(np.float64)).requires_grad_(True)
+    ty = torch.nn.functional.layer_norm(tx, (64,))
+    (ty * torch.from_numpy(cos.astype(np.float64))).sum().backward()
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx.numpy(), tx.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("mask_kind", ["none", "causal", "bool", "float"])
 def test_attention_against_torch(backend, mask_kind):
     torch = torch_or_skip()
