@@ -94,7 +94,47 @@ def _identities(node: Node) -> Node | None:
     return None
 
 
-RULES: list[Callable[[Node], Node | None]] = [_fold_constants, _pow_by_constant, _collapse_movement, _identities]
+def _padded_piece(node: Node) -> tuple[int, int, int, Node] | None:
+    """(axis, lo, hi, x) when node is x zero-padded along one axis only."""
+    if node.op != "pad" or node.attrs["value"] != 0:
+        return None
+    padded = [d for d, w in enumerate(node.attrs["widths"]) if w != (0, 0)]
+    if len(padded) != 1:
+        return None
+    (axis,) = padded
+    lo, hi = node.attrs["widths"][axis]
+    return axis, lo, hi, node.inputs[0]
+
+
+def _adjacent_pads_concat(node: Node) -> Node | None:
+    """pad(a) + pad(b), zero-padded along one axis into adjacent ranges, is pad(concat(a, b)): the
+    gradient of slices that tile an array (self-attention's q, k and v columns of one product)
+    becomes one concatenation, each element read from one piece, not a sum of padded copies that
+    evaluates every piece's bounds at every element."""
+    if node.op != "add" or any(i.shape != node.shape or i.dtype != node.dtype for i in node.inputs):
+        return None
+    pieces = [_padded_piece(i) for i in node.inputs]
+    if None in pieces or pieces[0][0] != pieces[1][0]:
+        return None
+    (axis, lo_a, hi_a, a), (_, lo_b, hi_b, b) = sorted(pieces, key=lambda p: p[1])
+    if lo_a + a.shape[axis] != lo_b:
+        return None  # overlapping, or a gap between them
+    parts = [p for x in (a, b) for p in (x.inputs if x.op == "concat" and x.attrs["axis"] == axis else (x,))]
+    shape = node.shape[:axis] + (a.shape[axis] + b.shape[axis],) + node.shape[axis + 1 :]
+    joined = Node("concat", tuple(parts), {"axis": axis}, shape, node.dtype)
+    if lo_a == 0 and hi_b == 0:
+        return joined
+    widths = tuple((lo_a, hi_b) if d == axis else (0, 0) for d in range(node.ndim))
+    return _node("pad", (joined,), node, widths=widths, value=0.0)
+
+
+RULES: list[Callable[[Node], Node | None]] = [
+    _fold_constants,
+    _pow_by_constant,
+    _collapse_movement,
+    _identities,
+    _adjacent_pads_concat,
+]
 
 
 def _swap_axes(rank: int) -> tuple:

@@ -207,3 +207,39 @@ def test_reshaped_keepdims_reduction_drops_its_kept_axes():
     x = np.ones((3, 4), np.float32)
     graph = jn.compile(lambda x: x.sum(0, keepdims=True).reshape(4)).lower(x).graph
     assert graph.outputs[0].op == "sum" and graph.outputs[0].attrs["keepdims"] is False
+
+
+# ---- gradients of slices that tile an array ----
+
+
+def test_gradient_of_tiling_slices_is_a_concatenation():
+    """Slices of columns [0, 4), [4, 8), [8, 12) (q, k and v of one product): their gradient,
+    pad(dq) + pad(dk) + pad(dv), becomes one concat; the values are the analytic gradient."""
+    x = np.random.default_rng(2).standard_normal((6, 12)).astype(np.float32)
+
+    def f(x):
+        q, k, v = x[:, :4], x[:, 4:8], x[:, 8:]
+        return jn.sum(jn.sin(q) * jn.cos(k) * v)
+
+    ops = op_counts(jn.grad(f), x)
+    assert ops["concat"] == 1 and ops["pad"] == 0 and ops["add"] == 0
+    q, k, v = x[:, :4], x[:, 4:8], x[:, 8:]
+    want = np.concatenate([np.cos(q) * np.cos(k) * v, -np.sin(q) * np.sin(k) * v, np.sin(q) * np.cos(k)], axis=1)
+    for backend in ("interpret", "cpu"):
+        got = np.asarray(jn.compile(jn.grad(f), backend=backend)(x))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_padded_gradients_with_a_gap_or_an_overlap_stay_sums():
+    """Columns [0, 4) and [6, 12) leave a gap, [0, 6) and [4, 12) overlap: both stay pad + pad;
+    [2, 5) and [5, 9) become one concat padded on both sides."""
+    x = np.random.default_rng(3).standard_normal((3, 12)).astype(np.float32)
+    gap = op_counts(jn.grad(lambda x: jn.sum(jn.sin(x[:, :4])) + jn.sum(jn.cos(x[:, 6:]))), x)
+    overlap = op_counts(jn.grad(lambda x: jn.sum(jn.sin(x[:, :6])) + jn.sum(jn.cos(x[:, 4:]))), x)
+    assert gap["concat"] == overlap["concat"] == 0 and gap["pad"] == overlap["pad"] == 2
+    inner = jn.grad(lambda x: jn.sum(jn.sin(x[:, 2:5])) + jn.sum(jn.cos(x[:, 5:9])))
+    ops = op_counts(inner, x)
+    assert ops["concat"] == 1 and ops["pad"] == 1
+    want = np.zeros_like(x)
+    want[:, 2:5], want[:, 5:9] = np.cos(x[:, 2:5]), -np.sin(x[:, 5:9])
+    np.testing.assert_allclose(np.asarray(jn.compile(inner, backend="cpu")(x)), want, rtol=1e-6, atol=1e-7)
