@@ -116,7 +116,7 @@ def _adjacent_pads_concat(node: Node) -> Node | None:
     pieces = [_padded_piece(i) for i in node.inputs]
     if None in pieces or pieces[0][0] != pieces[1][0]:
         return None
-    (axis, lo_a, hi_a, a), (_, lo_b, hi_b, b) = sorted(pieces, key=lambda p: p[1])
+    (axis, lo_a, _, a), (_, lo_b, hi_b, b) = sorted(pieces, key=lambda p: p[1])
     if lo_a + a.shape[axis] != lo_b:
         return None  # overlapping, or a gap between them
     parts = [p for x in (a, b) for p in (x.inputs if x.op == "concat" and x.attrs["axis"] == axis else (x,))]

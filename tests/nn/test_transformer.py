@@ -84,8 +84,11 @@ def test_layer_norm_float32_statistics_hold_a_large_mean(backend):
     x = (rand(6, 64, dtype=np.float64) + 1e4).astype(np.float32)
     cos = np.cos(np.arange(64, dtype=np.float32))
     y, dx = check(
-        lambda a: (jn.layer_norm(a, 64), jn.grad(lambda a: jn.sum(jn.layer_norm(a, 64) * cos))(a)), x, backend=backend,
-        rtol=1e-5, atol=1e-5,
+        lambda a: (jn.layer_norm(a, 64), jn.grad(lambda a: jn.sum(jn.layer_norm(a, 64) * cos))(a)),
+        x,
+        backend=backend,
+        rtol=1e-5,
+        atol=1e-5,
     )
     tx = torch.from_numpy(x.astype(np.float64)).requires_grad_(True)
     ty = torch.nn.functional.layer_norm(tx, (64,))
