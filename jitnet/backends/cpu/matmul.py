@@ -124,14 +124,19 @@ def packing(m: int, n: int, k: int, b_trans: bool, tile: Tile, itemsize: int = 4
       (kc x its columns) is about L2 size or more and each packed panel serves PACK_B_MIN_REUSE or more
       A micro-panels: read in place, a B micro-panel with a row stride of 4 KB maps kc rows onto a
       few cache sets and is fetched from L3 again for every A micro-panel (1024^3: 14.0 ms in place,
-      10.4 packed), while a block that fits in L2 is faster in place (256^3: 149 us vs 173)."""
+      10.4 packed), while a block that fits in L2 is faster in place (256^3: 149 us vs 173).
+    - ... and always (given the reuse) when a micro-panel's row of B is one cache line or less (the
+      AVX2 tile's 16 float32): in place, every k step of the micro-kernel touches a new line of a
+      new row. Measured on AVX2 (GFLOP/s, in place / packed): 1024^3 88 / 115, 2048 x 512 x 128
+      88 / 114, 256^3 88 / 99, 64 x 512 x 784 76 / 86, 128^3 73 / 74, 512 x 96 x 128 90 / 89."""
     mp, np_ = _cdiv(m, tile.mr), _cdiv(n, tile.nr)
     kc = _cdiv(k, max(1, _cdiv(k, tile.kc)))
     by_rows = thread_split(m, n, tile, threads)
     reuse = mp / threads if by_rows else mp  # row panels of a thread that meet each B panel
     cols = n if by_rows else _cdiv(np_, threads) * tile.nr
     big = kc * cols * itemsize >= PACK_B_MIN_BYTES
-    return b_trans or (big and reuse >= PACK_B_MIN_REUSE)
+    narrow = tile.nr * itemsize <= 64
+    return b_trans or ((big or narrow) and reuse >= PACK_B_MIN_REUSE)
 
 
 def choose_path(m: int, n: int, k: int, batch: int = 1) -> str:

@@ -189,3 +189,5 @@ def test_rules(monkeypatch):
     assert "B packed" in mm.matmul_source(300, 700, 600, 2, np.float32, False, False)  # in test_parallel
     monkeypatch.setattr(mm, "TILES", mm.TILES_AVX2)  # 6 x 16: one tile, nothing to narrow
     assert {mm.choose_tile(100, n, 100, np.float32) for n in (8, 80, 500, 1024)} == {mm.TILES_AVX2["float32"]}
+    t16 = mm.TILES_AVX2["float32"]  # a B row of one cache line: packed wherever a panel is reused
+    assert mm.packing(256, 256, 256, False, t16) and not mm.packing(12, 256, 256, False, t16)
