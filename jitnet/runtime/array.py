@@ -141,8 +141,9 @@ class Array:
 
 def asarray(x, device=None, dtype=None) -> Array:
     """Wrap or move data: Arrays pass through (or move between devices), numpy data and Python
-    numbers are copied in. Python floats become float32 and ints int64 (the defaults); numpy
-    arrays keep their dtype."""
+    numbers are copied in, to the host unless `device` says otherwise (as torch.tensor: pass
+    device=jn.default_device() to follow JITNET_BACKEND). Python floats become float32 and ints
+    int64 (the defaults); numpy arrays keep their dtype."""
     dev = as_device(device) if device is not None else None
     if isinstance(x, Array):
         if (dev is None or dev is x.device) and (dtype is None or np.dtype(dtype) == x.dtype):
