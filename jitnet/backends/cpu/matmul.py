@@ -16,8 +16,9 @@ Tile measurements (AMD EPYC Zen 4, 2 cores; FMA peak measured at ~225 GFLOP/s fl
   micro-kernel alone, one core, operands in L1, float32, kc=256 (GFLOP/s):
     MR x NR:  6x32 116 | 8x32 113 | 4x48 113 | 4x64 116 | 14x16 114 | 28x16 114 | 12x32 49 (spills)
 On AVX2 (AMD EPYC Zen 3, 2 cores, no AVX-512: each v16f32 intrinsic becomes two ymm ops), the whole
-kernel, float32, 2 threads, GFLOP/s (torch 2.13's matmul: 64-124 on the first three shapes):
-    m x n x k:    2048x512x128  2048x128x512  same, B^T  128x512x2048 A^T  1024^3
+kernel, float32, 2 threads, GFLOP/s (torch 2.13's matmul: 64-124 on the first three shapes), B read
+in place as the rule then chose (it packs for this tile now, see `packing`):
+    m x n x k:    2048x128x512  2048x512x128  2048x128x512 B^T  128x512x2048 A^T  1024^3
     4x64k512m96       54            32           39            31           42
     8x16k512m96       74            85           84            50           44
     6x16k256m96      119           106          106            67           60
