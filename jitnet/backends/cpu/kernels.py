@@ -197,6 +197,18 @@ def _emit_reduce_kernel(src: KernelSource, parallel: bool) -> tuple[list, int] |
 
     r_var = Idx.var("r", red_size)
     scratch, after = [], None
+
+    def combine_chunks(n_chunks: int, part_index: str) -> None:
+        """The entry, once every chunk is done: each kept element's state from its chunks' partial
+        states, part_<slot>[part_index], in chunk order."""
+        emit(1, f"for o in range({kept_size}):")
+        for acc in accs:
+            emit_lines(2, acc.init())
+        emit(2, f"for c in range({n_chunks}):")
+        for acc in accs:
+            parts = [f"part_{slot.name}[{part_index}]" for slot in acc.state]
+            emit_lines(3, acc.combine([slot.name for slot in acc.state], parts))
+
     columns = (
         parallel
         and tuple(sorted(axes)) == tuple(range(len(axes)))
@@ -204,15 +216,9 @@ def _emit_reduce_kernel(src: KernelSource, parallel: bool) -> tuple[list, int] |
         and all(r.op in ("sum", "max", "min") for r in reducers)
     )
     if columns:  # the kept dims end the input: accumulate whole rows of them, vectorised (see below)
-        scratch = _emit_column_reduce(src, reds, red_shape, kept_size, input_index)
+        scratch, n_chunks = _emit_column_reduce(src, reds, red_shape, kept_size, input_index)
         after = len(src.lines)
-        emit(1, f"for o in range({kept_size}):")
-        for acc in accs:
-            emit_lines(2, acc.init())
-        n_chunks = scratch[0][2] // kept_size
-        emit(2, f"for c in range({n_chunks}):")
-        for acc in accs:
-            emit_lines(3, acc.combine([acc.acc], [f"part_{acc.acc}[c * {kept_size} + o]"]))
+        combine_chunks(n_chunks, f"c * {kept_size} + o")
     elif chunked:  # each thread reduces its chunks of every row into part_<slot>, the entry combines them
         n_chunks = max(1, min(256, red_size // CHUNKS_MIN))
         chunk = -(-red_size // n_chunks)
@@ -226,13 +232,7 @@ def _emit_reduce_kernel(src: KernelSource, parallel: bool) -> tuple[list, int] |
                 emit(3, f"part_{slot.name}[o * {n_chunks} + c] = {slot.name}")
         scratch = [(f"part_{slot.name}", slot.dtype, kept_size * n_chunks) for acc in accs for slot in acc.state]
         after = len(src.lines)
-        emit(1, f"for o in range({kept_size}):")
-        for acc in accs:
-            emit_lines(2, acc.init())
-        emit(2, f"for c in range({n_chunks}):")
-        for acc in accs:
-            parts = [f"part_{slot.name}[o * {n_chunks} + c]" for slot in acc.state]
-            emit_lines(3, acc.combine([slot.name for slot in acc.state], parts))
+        combine_chunks(n_chunks, f"o * {n_chunks} + c")
     else:
         emit(1, f"for o in {_outer_range(kept_size, parallel)}:")
         for acc in accs:
@@ -270,7 +270,7 @@ def _emit_column_reduce(src: KernelSource, reds: list[_Reducer], red_shape: tupl
     item takes a chunk of rows x a block of columns and accumulates row after row into partial
     states part_<acc>[chunk * kept + column], its inner loop contiguous over the columns. The entry
     combines the chunks. Sums accumulate in acc_dtype (float64 for float32) directly. Returns the
-    scratch buffers (one per accumulator, kept x chunks)."""
+    scratch buffers (one per accumulator, kept x chunks) and the number of chunks."""
     emit, red_size = src.emit, prod(red_shape)
     n_chunks = max(1, min(ROWS_CHUNKS_MAX, red_size * kept_size // CHUNKS_MIN, red_size))
     chunk = -(-red_size // n_chunks)
@@ -301,7 +301,7 @@ def _emit_column_reduce(src: KernelSource, reds: list[_Reducer], red_shape: tupl
         for line in acc.update(f"row_{acc.acc}[o - o_lo]", "r"):
             emit(4, line)
         emit(4, f"{at} = {acc.acc}")
-    return [(f"part_{red.acc.acc}", red.acc.acc_dtype, kept_size * n_chunks) for red in reds]
+    return [(f"part_{red.acc.acc}", red.acc.acc_dtype, kept_size * n_chunks) for red in reds], n_chunks
 
 
 # ---- row-wise: softmax, log_softmax ----
