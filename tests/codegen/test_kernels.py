@@ -481,6 +481,21 @@ def test_reductions_over_leading_axes(cpu_shape, axes, backend):
         assert any("row_acc" in source for source in sources)
 
 
+def test_gradient_of_tiling_slices(backend):
+    """The gradient of slices that tile an array is one concat kernel (ir/passes.py rewrites the
+    sum of padded pieces), also padded on both sides where the slices leave the ends untouched."""
+    x = randn(3, 12)
+
+    def tiled(a):
+        q, k, v = a[:, :4], a[:, 4:8], a[:, 8:]
+        return jn.sum(jn.sin(q) * jn.cos(k) * v)
+
+    def inner(a):  # columns [2, 5) and [5, 9): pad(concat) with zeros at both ends
+        return jn.sum(jn.exp(a[:, 2:5])) + jn.sum(jn.tanh(a[:, 5:9]))
+
+    check(lambda a: (jn.grad(tiled)(a), jn.grad(inner)(a)), x, backend=backend, **TRANSCENDENTAL)
+
+
 def test_many_outputs_grid_stride(backend):
     """More outputs than the simulator's 4 blocks: each block loops over several outputs."""
     check(lambda x: (x.sum(1), jn.argmax(x, 1)), randn(9, 5), backend=backend, **TRANSCENDENTAL)
