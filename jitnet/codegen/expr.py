@@ -190,14 +190,20 @@ class Emitter:
         return self._branches(node.dtype, [(" and ".join(conds) or "True", src, src_idx)], fill)
 
     def _concat(self, node, idx):
+        """The input whose range holds the index; pieces the index's bounds cannot reach get no
+        branch, so a loop over one piece's range (see `concat_pieces`) reads that piece directly."""
         axis, offset, cases = node.attrs["axis"], 0, []
+        lo, hi = idx[axis].bounds()
         for src in node.inputs:
             n = src.shape[axis]
-            src_idx = list(idx)
-            src_idx[axis] = idx[axis] - offset
-            cases.append((f"{idx[axis].render()} < {offset + n}", src, src_idx))
+            if lo < offset + n and hi >= offset:
+                src_idx = list(idx)
+                src_idx[axis] = idx[axis] - offset
+                cases.append((f"{idx[axis].render()} < {offset + n}", src, src_idx))
             offset += n
         last = cases.pop()
+        if not cases:
+            return self.value(last[1], last[2])
         return self._branches(node.dtype, cases, None, last)
 
     def _branches(self, dtype, cases, fill, last=None) -> str:

@@ -496,6 +496,21 @@ def test_gradient_of_tiling_slices(backend):
     check(lambda a: (jn.grad(tiled)(a), jn.grad(inner)(a)), x, backend=backend, **TRANSCENDENTAL)
 
 
+def test_concat_of_permuted_pieces(backend):
+    """Attention's backward writes dq, dk, dv, each head-permuted, into one (rows, 3 * width)
+    buffer: on the CPU one loop per piece, with no branch per element."""
+    q, k, v = randn(2, 3, 4, 5), randn(2, 3, 4, 5), randn(2, 3, 4, 5)
+
+    def packed(q, k, v):
+        return jn.concatenate([t.transpose(0, 2, 1, 3).reshape(8, 15) for t in (q, k, v)], axis=1)
+
+    check(packed, q, k, v, backend=backend)
+    if backend == "cpu":
+        (source,) = jn.compile(packed, backend="cpu").lower(q, k, v).sources
+        body = source.split("def kernel")[1]
+        assert body.count("for i in range(120)") == 3 and " if " not in body
+
+
 def test_many_outputs_grid_stride(backend):
     """More outputs than the simulator's 4 blocks: each block loops over several outputs."""
     check(lambda x: (x.sum(1), jn.argmax(x, 1)), randn(9, 5), backend=backend, **TRANSCENDENTAL)

@@ -96,12 +96,29 @@ def _work(kernel: Kernel) -> int:
 
 def _emit_elementwise_kernel(src: KernelSource, parallel: bool) -> None:
     root = src.kernel.root
-    indent, idx = _loop_nest(root.shape, parallel, src.emit, 1)
-    body = src.scope(indent)
-    value = body.value(root, idx)
-    body.emit(f"{DIALECT.element('out', idx, root.shape)} = {value}")
-    src.store_siblings(body, idx)
-    src.close(body)
+    for offset, shape in _pieces(root):
+        indent, idx = _loop_nest(shape, parallel, src.emit, 1)
+        if offset:
+            axis = root.attrs["axis"]
+            idx[axis] = idx[axis] + offset
+        body = src.scope(indent)
+        value = body.value(root, idx)
+        body.emit(f"{DIALECT.element('out', idx, root.shape)} = {value}")
+        src.store_siblings(body, idx)
+        src.close(body)
+
+
+def _pieces(root: Node) -> list[tuple[int, tuple]]:
+    """The loops over the output: one per input of a concat at the root, over that input's range
+    of the axis (its loads then need no branch and index arithmetic only over its own shape), else
+    one over the whole output. Each is (offset along the concat axis, the loop's shape)."""
+    if root.op != "concat":
+        return [(0, root.shape)]
+    axis, offset, pieces = root.attrs["axis"], 0, []
+    for x in root.inputs:
+        pieces.append((offset, x.shape))
+        offset += x.shape[axis]
+    return pieces
 
 
 # ---- reductions ----
