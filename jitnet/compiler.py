@@ -27,6 +27,7 @@ from jitnet.ir.interpret import run as interpret_graph
 from jitnet.ir.node import Graph
 from jitnet.ir.passes import simplify
 from jitnet.ir.trace import apply, input_tracer, lift, trace_error, tracing
+from jitnet.retrace import Retraces, Signature
 from jitnet.runtime.array import Array
 from jitnet.runtime.device import Device
 from jitnet.runtime.executor import Program, Step
@@ -113,11 +114,29 @@ class Compiled:
     def captures_unchanged(self) -> bool:
         return all((a.shape, a.dtype.char) == s for a, s in zip(self.graph.captured, self.captured_specs))
 
+    def read_bytes(self) -> int:
+        """Bytes of the memory a run reads and does not own: inputs, captured arrays, constants."""
+        inputs = sum(n.size * n.dtype.itemsize for n in self.graph.inputs)
+        captured = sum(a.size * a.dtype.itemsize for a in self.graph.captured)
+        consts = sum(buf.nbytes for _, buf in self.program.consts) if self.program is not None else 0
+        return inputs + captured + consts
+
+    @property
+    def peak_bytes(self) -> int | None:
+        """The most device bytes a run needs at once: what it reads, plus the most buffers it holds
+        at once (Program.peak_bytes). None for the interpreter, which has no program."""
+        return None if self.program is None else self.read_bytes() + self.program.peak_bytes()
+
     def describe(self) -> str:
         parts = ["== IR ==", str(self.graph)]
         if self.schedule is not None:
             parts += ["== fusion groups ==", str(self.schedule), "== kernels =="]
             parts += self.sources
+            parts += [
+                "== memory ==",
+                f"peak device bytes: {self.peak_bytes} (buffers the program takes: {self.program.peak_bytes()}; "
+                f"inputs, captures and constants it reads: {self.read_bytes()})",
+            ]
         return "\n".join(parts)
 
 
@@ -131,8 +150,9 @@ class CompiledFunction:
             sorted({static_argnums} if isinstance(static_argnums, int) else set(static_argnums))
         )
         self.backend = backend
-        self._table: OrderedDict = OrderedDict()  # signature -> Compiled, least recently used first
+        self._table: OrderedDict = OrderedDict()  # Signature -> Compiled, least recently used first
         self.traces = 0  # how many times fn was traced (a new signature traces once)
+        self._retraces = Retraces(fn, self.static_argnums)
 
     def _split(self, args: tuple) -> tuple[tuple, tuple]:
         static = tuple(args[i] for i in self.static_argnums if i < len(args))
@@ -144,14 +164,18 @@ class CompiledFunction:
         leaves, treedef = pytree.flatten(dynamic)
         specs = tuple(_leaf_spec(x) for x in leaves)
         backend = _backend_of(leaves, self.backend)
+        key = Signature(treedef, specs, static, len(args), backend)
         try:
-            key = (treedef, specs, static, len(args), backend)
             entry = self._table.get(key)
         except TypeError:
             raise TypeError(f"jitnet: static arguments must be hashable, got {static!r}") from None
         if entry is None or not entry.captures_unchanged():
             size = cache_size()
-            entry = self._build(args, treedef, specs, backend)
+            last = next(reversed(self._table), None)
+            changed = None if entry is None else "a captured array (a closure or global) changed shape or dtype"
+            entry = self._build(
+                args, treedef, specs, backend, self._retraces.record(last, key, self.traces + 1, changed)
+            )
             self._table[key] = entry
             while len(self._table) > size:
                 self._table.popitem(last=False)
@@ -172,7 +196,7 @@ class CompiledFunction:
         """This signature's traced graph, fusion schedule, kernel sources and program."""
         return self._lookup(args)[0]
 
-    def _build(self, args, treedef, specs, backend: str) -> Compiled:
+    def _build(self, args, treedef, specs, backend: str, why: str | None = None) -> Compiled:
         self.traces += 1
         target = get(backend)
         dev = device_of(backend)  # a clear error if there is no GPU
@@ -193,7 +217,11 @@ class CompiledFunction:
             program, sources = _build_program(sched, target, dev)
             entry = Compiled(graph, sched, program, target.runner(program), sources, out_treedef, captured_specs, dev)
         if os.environ.get("JITNET_DEBUG", "") not in ("", "0"):
-            print(f"jitnet: compiled {getattr(self.fn, '__qualname__', self.fn)}\n{entry.describe()}", file=sys.stderr)
+            reason = f"{why}\n" if why else ""
+            print(
+                f"{reason}jitnet: compiled {getattr(self.fn, '__qualname__', self.fn)}\n{entry.describe()}",
+                file=sys.stderr,
+            )
         return entry
 
 

@@ -37,6 +37,19 @@ class Program:
     copy_outputs: frozenset  # output slots holding an input's, a capture's or a constant's memory: copied out
     device: Device
 
+    def peak_bytes(self) -> int:
+        """The most bytes of buffers a run holds at once (what `execute` takes and gives back, the
+        outputs included; not the inputs, captures and constants it reads)."""
+        live = peak = 0
+        sizes: dict[int, int] = {}
+        for step in self.steps:
+            for slot, size, dtype in step.outs:
+                sizes[slot] = size * np.dtype(dtype).itemsize
+                live += sizes[slot]
+            peak = max(peak, live)
+            live -= sum(sizes.pop(r) for r in step.release)
+        return peak
+
     def run(self, inputs: list, captured: list) -> list[Array]:
         """Run on buffers of this program's device; return the outputs as Arrays."""
         slots = self.bind(inputs, captured)
