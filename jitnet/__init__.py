@@ -3,7 +3,7 @@ fused compiled kernels."""
 
 import importlib
 
-from jitnet import ir
+from jitnet import ir, onnx
 from jitnet.autodiff import grad, value_and_grad, vjp
 from jitnet.backends import default_device, device, empty_cache
 from jitnet.checkpoint import load, save
@@ -88,6 +88,7 @@ from jitnet.ops import (
     zeros,
     zeros_like,
 )
+from jitnet.retrace import RetraceWarning
 from jitnet.runtime.array import Array, asarray
 
 install_operators(Array)
