@@ -130,7 +130,9 @@ class Emitter:
             return self.dialect.literal(node.attrs["value"].value.reshape(()).item(), node.dtype)
         if node.op == "iota":
             a = node.attrs
-            start, step = self.dialect.literal(a["start"], np.float64), self.dialect.literal(a["step"], np.float64)
+            exact = dtypes.is_int(node.dtype) and float(a["start"]).is_integer() and float(a["step"]).is_integer()
+            among = node.dtype if exact else np.float64  # integer positions stay integer arithmetic
+            start, step = self.dialect.literal(a["start"], among), self.dialect.literal(a["step"], among)
             return self._assign(node.dtype, f"{start} + {step} * {idx[a['axis']].render()}")
         kind = OPS[node.op].kind
         if kind == Kind.ELEMENTWISE:
