@@ -154,6 +154,12 @@ class CompiledFunction:
         self.traces = 0  # how many times fn was traced (a new signature traces once)
         self._retraces = Retraces(fn, self.static_argnums)
 
+    def expect_many_signatures(self) -> CompiledFunction:
+        """No RetraceWarning for this function: it is meant to see many shapes (an eager op's
+        per-shape cache). Retrace reasons are still logged."""
+        self._retraces.warned = True
+        return self
+
     def _split(self, args: tuple) -> tuple[tuple, tuple]:
         static = tuple(args[i] for i in self.static_argnums if i < len(args))
         dynamic = tuple(a for i, a in enumerate(args) if i not in self.static_argnums)

@@ -60,7 +60,7 @@ def primitive(n_arrays: int = 1):
             if compiled is None:
                 from jitnet.compiler import compile as _compile
 
-                compiled = _compile(lambda *xs: fn(*xs, *static, **kwargs))
+                compiled = _compile(lambda *xs: fn(*xs, *static, **kwargs)).expect_many_signatures()
                 _eager_cache[key] = compiled
             return compiled(*arrays)
 

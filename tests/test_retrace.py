@@ -142,3 +142,11 @@ def test_peak_bytes_matches_a_run(backend, monkeypatch):
     reads = x.nbytes + w.nbytes + sum(buf.nbytes for _, buf in compiled.program.consts)
     assert compiled.peak_bytes == peak[0] + reads
     assert f"peak device bytes: {peak[0] + reads} " in f.inspect(x, w)
+
+
+def test_eager_ops_see_many_shapes_without_a_warning():
+    """An eager op compiles per shape by design (its per-op cache), so it never warns."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RetraceWarning)
+        for n in range(1, WARN_AFTER + 3):
+            np.testing.assert_allclose(np.asarray(jn.exp(jn.asarray(f32(n)))), np.exp(f32(n)), rtol=1e-6)

@@ -1,6 +1,7 @@
-"""`jn.nn`: modules, layers, losses, the one-program training step, the Trainer and datasets."""
+"""`jn.nn`: modules, layers, losses, the one-program training step, the Trainer, its callbacks
+(`jn.nn.callbacks`, as Keras's `keras.callbacks`) and datasets."""
 
-from jitnet.nn import data
+from jitnet.nn import callbacks, data
 from jitnet.nn.init import manual_seed
 from jitnet.nn.layers import (
     ELU,
@@ -56,6 +57,7 @@ __all__ = [
     "Trainer",
     "accuracy",
     "binary_cross_entropy_with_logits",
+    "callbacks",
     "cross_entropy",
     "data",
     "hinge_loss",

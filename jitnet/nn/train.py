@@ -16,6 +16,7 @@ are not read back, and a bad one makes the loss and the updated parameters NaN.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sys
 import time
@@ -26,6 +27,7 @@ import numpy as np
 import jitnet as jn
 from jitnet.ir import pytree
 from jitnet.nn import init
+from jitnet.nn.callbacks import Callback, CallbackList, CSVLogger, TensorBoard
 from jitnet.nn.losses import accuracy, check_labels, traced_labels
 from jitnet.nn.module import Module
 from jitnet.optim.optimizers import Optimizer
@@ -303,7 +305,9 @@ class Trainer:
     data-parallel: `batch_size` is per rank, each global batch of batch_size * N samples of the
     shared shuffled order is split among the ranks (TrainStep's distributed step), validation is
     sharded and averaged over ranks, the progress bar and printing happen on rank 0 only, and rank 0
-    writes the checkpoints (atomically) while the others wait; `load` reads them on every rank."""
+    writes the checkpoints (atomically) while the others wait; `load` reads them on every rank.
+    Callbacks run on every rank and see the same logs (the global batch's loss, the allreduced
+    validation), so their decisions agree; only rank 0 writes logs and checkpoints."""
 
     def __init__(
         self,
@@ -321,6 +325,7 @@ class Trainer:
         self.step = TrainStep(model, loss_fn, optimizer, metrics, distributed=self.distributed)
         self.seed = self.step.seed
         self.epoch = 0
+        self.stop_training = False  # set by a callback to end fit (Keras's model.stop_training)
         self._eval = jn.compile(self._eval_program)
         self._eval_classes: int | None = None
         self._predict = jn.compile(lambda x: self.model(x))
@@ -343,10 +348,18 @@ class Trainer:
         shuffle: bool = True,
         checkpoint: str | None = None,
         drop_last: bool = False,
+        callbacks: Sequence[Callback] | None = None,
+        log_dir: str | os.PathLike | None = None,
     ) -> dict[str, list[float]]:
         """Train `epochs` more epochs; returns the history {"loss", metrics, "val_loss", "val_<metric>",
-        "samples_per_s"} with one entry per epoch. `checkpoint`: a path saved after every epoch.
-        `drop_last`: skip an epoch's last, smaller batch (a new shape would compile a second step)."""
+        "samples_per_s"} with one entry per epoch, plus what callbacks add to the epoch logs (as
+        Keras's History: "lr" where one logs or changes the rate). `checkpoint`: a path saved after
+        every epoch. `drop_last`: skip an epoch's last, smaller batch (a new shape would compile a
+        second step). `callbacks`: jn.nn.callbacks objects, called in order; one that sets
+        `trainer.stop_training` ends training with the current epoch (set after a batch: cut short
+        there, the partial epoch still validated and recorded, as Keras does). `log_dir`: also write
+        TensorBoard scalars (per step and per epoch, `log_dir/train` and `log_dir/validation`) and
+        `log_dir/log.csv` (appended to by later fits), by callbacks added after the user's."""
         x, y = np.asarray(x), np.asarray(y)
         _check_batch(x, y)
         epochs = _check_count("fit", "epochs", epochs, 0)
@@ -355,6 +368,7 @@ class Trainer:
             not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2
         ):
             raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
+        callbacks = self._callbacks(callbacks, log_dir)
         # all labels checked once, before the first update (the class count is known once the step traced)
         self.model.train()
         classes = self.step.label_classes(x[:batch_size], y[:batch_size])
@@ -365,50 +379,81 @@ class Trainer:
         if validation_data is not None:
             keys += [f"val_{k}" for k in ["loss", *self.metrics]]
         history = {k: [] for k in [*keys, "samples_per_s"]}
-        n, total = len(x), self.epoch + epochs
-        world, rank = self._world()
-        verbose = verbose if rank == 0 else 0
-        while self.epoch < total:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if shuffle else None
-            sums = dict.fromkeys(["loss", *self.metrics], 0.0)
-            bar = _progress(n, f"epoch {self.epoch + 1}/{total}", verbose)
-            start = time.perf_counter()
-            self.model.train()
-            seen = 0
-            if self.distributed:
-                batches = _shards(n, batch_size, order, drop_last, world, rank)
-            else:
-                batches = ((idx, False, len(idx)) for idx in _batches(n, batch_size, order, drop_last))
-            for i, (idx, uneven, size) in enumerate(batches):
-                if self.distributed:  # loss and metrics: the global batch's
-                    loss, metrics = self.step._run_distributed(x[idx], y[idx], uneven, like=(x[:1], y[:1]))
-                else:
-                    loss, metrics = self.step.run(x[idx], y[idx])
-                seen += size
-                sums["loss"] += float(loss) * size
-                for k, v in metrics.items():
-                    sums[k] += float(v) * size
-                if bar is not None:
-                    bar.update(size)
-                    if i % 10 == 0:
-                        bar.set_postfix(loss=f"{float(loss):.4f}", **{k: f"{float(v):.3f}" for k, v in metrics.items()})
-            seconds = time.perf_counter() - start
-            for k, v in sums.items():
-                history[k].append(v / seen)
-            history["samples_per_s"].append(seen / seconds)
+        total = self.epoch + epochs
+        verbose = verbose if self._world()[1] == 0 else 0
+        self.stop_training = False
+        logs: dict[str, float] = {}
+        callbacks.on_train_begin(logs)
+        while self.epoch < total and not self.stop_training:
+            epoch = self.epoch
+            callbacks.on_epoch_begin(epoch, {})
+            logs = self._train_epoch(
+                x, y, batch_size, shuffle, drop_last, f"epoch {epoch + 1}/{total}", verbose, callbacks
+            )
             if validation_data is not None:
-                for k, v in self.evaluate(*validation_data).items():
-                    history[f"val_{k}"].append(v)
+                logs.update({f"val_{k}": v for k, v in self.evaluate(*validation_data).items()})
             self.epoch += 1
-            if bar is not None:
-                bar.set_postfix({k: f"{history[k][-1]:.4f}" for k in keys})
-                bar.close()
             if verbose:
-                line = "  ".join(f"{k} {history[k][-1]:.4f}" for k in keys)
-                print(f"epoch {self.epoch}/{total}  {line}  {history['samples_per_s'][-1]:.0f} samples/s")
+                line = "  ".join(f"{k} {logs[k]:.4f}" for k in keys)
+                print(f"epoch {self.epoch}/{total}  {line}  {logs['samples_per_s']:.0f} samples/s")
             if checkpoint:
                 self.save(checkpoint)
+            callbacks.on_epoch_end(epoch, logs)
+            for k, v in logs.items():
+                history.setdefault(k, []).append(v)
+        callbacks.on_train_end(logs)
         return history
+
+    def _callbacks(self, callbacks: Sequence[Callback] | None, log_dir: str | os.PathLike | None) -> CallbackList:
+        """The user's callbacks, then (with log_dir) the logging ones, all pointed at this trainer."""
+        callbacks = list(callbacks or [])
+        if log_dir is not None:
+            callbacks += [TensorBoard(log_dir, update_freq=1), CSVLogger(os.path.join(log_dir, "log.csv"), append=True)]
+        return CallbackList(callbacks, self)
+
+    def _train_epoch(
+        self, x, y, batch_size: int, shuffle: bool, drop_last: bool, desc: str, verbose: int, callbacks: CallbackList
+    ) -> dict[str, float]:
+        """One epoch's updates (cut short when a callback sets stop_training): the mean loss and
+        metrics over its samples, and samples/s. Each batch's logs go to `callbacks.on_batch_end`."""
+        n = len(x)
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if shuffle else None
+        sums = dict.fromkeys(["loss", *self.metrics], 0.0)
+        bar = _progress(n, desc, verbose)
+        start = time.perf_counter()
+        self.model.train()
+        seen = 0
+        for i, (idx, uneven, size) in enumerate(self._epoch_batches(n, batch_size, order, drop_last)):
+            begin = time.perf_counter()
+            if self.distributed:  # loss and metrics: the global batch's
+                loss, metrics = self.step._run_distributed(x[idx], y[idx], uneven, like=(x[:1], y[:1]))
+            else:
+                loss, metrics = self.step.run(x[idx], y[idx])
+            batch = {"loss": float(loss), **{k: float(v) for k, v in metrics.items()}}
+            batch["samples_per_s"] = size / (time.perf_counter() - begin)
+            seen += size
+            for k in sums:
+                sums[k] += batch[k] * size
+            if bar is not None:
+                bar.update(size)
+                if i % 10 == 0:
+                    bar.set_postfix(loss=f"{batch['loss']:.4f}", **{k: f"{batch[k]:.3f}" for k in self.metrics})
+            callbacks.on_batch_end(i, batch)
+            if self.stop_training:
+                break
+        logs = {k: v / seen for k, v in sums.items()}
+        logs["samples_per_s"] = seen / (time.perf_counter() - start)
+        if bar is not None:
+            bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()})
+            bar.close()
+        return logs
+
+    def _epoch_batches(self, n: int, batch_size: int, order, drop_last: bool):
+        """(this rank's indices, uneven, the global batch's size) of each step of an epoch."""
+        if self.distributed:
+            world, rank = self._world()
+            return _shards(n, batch_size, order, drop_last, world, rank)
+        return ((idx, False, len(idx)) for idx in _batches(n, batch_size, order, drop_last))
 
     def _world(self) -> tuple[int, int]:
         """(ranks, this rank) of the data-parallel job; (1, 0) when not distributed."""
@@ -489,10 +534,11 @@ class Trainer:
         self.epoch = int(epoch)
         self.seed = self.step.seed = int(seed)
 
-    def save(self, path: str) -> None:
-        """Write a checkpoint (distributed: rank 0 writes; every rank returns once it is written)."""
+    def save(self, path: str | os.PathLike, weights_only: bool = False) -> None:
+        """Write a checkpoint, or with weights_only the model's state_dict alone (distributed: rank 0
+        writes; every rank returns once it is written)."""
         if self._world()[1] == 0:
-            jn.save(path, self.state_dict())
+            jn.save(path, self.model.state_dict() if weights_only else self.state_dict())
         if self.distributed:
             from jitnet import distributed
 
