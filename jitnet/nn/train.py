@@ -444,7 +444,7 @@ class Trainer:
         logs = {k: v / seen for k, v in sums.items()}
         logs["samples_per_s"] = seen / (time.perf_counter() - start)
         if bar is not None:
-            bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()})
+            bar.set_postfix({k: f"{logs[k]:.4f}" for k in sums})
             bar.close()
         return logs
 
