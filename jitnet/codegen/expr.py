@@ -94,10 +94,19 @@ class Dialect:
 class Emitter:
     """Builds the statements of one scope (a loop body) of a kernel."""
 
-    def __init__(self, dialect: Dialect, params: dict[Node, str], names, indent: int, memo: dict | None = None):
+    def __init__(
+        self,
+        dialect: Dialect,
+        params: dict[Node, str],
+        names,
+        indent: int,
+        memo: dict | None = None,
+        loads: list | None = None,
+    ):
         self.dialect = dialect
         self.params = params  # buffer node -> parameter name
         self.names = names  # shared counter for fresh variable names
+        self.loads: list[Idx] = [] if loads is None else loads  # the flat index of every load, child scopes' too
         self.indent = indent
         self.lines: list[str] = []
         self.memo: dict = dict(memo or {})
@@ -113,7 +122,7 @@ class Emitter:
         self.memo[_key(node, idx)] = name
 
     def child(self, indent_by: int = 1) -> "Emitter":
-        return Emitter(self.dialect, self.params, self.names, self.indent + indent_by, self.memo)
+        return Emitter(self.dialect, self.params, self.names, self.indent + indent_by, self.memo, self.loads)
 
     def value(self, node: Node, idx: list[Idx]) -> str:
         key = _key(node, idx)
@@ -125,6 +134,7 @@ class Emitter:
 
     def _compute(self, node: Node, idx: list[Idx]) -> str:
         if node in self.params:
+            self.loads.append(flat_index(idx, node.shape))
             return self._assign(node.dtype, self.dialect.element(self.params[node], idx, node.shape), cast=False)
         if node.op == "const":
             return self.dialect.literal(node.attrs["value"].value.reshape(()).item(), node.dtype)
@@ -193,16 +203,17 @@ class Emitter:
 
     def _concat(self, node, idx):
         """The input whose range holds the index; pieces the index's bounds cannot reach get no
-        branch, so a loop over one piece's range (see `concat_pieces`) reads that piece directly."""
+        branch, so a loop over one piece's range (the CPU's elementwise kernels) reads that piece
+        directly. (An index in a loop that never runs may reach none: then all keep theirs.)"""
         axis, offset, cases = node.attrs["axis"], 0, []
         lo, hi = idx[axis].bounds()
         for src in node.inputs:
             n = src.shape[axis]
-            if lo < offset + n and hi >= offset:
-                src_idx = list(idx)
-                src_idx[axis] = idx[axis] - offset
-                cases.append((f"{idx[axis].render()} < {offset + n}", src, src_idx))
+            src_idx = list(idx)
+            src_idx[axis] = idx[axis] - offset
+            cases.append((f"{idx[axis].render()} < {offset + n}", src, src_idx, lo < offset + n and hi >= offset))
             offset += n
+        cases = [c[:3] for c in cases if c[3]] or [c[:3] for c in cases]
         last = cases.pop()
         if not cases:
             return self.value(last[1], last[2])

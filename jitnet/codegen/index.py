@@ -103,6 +103,15 @@ class Idx:
             return r
         return Idx({Atom("mod", 0, k - 1, arg=r, k=k): 1})
 
+    def reads(self, var: str) -> bool:
+        """Whether loop variable `var` occurs in this index."""
+        return any((a.kind == "var" and a.name == var) or (a.arg is not None and a.arg.reads(var)) for a in self.terms)
+
+    def divides(self, var: str) -> bool:
+        """Whether a // or % term of this index depends on loop variable `var`: a division per
+        iteration of its loop, and no contiguous (vectorisable) access along it."""
+        return any(a.kind != "var" and a.arg.reads(var) for a in self.terms)
+
     def render(self) -> str:
         parts = []
         for a, c in sorted(self.terms.items(), key=lambda t: t[0].render()):

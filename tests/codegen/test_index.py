@@ -232,3 +232,12 @@ def test_random_affine_expressions_evaluate_right():
             ev = ci * vi + cj * vj + c0
             want = (ev // k1) * k2 + ev % k2 + (ev % k1) // k2
             assert value(nested, i=vi, j=vj) == want, nested.render()
+
+
+def test_divides_finds_a_division_over_the_loop_variable():
+    i, o = var("i", 4096), var("o", 64)
+    contiguous = flat_index(unflatten_index(i, (128, 32)), (128, 32)) + o * 4096
+    head_split = flat_index(unflatten_index(i, (128, 32))[::-1], (32, 128))  # (l, d) read as (d, l)
+    assert not contiguous.divides("i") and contiguous.reads("i") and contiguous.reads("o")
+    assert head_split.divides("i") and not head_split.divides("o")
+    assert (o // 4 + i).divides("o") and not (o // 4 + i).divides("i")

@@ -511,6 +511,27 @@ def test_concat_of_permuted_pieces(backend):
         assert body.count("for i in range(120)") == 3 and " if " not in body
 
 
+def test_inner_loop_is_contiguous_for_head_split_views(backend):
+    """A head split (rows, 3 * width) -> 3 x (batch, heads, length, head width) reads runs of
+    head-width elements: on the CPU the inner loop covers one run, with no division per element,
+    while a contiguous kernel's inner loop still merges the trailing dims into a long run."""
+    x, b = randn(16, 192), randn(192)
+
+    def split(x, b):
+        z = (x + b).reshape(2, 8, 3, 2, 32)
+        return tuple(z[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+
+    check(split, x, b, backend=backend)
+    if backend == "cpu":
+        (source,) = jn.compile(split, backend="cpu").lower(x, b).sources
+        body = source.split("def kernel")[1]
+        assert "for i in range(32)" in body and "(i //" not in body and "(i %" not in body
+        (flat,) = jn.compile(lambda x: x * 2 + 1, backend="cpu").lower(x).sources
+        assert "for i in range(3072)" in flat
+        (rows,) = jn.compile(lambda x, b: x * 2 + b, backend="cpu").lower(x, b).sources
+        assert "for i in range(192)" in rows and "% 192" not in rows  # the bias read per row
+
+
 def test_many_outputs_grid_stride(backend):
     """More outputs than the simulator's 4 blocks: each block loops over several outputs."""
     check(lambda x: (x.sum(1), jn.argmax(x, 1)), randn(9, 5), backend=backend, **TRANSCENDENTAL)

@@ -16,7 +16,7 @@ from jitnet.backends.cpu.dialect import DIALECT
 from jitnet.backends.cpu.parallel import chunked_kernel, jit_flags
 from jitnet.backends.cpu.rules import RULES
 from jitnet.codegen.expr import Emitter
-from jitnet.codegen.index import Idx, unflatten_index
+from jitnet.codegen.index import Idx, flat_index, unflatten_index
 from jitnet.codegen.reduction import Accumulator, combine_values
 from jitnet.codegen.source import KernelSource, numba_type, prod, reduction_index, row_geometry
 from jitnet.ir.fusion import Kernel
@@ -25,17 +25,18 @@ from jitnet.ir.opdefs import OPS, Kind
 
 PARALLEL_MIN_WORK = 1 << 15  # elements of work below which a kernel runs serially
 INNER_MIN = 512  # the innermost loop covers at least this many elements when the shape allows
+INNER_RUN = 32  # ... or this many, where merging more dims into it would divide per element
 INNER_RUN_MIN = 16  # a reduction's contiguous trailing run gets an inner loop from this many elements
 CHUNKS_MIN = 8192  # elements per chunk when a whole reduction is split across threads
 BLOCK_SUM = 4096  # float32 terms a float32 partial sum takes before it is added to the float64 total
 
 
-def _loop_nest(shape: tuple, parallel: bool, emit, indent: int) -> tuple[int, list[Idx]]:
+def _loop_nest(shape: tuple, parallel: bool, emit, indent: int, run: int) -> tuple[int, list[Idx]]:
     """Open loops over `shape`: an outer (maybe parallel) loop over the leading dims and an inner
-    loop over the smallest trailing block of at least INNER_MIN elements. Returns the body's
-    indent and the multi-index."""
+    loop over the smallest trailing block of at least `run` elements. Returns the body's indent
+    and the multi-index."""
     split, inner = len(shape), 1
-    while split > 0 and inner < INNER_MIN:
+    while split > 0 and inner < run:
         split -= 1
         inner *= shape[split]
     if split == 0:
@@ -95,17 +96,27 @@ def _work(kernel: Kernel) -> int:
 
 
 def _emit_elementwise_kernel(src: KernelSource, parallel: bool) -> None:
+    """A loop nest per piece of the output (see `_pieces`). The inner loop merges trailing dims
+    into a run of INNER_MIN elements, which amortises the loop's entry (LLVM's overlap checks)
+    where every access stays contiguous over it; where an access would need a division per
+    element (a transposed or head-split view), the run is the trailing dims up to INNER_RUN."""
     root = src.kernel.root
     for offset, shape in _pieces(root):
-        indent, idx = _loop_nest(shape, parallel, src.emit, 1)
-        if offset:
-            axis = root.attrs["axis"]
-            idx[axis] = idx[axis] + offset
-        body = src.scope(indent)
-        value = body.value(root, idx)
-        body.emit(f"{DIALECT.element('out', idx, root.shape)} = {value}")
-        src.store_siblings(body, idx)
-        src.close(body)
+        for run in (INNER_MIN, INNER_RUN):
+            start = len(src.lines)
+            indent, idx = _loop_nest(shape, parallel, src.emit, 1, run)
+            if offset:
+                axis = root.attrs["axis"]
+                idx[axis] = idx[axis] + offset
+            body = src.scope(indent)
+            value = body.value(root, idx)
+            body.emit(f"{DIALECT.element('out', idx, root.shape)} = {value}")
+            src.store_siblings(body, idx)
+            stores = [flat_index(idx, root.shape)]
+            if run == INNER_RUN or not any(i.divides("i") for i in body.loads + stores):
+                src.close(body)
+                break
+            del src.lines[start:]  # an access divides per element: the short run instead
 
 
 def _pieces(root: Node) -> list[tuple[int, tuple]]:
