@@ -120,8 +120,12 @@ class Optimizer:
         self.iterations += 1
 
     def state_dict(self) -> dict:
+        """Per-parameter state, the iteration count, and a fixed learning rate ("lr"; a schedule is
+        code, not state): a rate a callback lowered resumes lowered, as in PyTorch and Keras."""
         out = {f"{k}.{s}": arr for k, slots in self.state.items() for s, arr in slots.items()}
         out["iterations"] = np.array(self.iterations, np.int64)
+        if not callable(self.lr):
+            out["lr"] = np.array(self.lr, np.float64)
         return out
 
     def load_state_dict(self, state: dict) -> None:
@@ -133,8 +137,8 @@ class Optimizer:
         """Check and convert every value of `state`; return the function that copies them in."""
         name = f"{type(self).__name__}.load_state_dict"
         own = self.state_dict()
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
+        missing = [k for k in own if k not in state and k != "lr"]  # "lr": absent in older checkpoints
+        unexpected = [k for k in state if k not in own and k != "lr"]  # a schedule keeps its own rates
         if missing or unexpected:
             raise ValueError(f"{name}: missing keys {missing}, unexpected keys {unexpected}")
         values = []
@@ -147,11 +151,18 @@ class Optimizer:
         iterations = np.asarray(state["iterations"])
         if iterations.shape != () or iterations.dtype.kind not in "iu" or iterations < 0:
             raise ValueError(f"{name}: iterations must be a non-negative integer, got {state['iterations']!r}")
+        lr = self.lr
+        if "lr" in state and not callable(lr):
+            lr = np.asarray(state["lr"])
+            if lr.shape != () or lr.dtype.kind != "f":
+                raise ValueError(f"{name}: lr must be a float scalar, got {state['lr']!r}")
+            lr = _number(name, "lr", float(lr))
 
         def commit() -> None:
             for arr, value in values:
                 arr.assign(value)
             self.iterations = int(iterations)
+            self.lr = lr
 
         return commit
 

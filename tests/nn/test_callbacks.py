@@ -236,6 +236,9 @@ def test_reduce_lr_on_plateau_lowers_the_rate_without_recompiling(on_backend):
         by_hand.fit(X, Y, epochs=epochs, batch_size=20, verbose=0)
     for k, v in weights(by_hand.model).items():
         np.testing.assert_array_equal(v, weights(trainer.model)[k], err_msg=k)
+    resumed = make_trainer(lr=0.1)
+    resumed.load_state_dict(trainer.state_dict())  # a checkpoint keeps the lowered rate
+    assert resumed.optimizer.lr == pytest.approx(0.03)
 
 
 def test_reduce_lr_on_plateau_refuses_a_schedule():

@@ -122,14 +122,24 @@ def test_state_dict_round_trip_and_errors(on_backend):
     opt = optim.Adam(params)
     opt.step(GRADS[0])
     state = {k: np.array(v) for k, v in opt.state_dict().items()}
-    assert sorted(state) == ["b.exp_avg", "b.exp_avg_sq", "iterations", "w.exp_avg", "w.exp_avg_sq"]
-    other = optim.Adam(fresh_params(on_backend))
+    assert sorted(state) == ["b.exp_avg", "b.exp_avg_sq", "iterations", "lr", "w.exp_avg", "w.exp_avg_sq"]
+    other = optim.Adam(fresh_params(on_backend), lr=0.5)
     other.load_state_dict(state)
     on_device(other.state, on_backend)
-    assert other.iterations == 1
+    assert other.iterations == 1 and other.lr == opt.lr  # a rate lowered during training resumes lowered
     np.testing.assert_array_equal(other.state["w"]["exp_avg"].numpy(), state["w.exp_avg"])
     with pytest.raises(ValueError, match=r"missing keys \['iterations'\]"):
         other.load_state_dict({k: v for k, v in state.items() if k != "iterations"})
+    with pytest.raises(ValueError, match=r"lr must be a float scalar"):
+        other.load_state_dict({**state, "lr": np.array([0.1])})
+    older = {k: v for k, v in state.items() if k != "lr"}  # a checkpoint from before "lr" was saved
+    other.lr = 0.25
+    other.load_state_dict(older)
+    assert other.lr == 0.25
+    scheduled = optim.Adam(fresh_params(on_backend), lr=optim.schedules.step(0.1, 2, 0.5))
+    assert "lr" not in scheduled.state_dict()  # a schedule is code, not state
+    scheduled.load_state_dict(state)
+    assert callable(scheduled.lr)
 
 
 def test_bad_arguments():
