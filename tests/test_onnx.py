@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 
@@ -289,6 +290,28 @@ def test_bad_names_and_opset_are_refused():
         jn.onnx.export(lambda a: (a, a), _data(2), None, output_names=["y", "y"])
     with pytest.raises(ValueError, match="opset"):
         jn.onnx.export(lambda a: a, _data(2), None, opset=13)
+    for bad in ([""], [3]):
+        with pytest.raises(ValueError, match="non-empty strings needed as input_names"):
+            jn.onnx.export(lambda a: a * 2, _data(2), None, input_names=bad)
+    with pytest.raises(ValueError, match=r"names \['x'\] are used twice"):
+        jn.onnx.export(lambda a: a * 2, _data(2), None, input_names=["x"], output_names=["x"])
+    layer = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match=r"names \['weight'\] are used twice"):  # a parameter's name
+        jn.onnx.export(layer, _data(1, 2), None, input_names=["weight"])
+
+
+def test_the_file_is_written_atomically_into_a_new_folder(tmp_path, monkeypatch):
+    path = tmp_path / "new" / "model.onnx"
+    exported = jn.onnx.export(lambda a: a * 2, _data(2), path)
+    assert path.read_bytes() == exported.SerializeToString()
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        jn.onnx.export(lambda a: a * 3, _data(2), path)
+    assert path.read_bytes() == exported.SerializeToString() and os.listdir(path.parent) == ["model.onnx"]
 
 
 def test_outputs_that_are_inputs_or_repeated_get_their_own_names(tmp_path):

@@ -7,6 +7,7 @@ is an optional extra: importing this module needs nothing, calling `export` need
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -25,14 +26,15 @@ OPSET = 18  # ai.onnx opset of every exported model (onnxruntime 1.32 runs up to
 def export(
     model_or_function: Callable,
     example_inputs: Any,
-    path: str | None,
+    path: str | os.PathLike | None,
     *,
     opset: int | None = None,
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
 ) -> onnx.ModelProto:
-    """Trace `model_or_function` on `example_inputs` and write it to `path` as an ONNX model; returns
-    the `onnx.ModelProto` (checked with `onnx.checker`). `path=None` only returns it.
+    """Trace `model_or_function` on `example_inputs` and write it to `path` as an ONNX model
+    (atomically, its folder made); returns the `onnx.ModelProto` (checked with `onnx.checker`).
+    `path=None` only returns it.
 
     `example_inputs`: a tuple is the argument list, anything else the one argument; array leaves of
     pytrees become the graph inputs in flattening order. A `jn.nn.Module` is traced in eval mode (its
@@ -56,6 +58,11 @@ def export(
     in_names = _names("input", input_names, len(graph.inputs))
     out_names = _names("output", output_names, len(graph.outputs))
     captured = [(names.get(id(a), f"capture_{i}"), np.asarray(a)) for i, a in enumerate(graph.captured)]
+    clash = sorted(set(in_names) & set(out_names) | (set(in_names) | set(out_names)) & {n for n, _ in captured})
+    if clash:
+        raise ValueError(
+            f"jn.onnx.export: names {clash} are used twice (inputs, outputs and parameters need names of their own)"
+        )
     builder = Builder(in_names, captured, out_names)
     for node in graph.nodes():
         emit(builder, node)
@@ -63,8 +70,23 @@ def export(
         builder.nodes.append(onnx.helper.make_node("Identity", [builder.names[node]], [name]))
     model = _model(onnx, builder, graph, in_names, out_names, opset)
     if path is not None:
-        onnx.save(model, path)
+        _write(model.SerializeToString(), os.fspath(path))
     return model
+
+
+def _write(data: bytes, path: str) -> None:
+    """Atomically, as `jn.save` writes: a temporary beside the file, then a rename; the folder is made."""
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(temporary, "wb") as f:
+            f.write(data)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def _trace(fn: Callable, args: tuple) -> tuple[Graph, dict[int, str]]:
@@ -90,8 +112,8 @@ def _names(kind: str, given: Sequence[str] | None, count: int) -> list[str]:
     if given is None:
         return [kind] if count == 1 else [f"{kind}_{i}" for i in range(count)]
     given = list(given)
-    if len(given) != count or len(set(given)) != count:
-        raise ValueError(f"jn.onnx.export: {count} distinct {kind}_names needed, got {given}")
+    if len(given) != count or len(set(given)) != count or not all(isinstance(n, str) and n for n in given):
+        raise ValueError(f"jn.onnx.export: {count} distinct non-empty strings needed as {kind}_names, got {given}")
     return given
 
 

@@ -6,7 +6,9 @@ and `cast` nodes), so most ops are one ONNX node; the rest spell the IR's semant
 count from the end when negative and are clamped into the axis (`take`, `scatter_add`), the `sum`
 of bools and int32 is int64, pooling pads with -inf (max) or zeros that count (avg). Where ONNX has
 no op, the nearest spelling stands in: expm1 and log1p as exp(x) - 1 and log(1 + x) (less accurate
-near 0), and onnxruntime's Pow, Max and Min decide integer negative powers and NaN ties their way.
+near 0), and onnxruntime's Pow, Max and Min decide integer negative powers and NaN ties their way;
+its ReduceMax/ReduceMin may skip a NaN that jitnet propagates, and its ArgMax need not pick the
+first NaN as jitnet does.
 """
 
 from __future__ import annotations
