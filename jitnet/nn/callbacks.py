@@ -32,9 +32,14 @@ _EVENT_FILES = itertools.count()  # event file names carry only the second: two 
 
 class Callback:
     """Base class: override the hooks you need (they do nothing here). `trainer` is the Trainer
-    whose fit calls them (set by fit)."""
+    whose fit calls them (set by fit), `model` its model. Keras's `on_train_batch_end` is called
+    with `on_batch_end`, as Keras calls both."""
 
     trainer = None
+
+    @property
+    def model(self):
+        return None if self.trainer is None else self.trainer.model
 
     def on_train_begin(self, logs: dict) -> None:
         pass
@@ -49,6 +54,9 @@ class Callback:
         pass
 
     def on_batch_end(self, batch: int, logs: dict) -> None:
+        pass
+
+    def on_train_batch_end(self, batch: int, logs: dict) -> None:
         pass
 
 
@@ -83,6 +91,7 @@ class CallbackList(Callback):
     def on_batch_end(self, batch: int, logs: dict) -> None:
         for c in self.callbacks:
             c.on_batch_end(batch, logs)
+            c.on_train_batch_end(batch, logs)
 
 
 def _chief(trainer) -> bool:
@@ -241,9 +250,10 @@ class ModelCheckpoint(Callback):
     def _path(self, epoch: int, logs: dict) -> str:
         try:
             return self.filepath.format(epoch=epoch + 1, **logs)
-        except KeyError as e:
+        except (KeyError, IndexError) as e:
+            field = f"names {e}, which is not in the logs" if isinstance(e, KeyError) else "has a field without a name"
             raise ValueError(
-                f"ModelCheckpoint: filepath {self.filepath!r} names {e}, which is not in the logs; available: epoch, {', '.join(sorted(logs))}"
+                f"ModelCheckpoint: filepath {self.filepath!r} {field}; available: epoch, {', '.join(sorted(logs))}"
             ) from None
 
     def _save(self, path: str) -> None:
@@ -344,12 +354,31 @@ class CSVLogger(Callback):
         if self._file is None:
             return
         if self._writer is None:
-            self._keys = sorted(logs)
-            self._writer = csv.DictWriter(self._file, ["epoch", *self._keys], delimiter=self.separator)
+            fields = ["epoch", *sorted(logs)]
+            if not self._header:
+                fields = self._widen(fields)
+            self._writer = csv.DictWriter(self._file, fields, restval="NA", delimiter=self.separator)
             if self._header:
                 self._writer.writeheader()
-        self._writer.writerow({"epoch": epoch, **{k: logs.get(k, "NA") for k in self._keys}})
+        self._writer.writerow({"epoch": epoch, **{k: v for k, v in logs.items() if k in self._writer.fieldnames}})
         self._file.flush()
+
+    def _widen(self, fields: list[str]) -> list[str]:
+        """Appending rows with other keys than the file's header (a fit with validation after one
+        without): the file is rewritten under the union of both, "NA" where a row has no value."""
+        self._file.close()
+        with open(self.filename, newline="") as f:
+            reader = csv.DictReader(f, delimiter=self.separator)
+            old, rows = list(reader.fieldnames or []), list(reader)
+        if old[:1] != ["epoch"]:  # not a log this separator reads: append as Keras does
+            old = fields
+        union = old + [k for k in fields if k not in old]
+        self._file = open(self.filename, "w" if union != old else "a", newline="")  # noqa: SIM115 (closed at train end)
+        if union != old:
+            writer = csv.DictWriter(self._file, union, restval="NA", delimiter=self.separator)
+            writer.writeheader()
+            writer.writerows(rows)
+        return union
 
     def on_train_end(self, logs: dict) -> None:
         if self._file is not None:

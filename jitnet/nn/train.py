@@ -348,7 +348,7 @@ class Trainer:
         shuffle: bool = True,
         checkpoint: str | None = None,
         drop_last: bool = False,
-        callbacks: Sequence[Callback] | None = None,
+        callbacks: Sequence[Callback] | Callback | None = None,
         log_dir: str | os.PathLike | None = None,
     ) -> dict[str, list[float]]:
         """Train `epochs` more epochs; returns the history {"loss", metrics, "val_loss", "val_<metric>",
@@ -404,9 +404,11 @@ class Trainer:
         callbacks.on_train_end(logs)
         return history
 
-    def _callbacks(self, callbacks: Sequence[Callback] | None, log_dir: str | os.PathLike | None) -> CallbackList:
+    def _callbacks(
+        self, callbacks: Sequence[Callback] | Callback | None, log_dir: str | os.PathLike | None
+    ) -> CallbackList:
         """The user's callbacks, then (with log_dir) the logging ones, all pointed at this trainer."""
-        callbacks = list(callbacks or [])
+        callbacks = [callbacks] if isinstance(callbacks, Callback) else list(callbacks or [])
         if log_dir is not None:
             callbacks += [TensorBoard(log_dir, update_freq=1), CSVLogger(os.path.join(log_dir, "log.csv"), append=True)]
         return CallbackList(callbacks, self)

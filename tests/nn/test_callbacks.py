@@ -283,6 +283,20 @@ def test_csv_logger_rows_match_the_history(tmp_path):
     assert lines[5].split(";") == ["4", *(repr(more[k][1]) for k in ["accuracy", "loss", "samples_per_s"])]
 
 
+def test_csv_logger_appending_new_keys_widens_the_header(tmp_path):
+    """fit(log_dir=) appends: a fit with validation after one without gets a header with both."""
+    trainer = make_trainer()
+    path = tmp_path / "run.csv"
+    trainer.fit(X, Y, epochs=1, batch_size=40, verbose=0, callbacks=CSVLogger(path, append=True))
+    history = trainer.fit(
+        X, Y, epochs=1, batch_size=40, validation_data=(XV, YV), verbose=0, callbacks=CSVLogger(path, append=True)
+    )
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["epoch", "accuracy", "loss", "samples_per_s", "val_accuracy", "val_loss"]
+    assert [r["val_loss"] for r in rows] == ["NA", repr(history["val_loss"][0])]
+
+
 @pytest.mark.parametrize(
     "make, error, message",
     [
@@ -301,6 +315,22 @@ def test_csv_logger_rows_match_the_history(tmp_path):
 def test_bad_arguments(make, error, message):
     with pytest.raises(error, match=message):
         make()
+
+
+def test_keras_habits_one_callback_its_model_and_train_batch_end(tmp_path):
+    class Counter(Callback):
+        def __init__(self):
+            self.batches, self.models = 0, set()
+
+        def on_train_batch_end(self, batch, logs):  # Keras's name for on_batch_end
+            self.batches += 1
+            self.models.add(id(self.model))
+
+    trainer, counter = make_trainer(), Counter()
+    trainer.fit(X, Y, epochs=2, batch_size=20, verbose=0, callbacks=counter)  # one callback, not a list
+    assert counter.batches == 4 and counter.models == {id(trainer.model)}
+    with pytest.raises(ValueError, match=r"ModelCheckpoint: filepath '.*m-\{\}' has a field without a name"):
+        trainer.fit(X, Y, verbose=0, callbacks=ModelCheckpoint(str(tmp_path / "m-{}"), monitor="loss"))
 
 
 def test_an_unknown_monitor_warns_naming_the_available_keys(tmp_path):
