@@ -118,12 +118,18 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool
         grads = vjp_fn(ops.ones((), value.dtype))
         return out, grads[0] if isinstance(argnums, int) else grads
 
+    value_and_grad_fn.__qualname__ = f"value_and_grad({_name(fn)})"  # what retrace messages call it
     return value_and_grad_fn
+
+
+def _name(fn: Callable) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
 
 
 def grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
     """The gradient of fn's scalar output with respect to args[argnums] (with has_aux: (grads, aux))."""
     vg = value_and_grad(fn, argnums, has_aux)
+    vg.__qualname__ = f"grad({_name(fn)})"
 
     def grad_fn(*args) -> Any:
         out, grads = vg(*args)

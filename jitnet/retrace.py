@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import sys
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -61,6 +63,16 @@ def _spec_change(old: tuple, new: tuple) -> str:
     if old[1] != new[1]:
         parts.append(f"dtype {np.dtype(old[1]).name} -> {np.dtype(new[1]).name}")
     return ", ".join(parts)
+
+
+def _user_frame() -> int:
+    """The stacklevel of the nearest caller outside jitnet (fit, grad and predict call compiled
+    functions from inside the package): the warning points at the user's line."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class Retraces:
@@ -122,7 +134,7 @@ class Retraces:
         logger.info(message)
         if traces >= WARN_AFTER and not self.warned:
             self.warned = True
-            warnings.warn(self._advice(traces), RetraceWarning, stacklevel=4)
+            warnings.warn(self._advice(traces), RetraceWarning, stacklevel=_user_frame())
         return message
 
     def _advice(self, traces: int) -> str:

@@ -105,6 +105,7 @@ def test_warning_after_many_signatures_names_the_argument():
     with pytest.warns(RetraceWarning, match=r"traced for 8 signatures, mostly because argument 'batch' changed") as w:
         model(f32(3, 2), f32(WARN_AFTER, 3))
     assert "drop_last" in str(w[0].message) and "static_argnums" in str(w[0].message)
+    assert w[0].filename == __file__  # the user's line, not jitnet's
     with warnings.catch_warnings():
         warnings.simplefilter("error", RetraceWarning)
         model(f32(3, 2), f32(WARN_AFTER + 1, 3))  # once per function
@@ -150,3 +151,13 @@ def test_eager_ops_see_many_shapes_without_a_warning():
         warnings.simplefilter("error", RetraceWarning)
         for n in range(1, WARN_AFTER + 3):
             np.testing.assert_allclose(np.asarray(jn.exp(jn.asarray(f32(n)))), np.exp(f32(n)), rtol=1e-6)
+
+
+def test_the_warning_points_at_the_users_line_through_jitnet_calls():
+    """grad(f)(x) compiles inside jitnet: the warning still names the caller's line."""
+    loss = jn.grad(lambda w: jn.sum(w * w))
+    with pytest.warns(RetraceWarning) as w:
+        for n in range(1, WARN_AFTER + 1):
+            loss(f32(n))
+    assert [x.filename for x in w] == [__file__]
+    assert "grad(test_the_warning_points_at_the_users_line_through_jitnet_calls.<locals>.<lambda>)" in str(w[0].message)
