@@ -177,10 +177,10 @@ class CompiledFunction:
             raise TypeError(f"jitnet: static arguments must be hashable, got {static!r}") from None
         if entry is None or not entry.captures_unchanged():
             size = cache_size()
-            last = next(reversed(self._table), None)
             changed = None if entry is None else "a captured array (a closure or global) changed shape or dtype"
+            nearest = self._retraces.nearest(reversed(self._table), key)
             entry = self._build(
-                args, treedef, specs, backend, self._retraces.record(last, key, self.traces + 1, changed)
+                args, treedef, specs, backend, self._retraces.record(nearest, key, self.traces + 1, changed)
             )
             self._table[key] = entry
             while len(self._table) > size:

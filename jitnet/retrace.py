@@ -121,6 +121,11 @@ class Retraces:
                     out.append((label + path, _spec_change(a, b)))
         return out
 
+    def nearest(self, known, new: Signature) -> Signature | None:
+        """Of the signatures still compiled (most recent first), the one `new` differs from least:
+        the reason names what is really new (a dtype), not what an older call already had."""
+        return min(known, key=lambda old: len(self.changes(old, new)), default=None)
+
     def record(self, old: Signature | None, new: Signature, traces: int, reason: str | None = None) -> str | None:
         """Log why `new` traces (`reason` when the signature did not change, e.g. a capture did),
         warn once when the function reaches WARN_AFTER signatures; returns the reason logged."""

@@ -161,3 +161,13 @@ def test_the_warning_points_at_the_users_line_through_jitnet_calls():
             loss(f32(n))
     assert [x.filename for x in w] == [__file__]
     assert "grad(test_the_warning_points_at_the_users_line_through_jitnet_calls.<locals>.<lambda>)" in str(w[0].message)
+
+
+def test_the_reason_is_against_the_nearest_compiled_signature(retraces):
+    """Batches of 4 then 2 rows compiled; labels of another dtype on a 4-row batch: only the
+    dtype is new."""
+    f = jn.compile(lambda x, y: x.sum() + y.sum())
+    f(f32(4, 3), np.zeros(4, np.int64))
+    f(f32(2, 3), np.zeros(2, np.int64))
+    f(f32(4, 3), np.zeros(4, np.int32))
+    assert retraces()[-1].endswith("(trace 3): y: dtype int64 -> int32")
