@@ -176,12 +176,16 @@ def _log_kernel(y, k, c):
 def exp_f32(x):
     # x = n ln2 + r, exp(r) by polynomial, times 2**n in two steps so that
     # overflow gives inf and underflow is gradual (a single rounding).
+    # Below EXP_MIN the result rounds to 0 (a masked softmax's -inf): those lanes compute at 0
+    # and select 0, since a product that underflows costs a microcode assist per element.
     x = _f32(x)
+    under = x < EXP_MIN
     xc = EXP_MAX if x > EXP_MAX else x  # NaN passes through
-    xc = EXP_MIN if xc < EXP_MIN else xc
+    xc = ZERO if under else xc
     n, r = _reduce_ln2(xc)
     h = n >> 1
-    return (ONE + _expm1_kernel(r)) * _pow2(h) * _pow2(n - h)
+    res = (ONE + _expm1_kernel(r)) * _pow2(h) * _pow2(n - h)
+    return ZERO if under else res
 
 
 @_jit
